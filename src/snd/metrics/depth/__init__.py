@@ -1,0 +1,1 @@
+"""Local `evaluate` module; see the sibling file of the same name."""
