@@ -1,0 +1,144 @@
+"""Numerics of the teacher path, each against an independent brute-force reference."""
+
+import math
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from snd.distill.teacher import (
+    blend_segments,
+    downsample_holes,
+    mask_aware_upsample,
+    resize_to_patch_multiple,
+)
+
+
+def _source(out_index, out_size, in_size, align_corners):
+    if align_corners:
+        pos = out_index * (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
+    else:
+        pos = max((out_index + 0.5) * in_size / out_size - 0.5, 0.0)
+    lo = min(int(math.floor(pos)), in_size - 1)
+    hi = min(lo + 1, in_size - 1)
+    return lo, hi, pos - lo
+
+
+def _label_index(low_index, low_size, out_size, align_corners):
+    if align_corners:
+        return min(max(int(round(low_index * (out_size - 1) / (low_size - 1))), 0), out_size - 1)
+    return min(int(math.floor((low_index + 0.5) * out_size / low_size)), out_size - 1)
+
+
+def brute_force_mask_aware(features, mask, fallback, align_corners):
+    """Pixel-by-pixel loop written from the definition (python floats)."""
+    channels, low_h, low_w = features.shape
+    height, width = mask.shape
+    low_labels = [[int(mask[_label_index(i, low_h, height, align_corners), _label_index(j, low_w, width, align_corners)]) for j in range(low_w)] for i in range(low_h)]
+    out = torch.zeros(channels, height, width, dtype=torch.float64)
+    for y in range(height):
+        y0, y1, fy = _source(y, height, low_h, align_corners)
+        for x in range(width):
+            x0, x1, fx = _source(x, width, low_w, align_corners)
+            corners = [(y0, x0, (1 - fy) * (1 - fx)), (y0, x1, (1 - fy) * fx), (y1, x0, fy * (1 - fx)), (y1, x1, fy * fx)]
+            label = int(mask[y, x])
+            agreeing = [(a, b, w) for a, b, w in corners if low_labels[a][b] == label]
+            total = sum(w for _, _, w in agreeing)
+            if total > 0:
+                use = [(a, b, w / total) for a, b, w in agreeing]
+            elif fallback == "bilinear":
+                use = corners
+            else:
+                use = []
+            for a, b, w in use:
+                out[:, y, x] += w * features[:, a, b].double()
+    return out
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+@pytest.mark.parametrize("fallback", ["bilinear", "zero"])
+def test_mask_aware_upsample_matches_brute_force(align_corners, fallback):
+    generator = torch.Generator().manual_seed(1)
+    features = torch.randn(2, 3, 3, 4, generator=generator)
+    masks = torch.randint(0, 3, (2, 17, 23), generator=generator)
+    # a one-pixel-wide segment that covers no patch centre exercises the fallback
+    masks[:, 5, :] = 7
+    result = mask_aware_upsample(features, masks, fallback=fallback, align_corners=align_corners)
+    assert result.shape == (2, 3, 17, 23)
+    for index in range(2):
+        expected = brute_force_mask_aware(features[index], masks[index], fallback, align_corners)
+        torch.testing.assert_close(result[index].double(), expected, atol=1e-5, rtol=1e-5)
+    fallback_row = result[:, :, 5, :]
+    if fallback == "zero":
+        assert fallback_row.abs().max() == 0
+    else:
+        assert fallback_row.abs().max() > 0
+
+
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_mask_aware_upsample_with_one_segment_is_bilinear(align_corners):
+    features = torch.randn(3, 5, 4, 6)
+    masks = torch.full((3, 56, 84), 4)
+    result = mask_aware_upsample(features, masks, align_corners=align_corners)
+    expected = F.interpolate(features, size=(56, 84), mode="bilinear", align_corners=align_corners)
+    torch.testing.assert_close(result, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_mask_aware_upsample_keeps_segments_apart():
+    # left half label 0 with feature 0, right half label 1 with feature 1: no bleeding across the edge
+    features = torch.zeros(1, 1, 2, 4)
+    features[..., 2:] = 1.0
+    masks = torch.zeros(1, 28, 56, dtype=torch.long)
+    masks[..., 28:] = 1
+    result = mask_aware_upsample(features, masks)
+    assert torch.equal(result[0, 0, :, :28], torch.zeros(28, 28))
+    torch.testing.assert_close(result[0, 0, :, 28:], torch.ones(28, 28))
+    plain = F.interpolate(features, size=(28, 56), mode="bilinear")
+    assert 0 < plain[0, 0, 0, 27] < 1  # plain bilinear does bleed
+
+
+def test_mask_aware_upsample_rejects_bad_input():
+    with pytest.raises(ValueError, match="fallback"):
+        mask_aware_upsample(torch.zeros(1, 1, 2, 2), torch.zeros(1, 4, 4, dtype=torch.long), fallback="nearest")
+    with pytest.raises(ValueError, match="masks"):
+        mask_aware_upsample(torch.zeros(1, 1, 2, 2), torch.zeros(4, 4, dtype=torch.long))
+
+
+@pytest.mark.parametrize("alpha", [0.5, 0.2, 1.0])
+def test_blend_segments_matches_per_segment_loop(alpha):
+    generator = torch.Generator().manual_seed(2)
+    features = torch.randn(3, 4, 9, 11, generator=generator)
+    masks = torch.randint(0, 4, (3, 9, 11), generator=generator) * 1000  # sparse label ids
+    masks[2] = 5  # one image with a single segment
+    result = blend_segments(features, masks, alpha)
+    expected = torch.empty_like(features)
+    for index in range(3):
+        for label in masks[index].unique():
+            region = masks[index] == label
+            mean = features[index][:, region].mean(dim=1, keepdim=True)
+            expected[index][:, region] = alpha * features[index][:, region] + (1 - alpha) * mean
+    torch.testing.assert_close(result, expected, atol=1e-6, rtol=1e-6)
+
+
+def test_blend_segments_resizes_masks_nearest():
+    features = torch.randn(1, 2, 4, 4)
+    masks = torch.zeros(1, 8, 8, dtype=torch.long)
+    masks[:, :, 4:] = 1
+    result = blend_segments(features, masks, 0.0)  # alpha 0: every pixel becomes its segment mean
+    torch.testing.assert_close(result[0, :, :, :2], features[0, :, :, :2].mean(dim=(1, 2))[:, None, None].expand(2, 4, 2))
+    torch.testing.assert_close(result[0, :, :, 2:], features[0, :, :, 2:].mean(dim=(1, 2))[:, None, None].expand(2, 4, 2))
+    with pytest.raises(ValueError, match="alpha"):
+        blend_segments(features, masks, 1.5)
+
+
+def test_downsample_holes_and_resize():
+    holes = torch.zeros(1, 28, 42, dtype=torch.bool)
+    holes[:, :14, :14] = True
+    grid = downsample_holes(holes, (2, 3))
+    assert grid.tolist() == [[[True, False, False], [False, False, False]]]
+    images = torch.rand(2, 3, 30, 45)
+    assert resize_to_patch_multiple(images, 14).shape == (2, 3, 28, 42)
+    same = torch.rand(1, 3, 28, 28)
+    assert resize_to_patch_multiple(same, 14) is same
+    with pytest.raises(ValueError, match="patch"):
+        resize_to_patch_multiple(torch.rand(1, 3, 10, 30), 14)
