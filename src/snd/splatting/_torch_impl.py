@@ -1,0 +1,379 @@
+"""Pure-PyTorch twin of gsplat's classic 3DGS rasterizer: tiled, any device, any channel count.
+
+It reproduces gsplat 1.5's ``rasterization(..., rasterize_mode="classic")`` step by step:
+
+1. **Projection** (``projection_ewa_3dgs_fused``): world -> camera with the view matrix,
+   near/far culling on camera z, EWA Jacobian with the +-30% frustum clamp of ``persp_proj``,
+   ``eps2d`` added to the 2D covariance diagonal, conic = inverse 2D covariance, opacity-aware
+   screen extent ``ceil(min(3.33, sqrt(2 ln(255 o))) * sqrt(cov2d_ii))`` per axis, Gaussians with
+   opacity < 1/255 or entirely off screen culled.
+2. **Tile binning** (``isect_tiles``): each Gaussian joins every 16x16 tile its extent rectangle
+   touches; intersections are sorted by (image, tile, camera z), ties keeping Gaussian order.
+3. **Compositing** (``rasterize_to_pixels_3dgs_fwd``): per pixel (centre at +0.5), front to
+   back, ``alpha = min(0.999, o * exp(-sigma))``; a Gaussian with ``sigma < 0`` or
+   ``alpha < 1/255`` is skipped; the pixel stops, *without* that Gaussian, as soon as the next
+   transmittance would be ``<= 1e-4``; ``render = sum(w_i c_i) + T * background``,
+   ``alpha = 1 - T``.
+
+Compositing is vectorised across tiles: the depth-sorted intersection lists of a group of tiles
+with similar list lengths are padded into ``[tiles, K]``, alphas are evaluated for
+``[tiles, 256 pixels, K]``, transmittance comes from a cumulative product, and the features are
+blended by one batched matmul ``[tiles, 256, K] @ [tiles, K, D]``. So the geometry is done once
+for any number of channels, and memory is bounded by ``max_elements`` per step (a pixels x
+Gaussians tensor is never built). Everything is plain autograd-able torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+ALPHA_THRESHOLD = 1.0 / 255.0  # gsplat's ALPHA_THRESHOLD
+MAX_ALPHA = 0.999
+TRANSMITTANCE_THRESHOLD = 1e-4  # a pixel is done when the next T would be <= this
+MAX_EXTENT = 3.33  # screen extent in standard deviations (before the opacity-aware bound)
+FRUSTUM_MARGIN = 0.3  # persp_proj clamps x/z, y/z to 30% beyond the image when building J
+DEFAULT_MAX_ELEMENTS = 1 << 22  # (tiles x 256 x K) elements per compositing step
+
+
+def quat_scale_to_covar(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
+    """World covariances ``R S S^T R^T`` from quaternions and scales (gsplat's convention).
+
+    Args:
+        quats: ``[..., 4]`` quaternions ``(w, x, y, z)``, normalised here.
+        scales: ``[..., 3]`` standard deviations along the rotated axes.
+    Returns:
+        ``[..., 3, 3]`` covariances.
+    """
+    w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
+    rotation = torch.stack(
+        [
+            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+        ],
+        dim=-1,
+    ).reshape(*quats.shape[:-1], 3, 3)
+    scaled = rotation * scales[..., None, :]
+    return scaled @ scaled.transpose(-1, -2)
+
+
+def symmetrize_upper(covars: torch.Tensor) -> torch.Tensor:
+    """``[..., 3, 3]`` -> symmetric matrix built from the upper triangle, as gsplat reads covariances."""
+    upper = torch.triu(covars)
+    return upper + torch.triu(covars, diagonal=1).transpose(-1, -2)
+
+
+@dataclass
+class ProjectedGaussians:
+    """Screen-space Gaussians, one set per image (``I = B * C`` images, flattened)."""
+
+    means2d: torch.Tensor  # [I, N, 2] pixel coordinates
+    conics: torch.Tensor  # [I, N, 3] upper triangle (a, b, c) of the inverse 2D covariance
+    depths: torch.Tensor  # [I, N] camera z
+    opacities: torch.Tensor  # [I, N]
+    radii: torch.Tensor  # [I, N, 2] int64 screen extent in pixels, 0 where culled
+    visible: torch.Tensor  # [I, N] bool
+
+
+def project_gaussians(
+    means: torch.Tensor,  # [B, N, 3]
+    covars: torch.Tensor,  # [B, N, 3, 3] symmetric
+    opacities: torch.Tensor,  # [B, N]
+    viewmats: torch.Tensor,  # [B, C, 4, 4] world-to-camera
+    Ks: torch.Tensor,  # [B, C, 3, 3] pixel intrinsics
+    width: int,
+    height: int,
+    eps2d: float,
+    near_plane: float,
+    far_plane: float,
+) -> ProjectedGaussians:
+    """EWA projection with gsplat's culling rules (see module docstring). Differentiable."""
+    batch, count = means.shape[:2]
+    cameras = viewmats.shape[1]
+    rotation = viewmats[..., :3, :3]  # [B, C, 3, 3]
+    translation = viewmats[..., :3, 3]  # [B, C, 3]
+    means_cam = torch.einsum("bcij,bnj->bcni", rotation, means) + translation[:, :, None]  # [B, C, N, 3]
+    covars_cam = rotation[:, :, None] @ covars[:, None] @ rotation[:, :, None].transpose(-1, -2)  # [B, C, N, 3, 3]
+
+    x, y, z = means_cam.unbind(-1)  # [B, C, N]
+    in_depth_range = (z >= near_plane) & (z <= far_plane)
+    # Culled Gaussians get harmless stand-in values so no inf/nan reaches autograd.
+    z = torch.where(in_depth_range, z, torch.ones_like(z))
+
+    fx, fy = Ks[..., 0, 0, None], Ks[..., 1, 1, None]  # [B, C, 1]
+    cx, cy = Ks[..., 0, 2, None], Ks[..., 1, 2, None]
+    lim_x_pos = (width - cx) / fx + FRUSTUM_MARGIN * (0.5 * width / fx)
+    lim_x_neg = cx / fx + FRUSTUM_MARGIN * (0.5 * width / fx)
+    lim_y_pos = (height - cy) / fy + FRUSTUM_MARGIN * (0.5 * height / fy)
+    lim_y_neg = cy / fy + FRUSTUM_MARGIN * (0.5 * height / fy)
+    rz = 1.0 / z
+    tx = z * torch.minimum(lim_x_pos, torch.maximum(-lim_x_neg, x * rz))
+    ty = z * torch.minimum(lim_y_pos, torch.maximum(-lim_y_neg, y * rz))
+    zeros = torch.zeros_like(z)
+    jacobian = torch.stack(
+        [fx * rz, zeros, -fx * tx * rz * rz, zeros, fy * rz, -fy * ty * rz * rz], dim=-1
+    ).reshape(batch, cameras, count, 2, 3)
+    cov2d = jacobian @ covars_cam @ jacobian.transpose(-1, -2)  # [B, C, N, 2, 2]
+    means2d = torch.stack([fx * x * rz + cx, fy * y * rz + cy], dim=-1)  # [B, C, N, 2]
+
+    cov_xx = cov2d[..., 0, 0] + eps2d
+    cov_xy = cov2d[..., 0, 1]
+    cov_yy = cov2d[..., 1, 1] + eps2d
+    det = cov_xx * cov_yy - cov_xy * cov_xy
+    invertible = det > 0
+    det = torch.where(invertible, det, torch.ones_like(det))
+    conics = torch.stack([cov_yy / det, -cov_xy / det, cov_xx / det], dim=-1)  # [B, C, N, 3]
+
+    opacities = opacities[:, None].expand(batch, cameras, count)
+    with torch.no_grad():
+        opaque_enough = opacities >= ALPHA_THRESHOLD
+        safe_opacity = opacities.clamp(min=ALPHA_THRESHOLD)
+        extent = torch.sqrt(2.0 * torch.log(safe_opacity / ALPHA_THRESHOLD)).clamp(max=MAX_EXTENT)
+        radius_x = torch.ceil(extent * torch.sqrt(cov_xx.clamp(min=0)))
+        radius_y = torch.ceil(extent * torch.sqrt(cov_yy.clamp(min=0)))
+        on_screen = (
+            (means2d[..., 0] + radius_x > 0)
+            & (means2d[..., 0] - radius_x < width)
+            & (means2d[..., 1] + radius_y > 0)
+            & (means2d[..., 1] - radius_y < height)
+        )
+        # radius_clip = 0: gsplat drops a Gaussian only when both radii are <= 0.
+        nonzero_radius = (radius_x > 0) | (radius_y > 0)
+        visible = in_depth_range & invertible & opaque_enough & on_screen & nonzero_radius
+        radii = torch.stack([radius_x, radius_y], dim=-1).long() * visible[..., None]
+
+    images = batch * cameras
+    return ProjectedGaussians(
+        means2d=means2d.reshape(images, count, 2),
+        conics=conics.reshape(images, count, 3),
+        depths=z.reshape(images, count),
+        opacities=opacities.reshape(images, count),
+        radii=radii.reshape(images, count, 2),
+        visible=visible.reshape(images, count),
+    )
+
+
+@dataclass
+class TileIntersections:
+    """Depth-sorted (image, tile) -> Gaussian lists, like gsplat's ``isect_offsets`` / ``flatten_ids``."""
+
+    flatten_ids: torch.Tensor  # [M] index into the flattened [I * N] Gaussians, sorted by (image, tile, depth)
+    tile_counts: torch.Tensor  # [I * tiles_y * tiles_x] list length per tile
+    tile_offsets: torch.Tensor  # [I * tiles_y * tiles_x] start of each tile's list in flatten_ids
+
+
+@torch.no_grad()
+def intersect_tiles(projected: ProjectedGaussians, tile_size: int, tiles_x: int, tiles_y: int) -> TileIntersections:
+    """Bin visible Gaussians into the tiles their extent rectangles touch (gsplat's ``isect_tiles``)."""
+    images, count = projected.depths.shape
+    device = projected.depths.device
+    means2d = projected.means2d.detach().reshape(-1, 2)
+    radii = projected.radii.reshape(-1, 2).to(means2d.dtype)
+    tile_cx = means2d[:, 0] / tile_size
+    tile_cy = means2d[:, 1] / tile_size
+    tile_rx = radii[:, 0] / tile_size
+    tile_ry = radii[:, 1] / tile_size
+    x_min = torch.floor(tile_cx - tile_rx).clamp(0, tiles_x).long()
+    x_max = torch.ceil(tile_cx + tile_rx).clamp(0, tiles_x).long()
+    y_min = torch.floor(tile_cy - tile_ry).clamp(0, tiles_y).long()
+    y_max = torch.ceil(tile_cy + tile_ry).clamp(0, tiles_y).long()
+    span_x = x_max - x_min
+    per_gaussian = span_x * (y_max - y_min) * projected.visible.reshape(-1)
+
+    gaussian_ids = torch.nonzero(per_gaussian > 0).squeeze(1)  # ascending, like gsplat's fill order
+    repeats = per_gaussian[gaussian_ids]
+    total = int(repeats.sum())
+    num_tiles = images * tiles_y * tiles_x
+    if total == 0:
+        empty = torch.zeros(num_tiles, dtype=torch.long, device=device)
+        return TileIntersections(torch.zeros(0, dtype=torch.long, device=device), empty, empty.clone())
+    isect_gaussian = torch.repeat_interleave(gaussian_ids, repeats)  # [M]
+    starts = torch.cumsum(repeats, 0) - repeats
+    local = torch.arange(total, device=device) - torch.repeat_interleave(starts, repeats)
+    width_of = span_x[isect_gaussian]
+    tile_y = y_min[isect_gaussian] + local // width_of
+    tile_x = x_min[isect_gaussian] + local % width_of
+    image = isect_gaussian // count
+    tile_key = (image * tiles_y + tile_y) * tiles_x + tile_x  # [M]
+
+    # gsplat sorts 64-bit keys (image | tile | float32 depth bits); positive floats order like
+    # their bit patterns, and the stable sort keeps Gaussian order among equal depths.
+    depth_bits = projected.depths.detach().reshape(-1)[isect_gaussian].float().view(torch.int32).long() & 0xFFFFFFFF
+    order = torch.sort((tile_key << 32) | depth_bits, stable=True).indices
+    flatten_ids = isect_gaussian[order]
+    tile_counts = torch.bincount(tile_key, minlength=num_tiles)
+    tile_offsets = torch.cumsum(tile_counts, 0) - tile_counts
+    return TileIntersections(flatten_ids, tile_counts, tile_offsets)
+
+
+def composite_tiles(
+    projected: ProjectedGaussians,
+    intersections: TileIntersections,
+    colors: torch.Tensor,  # [G, D] one row per colour source
+    color_ids: torch.Tensor,  # [I * N] row of `colors` for each flattened Gaussian
+    tile_size: int,
+    tiles_x: int,
+    depths: torch.Tensor | None = None,  # [I * N] camera z, blended into a depth sum when given
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Front-to-back alpha compositing of every tile.
+
+    Returns:
+        ``(accumulated [I * tiles, P, D], transmittance [I * tiles, P], depth_sum [I * tiles, P] | None)``
+        with ``P = tile_size ** 2`` pixels per tile in row-major order; background not added.
+    """
+    device, dtype = colors.device, colors.dtype
+    channels = colors.shape[-1]
+    pixels = tile_size * tile_size
+    num_tiles = intersections.tile_counts.numel()
+    tiles_per_image = intersections.tile_counts.numel() // max(1, projected.depths.shape[0])
+
+    means2d = projected.means2d.reshape(-1, 2)
+    conics = projected.conics.reshape(-1, 3)
+    opacities = projected.opacities.reshape(-1)
+
+    counts = intersections.tile_counts
+    busy = torch.nonzero(counts > 0).squeeze(1)
+    busy = busy[torch.argsort(counts[busy], descending=True, stable=True)]  # similar lengths share a group
+    busy_counts = counts[busy].tolist()
+
+    pixel_index = torch.arange(pixels, device=device)
+    pixel_dx = (pixel_index % tile_size).to(dtype) + 0.5  # [P] pixel centres inside a tile
+    pixel_dy = (pixel_index // tile_size).to(dtype) + 0.5
+
+    group_tiles, group_accumulated, group_transmittance, group_depth = [], [], [], []
+    start = 0
+    while start < busy.numel():
+        longest = busy_counts[start]
+        chunk = max(1, min(longest, max_elements // pixels))
+        group_size = max(1, max_elements // (pixels * chunk))
+        tiles = busy[start : start + group_size]  # [g]
+        start += tiles.numel()
+        tile_count = counts[tiles][:, None]  # [g, 1]
+        tile_offset = intersections.tile_offsets[tiles][:, None]
+        tile_in_image = tiles % tiles_per_image
+        origin_x = (tile_in_image % tiles_x * tile_size).to(dtype)[:, None]  # [g, 1]
+        origin_y = (tile_in_image // tiles_x * tile_size).to(dtype)[:, None]
+        pixel_x = (origin_x + pixel_dx)[:, :, None]  # [g, P, 1]
+        pixel_y = (origin_y + pixel_dy)[:, :, None]
+
+        accumulated = torch.zeros(tiles.numel(), pixels, channels, device=device, dtype=dtype)
+        transmittance = torch.ones(tiles.numel(), pixels, device=device, dtype=dtype)
+        done = torch.zeros(tiles.numel(), pixels, device=device, dtype=torch.bool)
+        depth_sum = torch.zeros(tiles.numel(), pixels, device=device, dtype=dtype)
+        for k_start in range(0, longest, chunk):
+            slot = k_start + torch.arange(chunk, device=device)  # [K]
+            filled = slot < tile_count  # [g, K]
+            position = torch.where(filled, tile_offset + slot, torch.zeros_like(slot))
+            ids = intersections.flatten_ids[position]  # [g, K]
+
+            mean = means2d[ids]  # [g, K, 2]
+            conic = conics[ids]  # [g, K, 3]
+            opacity = opacities[ids] * filled  # [g, K]; padding gets alpha 0 and is skipped
+            delta_x = mean[:, None, :, 0] - pixel_x  # [g, P, K]
+            delta_y = mean[:, None, :, 1] - pixel_y
+            sigma = 0.5 * (conic[:, None, :, 0] * delta_x * delta_x + conic[:, None, :, 2] * delta_y * delta_y) + (
+                conic[:, None, :, 1] * delta_x * delta_y
+            )
+            alpha = torch.clamp(opacity[:, None, :] * torch.exp(-sigma), max=MAX_ALPHA)
+            alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_THRESHOLD), alpha, torch.zeros_like(alpha))
+
+            after = transmittance[..., None] * torch.cumprod(1.0 - alpha, dim=-1)  # T after each Gaussian
+            before = torch.cat([transmittance[..., None], after[..., :-1]], dim=-1)
+            # T only decreases, so "next T > 1e-4" holds on a prefix: exactly the Gaussians
+            # gsplat blends before it stops (exclusive of the one that would cross).
+            keep = (after > TRANSMITTANCE_THRESHOLD) & ~done[..., None]
+            weights = torch.where(keep, alpha * before, torch.zeros_like(alpha))  # [g, P, K]
+            accumulated = accumulated + torch.bmm(weights, colors[color_ids[ids]])
+            if depths is not None:
+                depth_sum = depth_sum + (weights * depths[ids][:, None, :]).sum(-1)
+            transmittance = torch.where(keep, after, transmittance[..., None]).amin(dim=-1)
+            done = done | (after[..., -1] <= TRANSMITTANCE_THRESHOLD)
+            if bool(done.all()):
+                break
+        group_tiles.append(tiles)
+        group_accumulated.append(accumulated)
+        group_transmittance.append(transmittance)
+        group_depth.append(depth_sum)
+
+    all_accumulated = torch.zeros(num_tiles, pixels, channels, device=device, dtype=dtype)
+    all_transmittance = torch.ones(num_tiles, pixels, device=device, dtype=dtype)
+    all_depth = torch.zeros(num_tiles, pixels, device=device, dtype=dtype) if depths is not None else None
+    if group_tiles:
+        tiles = torch.cat(group_tiles)
+        all_accumulated = all_accumulated.index_copy(0, tiles, torch.cat(group_accumulated))
+        all_transmittance = all_transmittance.index_copy(0, tiles, torch.cat(group_transmittance))
+        if depths is not None:
+            all_depth = all_depth.index_copy(0, tiles, torch.cat(group_depth))
+    return all_accumulated, all_transmittance, all_depth
+
+
+def tiles_to_image(tiled: torch.Tensor, images: int, tiles_y: int, tiles_x: int, tile_size: int, height: int, width: int):
+    """``[I * tiles, P, D]`` -> ``[I, H, W, D]`` (cropping the partial last tile row/column)."""
+    channels = tiled.shape[-1]
+    grid = tiled.reshape(images, tiles_y, tiles_x, tile_size, tile_size, channels).permute(0, 1, 3, 2, 4, 5)
+    return grid.reshape(images, tiles_y * tile_size, tiles_x * tile_size, channels)[:, :height, :width]
+
+
+def rasterize_torch(
+    means: torch.Tensor,  # [B, N, 3]
+    covars: torch.Tensor,  # [B, N, 3, 3]
+    opacities: torch.Tensor,  # [B, N]
+    colors: torch.Tensor,  # [B, N, D] or [B, C, N, D]
+    viewmats: torch.Tensor,  # [B, C, 4, 4]
+    Ks: torch.Tensor,  # [B, C, 3, 3]
+    width: int,
+    height: int,
+    near_plane: float,
+    far_plane: float,
+    eps2d: float,
+    backgrounds: torch.Tensor | None,  # [B, C, D]
+    render_depth: bool,
+    tile_size: int = 16,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Render ``[B, C, H, W, D]`` features, ``[B, C, H, W, 1]`` alphas and optional expected depth.
+
+    Expected depth follows gsplat's "ED" mode: ``sum(w_i z_i) / max(1 - T, 1e-10)`` (camera z,
+    normalised by the accumulated alpha, background 0).
+    """
+    batch, count = means.shape[:2]
+    cameras = viewmats.shape[1]
+    images = batch * cameras
+    projected = project_gaussians(
+        means, symmetrize_upper(covars), opacities, viewmats, Ks, width, height, eps2d, near_plane, far_plane
+    )
+    tiles_x = -(-width // tile_size)
+    tiles_y = -(-height // tile_size)
+    intersections = intersect_tiles(projected, tile_size, tiles_x, tiles_y)
+
+    flat_ids = torch.arange(images * count, device=means.device)
+    if colors.dim() == 4:  # per-camera colours [B, C, N, D]: one row per (image, Gaussian)
+        color_rows = colors.reshape(images * count, -1)
+        color_ids = flat_ids
+    else:  # image i = b * C + c reads row b * N + n
+        color_rows = colors.reshape(batch * count, -1)
+        color_ids = flat_ids // (cameras * count) * count + flat_ids % count
+    accumulated, transmittance, depth_sum = composite_tiles(
+        projected,
+        intersections,
+        color_rows,
+        color_ids,
+        tile_size,
+        tiles_x,
+        depths=projected.depths.reshape(-1) if render_depth else None,
+        max_elements=max_elements,
+    )
+    accumulated = tiles_to_image(accumulated, images, tiles_y, tiles_x, tile_size, height, width)
+    transmittance = tiles_to_image(transmittance[..., None], images, tiles_y, tiles_x, tile_size, height, width)
+    alphas = (1.0 - transmittance).reshape(batch, cameras, height, width, 1)
+    depths = None
+    if depth_sum is not None:
+        depth_sum = tiles_to_image(depth_sum[..., None], images, tiles_y, tiles_x, tile_size, height, width)
+        depths = depth_sum.reshape(batch, cameras, height, width, 1) / alphas.clamp(min=1e-10)
+    renders = accumulated.reshape(batch, cameras, height, width, -1)
+    if backgrounds is not None:
+        renders = renders + transmittance.reshape(batch, cameras, height, width, 1) * backgrounds[:, :, None, None, :]
+    return renders, alphas, depths
