@@ -1,0 +1,200 @@
+"""Client programs the Hub tests run in a fresh process pointed at the test server (see conftest.HubClient).
+
+Each command prints one JSON object on its last stdout line. Run as `python -m tests.hub.hub_clients CMD ...`
+with HF_ENDPOINT / HF_TOKEN set; importing this module before that would bind huggingface_hub to the real Hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+if "HF_ENDPOINT" not in os.environ or not os.environ["HF_ENDPOINT"].startswith("http://127.0.0.1:"):
+    raise SystemExit("hub_clients must run with HF_ENDPOINT pointing at the loopback test server")
+
+TINY_PRESET = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2)
+
+
+def _emit(payload: dict) -> None:
+    print(json.dumps(payload))
+
+
+def protocol(args) -> dict:
+    """Exercise the huggingface_hub calls the package relies on, against the server."""
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+
+    api = HfApi()
+    out: dict = {"whoami": api.whoami()["name"]}
+    url = api.create_repo("snd-test/protocol", exist_ok=True)
+    out["repo_url_id"] = url.repo_id
+    out["create_again_ok"] = api.create_repo("snd-test/protocol", exist_ok=True).repo_id
+    folder = Path(tempfile.mkdtemp())
+    (folder / "nested").mkdir()
+    payload = os.urandom(3000)
+    (folder / "nested" / "blob.bin").write_bytes(payload)
+    (folder / "README.md").write_text("---\nlicense: mit\ntags:\n- snd\n---\n# card\n")
+    first = api.upload_folder(repo_id="snd-test/protocol", folder_path=folder, commit_message="folder")
+    out["first_commit"] = first.oid
+    out["files"] = api.list_repo_files("snd-test/protocol")
+    info = api.model_info("snd-test/protocol")
+    out["info_sha"] = info.sha
+    out["card_tags"] = info.card_data.tags if info.card_data else None
+    path = hf_hub_download("snd-test/protocol", "nested/blob.bin")
+    out["download_equal"] = Path(path).read_bytes() == payload
+    out["download_in_snapshot_of"] = Path(path).parent.parent.name
+    # a commit whose only file is unchanged is a no-op: same head, no new commit
+    again = api.upload_file(path_or_fileobj=payload, path_in_repo="nested/blob.bin", repo_id="snd-test/protocol")
+    out["noop_commit"] = again.oid
+    second = api.upload_file(path_or_fileobj=b"v2", path_in_repo="nested/blob.bin", repo_id="snd-test/protocol")
+    out["second_commit"] = second.oid
+    out["old_revision_bytes_equal"] = Path(
+        hf_hub_download("snd-test/protocol", "nested/blob.bin", revision=first.oid)
+    ).read_bytes() == payload
+    out["new_revision_bytes"] = Path(hf_hub_download("snd-test/protocol", "nested/blob.bin")).read_text()
+    out["file_exists"] = [api.file_exists("snd-test/protocol", "README.md"), api.file_exists("snd-test/protocol", "x")]
+    try:
+        hf_hub_download("snd-test/protocol", "missing.txt")
+        out["missing_file"] = "no error"
+    except EntryNotFoundError as error:
+        out["missing_file"] = type(error).__name__
+    try:
+        api.model_info("snd-test/does-not-exist")
+        out["missing_repo"] = "no error"
+    except RepositoryNotFoundError as error:
+        out["missing_repo"] = type(error).__name__
+    api.delete_file("README.md", "snd-test/protocol")
+    out["after_delete"] = api.list_repo_files("snd-test/protocol")
+    try:
+        api.upload_file(path_or_fileobj=b"x", path_in_repo="y.txt", repo_id="snd-test/protocol", token="hf_wrong")
+        out["wrong_token"] = "no error"
+    except Exception as error:  # noqa: BLE001 - recording which error the client raised
+        out["wrong_token"] = getattr(getattr(error, "response", None), "status_code", type(error).__name__)
+    return out
+
+
+def push_tiny(args) -> dict:
+    """Push a tiny random SnDModel with `snd.hub.push_model`; save a reference input/output pair."""
+    import numpy as np
+    import torch
+
+    import snd
+    from snd.hub import ModelCardInfo, push_model
+
+    torch.manual_seed(args.seed)
+    model = snd.SnDModel(snd.SnDConfig.tiny()).eval()
+    processor = snd.SnDImageProcessor()
+    card = ModelCardInfo(repo_id=args.repo, blend_alpha=0.5, provenance={"trained by": "the hub round-trip test"})
+    result = push_model(model, processor, args.repo, card, commit_message="tiny push", verify=True)
+    image = (np.random.default_rng(args.seed).random((40, 50, 3)) * 255).astype(np.uint8)
+    pixel_values = processor(images=image, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        output = model(pixel_values)
+    torch.save({"image": torch.from_numpy(image), "pixel_values": pixel_values,
+                "last_hidden_state": output.last_hidden_state, "patch_features": output.patch_features},
+               Path(args.out) / "reference.pt")
+    # transformers' own push_to_hub goes through the same endpoints (create_repo, preupload, commit)
+    model.push_to_hub(args.repo + "-plain")
+    return {"commit": result.commit_oid, "files": result.files, "max_abs_diff": result.max_abs_diff}
+
+
+def load(args) -> dict:
+    """Load a repository with AutoModel / AutoImageProcessor (after `import snd`) and compare with a reference."""
+    import numpy as np
+    import torch
+
+    import snd  # noqa: F401 - registers the Auto classes
+    from transformers import AutoImageProcessor, AutoModel
+
+    reference = torch.load(Path(args.reference), weights_only=True)
+    model = AutoModel.from_pretrained(args.repo).eval()
+    processor = AutoImageProcessor.from_pretrained(args.repo)
+    pixel_values = processor(images=reference["image"].numpy(), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        output = model(pixel_values)
+    return {
+        "model_class": type(model).__name__,
+        "processor_class": type(processor).__name__,
+        "pixel_values_equal": bool(torch.equal(pixel_values, reference["pixel_values"])),
+        "last_hidden_state_max_abs_diff": (output.last_hidden_state - reference["last_hidden_state"]).abs().max().item(),
+        "patch_features_shape": list(output.patch_features.shape),
+        "patch_features_equal": bool(torch.equal(output.patch_features, reference["patch_features"])),
+    }
+
+
+def check_official(args) -> dict:
+    """Load each published repository and compare it with the original DINOv2 forward of its source `.pth`."""
+    import numpy as np
+    import torch
+
+    import snd  # noqa: F401
+    from snd.convert.reference import dinov2_reference_patch_tokens
+    from transformers import AutoImageProcessor, AutoModel
+
+    out = {}
+    for item in json.loads(args.pairs):
+        repo_id, pth = item["repo"], item["pth"]
+        state = torch.load(pth, map_location="cpu", weights_only=True)
+        model = AutoModel.from_pretrained(repo_id).eval()
+        processor = AutoImageProcessor.from_pretrained(repo_id)
+        image = (np.random.default_rng(1).random((30, 41, 3)) * 255).astype(np.uint8)
+        processed = processor(images=image, return_tensors="pt")["pixel_values"]
+        pixels = snd.normalize_images(torch.rand(1, 3, 42, 70, generator=torch.Generator().manual_seed(2)))
+        with torch.no_grad():
+            ours = model(pixels).last_hidden_state[:, 1 + model.config.num_register_tokens :]
+            theirs = dinov2_reference_patch_tokens(
+                lambda key: state[key].float(), pixels, num_heads=model.config.num_attention_heads,
+                num_layers=model.config.num_hidden_layers, num_register_tokens=model.config.num_register_tokens,
+            )
+            model(processed)
+        # every released tensor must reach the model unchanged (names differ, values must not)
+        params = [p.detach().flatten() for p in model.state_dict().values()]
+        unmatched = [k for k, v in state.items()
+                     if not any(p.numel() == v.numel() and torch.equal(p, v.flatten().to(p.dtype)) for p in params)]
+        out[repo_id] = {
+            "max_abs_diff_vs_original": (ours - theirs).abs().max().item(),
+            "unmatched_tensors": unmatched,
+            "processed_shape": list(processed.shape),
+            "model_class": type(model).__name__,
+            "processor_class": type(processor).__name__,
+        }
+    return out
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("protocol")
+    p = sub.add_parser("push-tiny")
+    p.add_argument("--repo", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("load")
+    p.add_argument("--repo", required=True)
+    p.add_argument("--reference", required=True)
+    p = sub.add_parser("check-official")
+    p.add_argument("--pairs", required=True, help='JSON list of {"repo": ..., "pth": ...}')
+    p = sub.add_parser("publish", help="run scripts/publish_official_weights.py with a test-only 'tiny' preset")
+    p.add_argument("script_args", nargs=argparse.REMAINDER)
+    args = parser.parse_args(argv)
+    if args.command == "publish":
+        import runpy
+
+        import snd
+
+        # Test-only architecture name so the real converter accepts tiny files; the script runs unchanged.
+        snd.PRESETS.setdefault("tiny", dict(TINY_PRESET))
+        sys.argv = ["publish_official_weights.py", *args.script_args]
+        runpy.run_path(str(Path(__file__).resolve().parents[2] / "scripts" / "publish_official_weights.py"),
+                       run_name="__main__")
+        return
+    handlers = {"protocol": protocol, "push-tiny": push_tiny, "load": load, "check-official": check_official}
+    _emit(handlers[args.command](args))
+
+
+if __name__ == "__main__":
+    main()
