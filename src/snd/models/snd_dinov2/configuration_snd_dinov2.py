@@ -16,12 +16,15 @@ _SIZES = {
     "g": dict(hidden_size=1536, num_hidden_layers=40, num_attention_heads=24, use_swiglu_ffn=True),
 }
 
-#: Named architectures: ``dinov2-{s,b,l,g}`` and ``dinov2-{s,b,l,g}-reg`` (4 register tokens).
-#: Configs only; weights come from a checkpoint (see ``snd.convert``) or the Hub.
+#: Named architectures: ``dinov2-{s,b,l,g}`` and ``dinov2-{s,b,l,g}-reg`` (4 register tokens), plus ``tiny``
+#: and ``tiny-reg`` (random-weight test/demo sizes). Configs only; weights come from a checkpoint
+#: (see ``snd.convert``) or the Hub.
 PRESETS: dict[str, dict] = {}
 for _size, _arch in _SIZES.items():
     PRESETS[f"dinov2-{_size}"] = dict(_arch)
     PRESETS[f"dinov2-{_size}-reg"] = dict(_arch, num_register_tokens=4)
+PRESETS["tiny"] = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=56, layerscale_value=0.1)
+PRESETS["tiny-reg"] = dict(PRESETS["tiny"], num_register_tokens=4)
 
 
 class SnDConfig(BackboneConfigMixin, PreTrainedConfig):
@@ -48,7 +51,8 @@ class SnDConfig(BackboneConfigMixin, PreTrainedConfig):
         position_interpolation (`str`, defaults to `"dinov2"`): how position embeddings are resized for a
             grid other than the native one. `"dinov2"` follows the original DINOv2 code that SnD and DINOv2
             weights were trained and evaluated with (bicubic, `scale_factor = (n + 0.1) / N` per axis, no
-            antialiasing); `"transformers"` follows transformers' `Dinov2Model` (bicubic to `size = n`).
+            antialiasing); `"transformers"` follows transformers' `Dinov2Model` (bicubic to `size = n`; with
+            antialiasing when there are registers, as `Dinov2WithRegistersModel`).
             They differ by ~0.07 on patch tokens at 224 x 224.
         initializer_range (`float`, defaults to 0.02): std of the truncated normal for random weights.
         drop_path_rate (`float`, defaults to 0.0): stochastic depth rate (training only).
@@ -119,10 +123,7 @@ class SnDConfig(BackboneConfigMixin, PreTrainedConfig):
     @classmethod
     def tiny(cls, **overrides) -> "SnDConfig":
         """A tiny random architecture for tests, notebooks and the embedded default (hidden 32, 2 layers, 56 px grid)."""
-        arguments = dict(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=56, layerscale_value=0.1
-        )
-        return cls(**{**arguments, **overrides})
+        return cls.from_preset("tiny", **overrides)
 
 
 __all__ = ["SnDConfig", "PRESETS"]

@@ -46,11 +46,13 @@ def interpolate_position_embeddings(
     grid_height: int,
     grid_width: int,
     mode: str = "dinov2",
+    antialias: bool = False,
 ) -> torch.Tensor:  # [1, grid_height * grid_width, C]
     """Resize a square grid of patch position embeddings to `grid_height x grid_width`.
 
     `mode="dinov2"` reproduces the original DINOv2 code (bicubic, `scale_factor = (n + 0.1) / M`, no
-    antialiasing); `mode="transformers"` reproduces transformers' `Dinov2Model` (bicubic to `size`).
+    antialiasing); `mode="transformers"` reproduces transformers (bicubic to `size`; `Dinov2Model` without
+    antialiasing, `Dinov2WithRegistersModel` with it, hence `antialias`).
     """
     count, channels = patch_position_embeddings.shape[1:]
     side = int(round(math.sqrt(count)))
@@ -64,7 +66,7 @@ def interpolate_position_embeddings(
         scale = ((grid_height + 0.1) / side, (grid_width + 0.1) / side)
         grid = F.interpolate(grid, scale_factor=scale, mode="bicubic", antialias=False)
     else:
-        grid = F.interpolate(grid, size=(grid_height, grid_width), mode="bicubic", align_corners=False)
+        grid = F.interpolate(grid, size=(grid_height, grid_width), mode="bicubic", align_corners=False, antialias=antialias)
     if grid.shape[-2:] != (grid_height, grid_width):
         raise RuntimeError(f"position embedding interpolation gave {tuple(grid.shape[-2:])}, expected {(grid_height, grid_width)}")
     grid = grid.permute(0, 2, 3, 1).reshape(1, grid_height * grid_width, channels)
@@ -114,7 +116,11 @@ class SnDEmbeddings(nn.Module):
             patches = torch.where(bool_masked_pos.unsqueeze(-1), self.mask_token.to(patches.dtype).unsqueeze(0), patches)
         grid_height, grid_width = height // self.config.patch_size, width // self.config.patch_size
         patch_position = interpolate_position_embeddings(
-            self.position_embeddings[:, 1:], grid_height, grid_width, self.config.position_interpolation
+            self.position_embeddings[:, 1:],
+            grid_height,
+            grid_width,
+            self.config.position_interpolation,
+            antialias=self.config.num_register_tokens > 0,  # only used by mode "transformers"
         )
         cls = self.cls_token.expand(batch, -1, -1) + self.position_embeddings[:, :1]
         tokens = [cls.to(patches.dtype)]

@@ -1,0 +1,179 @@
+"""What every backbone converter shares: reading checkpoints safely, key/shape checks with clear errors,
+and the numerical check before anything is saved."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..models.snd_dinov2 import PRESETS, SnDConfig, SnDModel, normalize_images
+
+_WRAPPER_KEYS = ("state_dict", "model", "teacher", "student", "model_state_dict")
+_PREFIXES = ("module.", "backbone.", "encoder.backbone.", "dinov2.", "model.")
+
+
+class ConversionError(ValueError):
+    """A checkpoint does not fit the requested format or preset; the message says what and where."""
+
+
+def _unwrap(state: dict, source: str) -> dict[str, torch.Tensor]:
+    """Find the tensor dict inside common checkpoint wrappers (`{"model": ...}`, `{"teacher": ...}`)."""
+    for _ in range(3):
+        if all(isinstance(value, torch.Tensor) for value in state.values()):
+            break
+        for key in _WRAPPER_KEYS:
+            if isinstance(state.get(key), dict):
+                state = state[key]
+                break
+        else:
+            non_tensors = [key for key, value in state.items() if not isinstance(value, torch.Tensor)][:5]
+            raise ConversionError(f"{source}: expected a state dict of tensors; found non-tensor entries {non_tensors}")
+    return {key: value for key, value in state.items() if isinstance(value, torch.Tensor)}
+
+
+def strip_prefixes(state_dict: dict[str, torch.Tensor], prefixes=_PREFIXES) -> dict[str, torch.Tensor]:
+    """Remove wrapper prefixes (`module.`, `backbone.`, ...) shared by every key."""
+    changed = True
+    while changed and state_dict:
+        changed = False
+        for prefix in prefixes:
+            if all(key.startswith(prefix) for key in state_dict):
+                state_dict = {key[len(prefix):]: value for key, value in state_dict.items()}
+                changed = True
+    return state_dict
+
+
+def _read_file(path: Path) -> dict[str, torch.Tensor]:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    try:
+        # Untrusted pickles must not run code: tensors and plain containers only.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - re-raised with the file named
+        raise ConversionError(f"{path}: could not be read as a weights-only torch checkpoint ({error})") from error
+    if not isinstance(state, dict):
+        raise ConversionError(f"{path}: expected a dict of tensors, got {type(state).__name__}")
+    return _unwrap(state, str(path))
+
+
+def _read_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else None
+    single = [folder / name for name in ("model.safetensors", "pytorch_model.bin") if (folder / name).is_file()]
+    if single:
+        return _read_file(single[0]), config
+    shards = sorted(folder.glob("model-*.safetensors")) or sorted(folder.glob("pytorch_model-*.bin"))
+    if shards:
+        state: dict[str, torch.Tensor] = {}
+        for shard in shards:
+            state.update(_read_file(shard))
+        return state, config
+    weights = sorted(p for p in folder.iterdir() if p.suffix in (".pth", ".pt", ".safetensors", ".bin"))
+    if len(weights) == 1:
+        return _read_file(weights[0]), config
+    raise ConversionError(
+        f"{folder}: no model.safetensors / pytorch_model.bin; found {[p.name for p in weights] or 'no weight files'} "
+        "(pass the file itself)"
+    )
+
+
+def load_checkpoint(source: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """Read a state dict (and a config.json when there is one) from a file, a folder or the Hub.
+
+    `source` may be a local `.pth`/`.pt`/`.bin`/`.safetensors` file, a local folder in transformers layout,
+    a Hub repo id (`facebook/dinov2-small`), or a file inside a Hub repo (`david-shavin/SnD/dinov2_small_snd.pth`).
+    Pickled files are read with `torch.load(..., weights_only=True)`.
+    """
+    path = Path(source)
+    if path.is_file():
+        return strip_prefixes(_read_file(path)), None
+    if path.is_dir():
+        state, config = _read_folder(path)
+        return strip_prefixes(state), config
+    text = str(source)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+(/.+)?", text) and not text.startswith(("/", ".")):
+        from huggingface_hub import hf_hub_download, snapshot_download
+
+        parts = text.split("/")
+        if len(parts) > 2 and Path(parts[-1]).suffix in (".pth", ".pt", ".bin", ".safetensors"):
+            repo_id, filename = "/".join(parts[:2]), "/".join(parts[2:])
+            return strip_prefixes(_read_file(Path(hf_hub_download(repo_id, filename)))), None
+        folder = snapshot_download(text, allow_patterns=["*.json", "*.safetensors", "*.bin", "*.pth"])
+        state, config = _read_folder(Path(folder))
+        return strip_prefixes(state), config
+    raise ConversionError(f"{source}: no such file or folder, and not a Hub repo id")
+
+
+def guess_preset(hidden_size: int, num_layers: int, num_register_tokens: int) -> str | None:
+    for name, arch in PRESETS.items():
+        if (
+            arch["hidden_size"] == hidden_size
+            and arch["num_hidden_layers"] == num_layers
+            and arch.get("num_register_tokens", 0) == num_register_tokens
+        ):
+            return name
+    return None
+
+
+def load_into_model(model: SnDModel, mapped: dict[str, torch.Tensor], source: str, hint: str = "") -> SnDModel:
+    """Load mapped weights, refusing (with every offending key listed) on missing/unexpected keys or shapes."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(mapped))
+    unexpected = sorted(set(mapped) - set(expected))
+    wrong_shapes = [
+        f"{key}: checkpoint {tuple(mapped[key].shape)} vs model {tuple(expected[key].shape)}"
+        for key in sorted(set(expected) & set(mapped))
+        if mapped[key].shape != expected[key].shape
+    ]
+    problems = []
+    if wrong_shapes:
+        problems.append("wrong shapes:\n  " + "\n  ".join(wrong_shapes[:10]) + ("\n  ..." if len(wrong_shapes) > 10 else ""))
+    if missing:
+        problems.append(f"missing keys ({len(missing)}): {missing[:10]}{' ...' if len(missing) > 10 else ''}")
+    if unexpected:
+        problems.append(f"unexpected keys ({len(unexpected)}): {unexpected[:10]}{' ...' if len(unexpected) > 10 else ''}")
+    if problems:
+        raise ConversionError(f"{source}: does not fit the requested architecture{hint}\n" + "\n".join(problems))
+    model.load_state_dict({key: value.to(expected[key].dtype) for key, value in mapped.items()}, strict=True)
+    return model
+
+
+def verify_patch_tokens(
+    model: SnDModel,
+    reference: Callable[[torch.Tensor], torch.Tensor],
+    image_sizes: list[tuple[int, int]],
+    tolerance: float = 1e-4,
+    source: str = "checkpoint",
+    seed: int = 0,
+) -> float:
+    """Compare the converted model's normalised patch tokens with a reference on random images.
+
+    `reference(pixel_values [1, 3, H, W]) -> [1, h * w, C]` must compute the source implementation's
+    `x_norm_patchtokens`. Returns the max abs difference; raises `ConversionError` above `tolerance`.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    worst = 0.0
+    model.eval()
+    for height, width in image_sizes:
+        pixels = normalize_images(torch.rand(1, 3, height, width, generator=generator))
+        with torch.no_grad():
+            ours = model(pixels).last_hidden_state[:, model.num_prefix_tokens :]
+            theirs = reference(pixels)
+        difference = (ours - theirs).abs().max().item()
+        worst = max(worst, difference)
+        if not difference <= tolerance:
+            raise ConversionError(
+                f"{source}: converted model differs from the source implementation at {height}x{width} "
+                f"(max |patch token difference| = {difference:.3g} > {tolerance:g}); nothing was saved"
+            )
+    return worst
+
+
+def native_size(config: SnDConfig) -> tuple[int, int]:
+    return (config.image_size, config.image_size)
