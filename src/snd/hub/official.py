@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -173,6 +175,20 @@ def _sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def _save_atomically(model, processor, card: ModelCardInfo, target: Path) -> Path:
+    # staged next to the target and renamed into place: an interrupted run leaves no half-written folder
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        save_for_hub(model, processor, card, staging)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
 def publish_official_weights(config: PublishConfig) -> list[PublishedCheckpoint]:
     """Download, convert (with the numerical check) and push the released SnD weights; see `PublishConfig`."""
     from ..convert.backbone import convert_backbone
@@ -200,9 +216,7 @@ def publish_official_weights(config: PublishConfig) -> list[PublishedCheckpoint]
     for record, model, card in tqdm(converted, desc="push" if not config.dry_run else "render"):
         processor = SnDImageProcessor()
         if config.output_dir is not None:
-            record.local_dir = Path(config.output_dir) / record.checkpoint.repo_name
-            record.local_dir.mkdir(parents=True, exist_ok=True)
-            save_for_hub(model, processor, card, record.local_dir)
+            record.local_dir = _save_atomically(model, processor, card, Path(config.output_dir) / record.checkpoint.repo_name)
         if config.dry_run:
             continue
         record.push = push_model(

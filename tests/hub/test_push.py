@@ -1,0 +1,83 @@
+"""push_model end to end through the loopback Hub: push a tiny SnDModel in one process, load the repo id back
+with AutoModel / AutoImageProcessor in another, outputs equal."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from safetensors.torch import load_file
+
+import snd
+from snd.hub import push_model, save_for_hub
+from snd.hub.cards import ModelCardInfo
+
+
+def test_push_then_load_with_auto_classes(hub_client, tmp_path):
+    server = hub_client.server
+    pushed = hub_client.call("push-tiny", "--repo", "snd-test/tiny", "--out", str(tmp_path))
+    assert pushed["max_abs_diff"] == 0.0  # push_model(verify=True) re-downloaded the commit and compared
+    for name in ("model.safetensors", "config.json", "preprocessor_config.json", "README.md"):
+        assert name in pushed["files"]
+
+    # what landed on the server: safetensors weights of the tiny config, and a card with Hub metadata
+    store = server.store
+    weights_path = tmp_path / "pushed.safetensors"
+    weights_path.write_bytes(store.read("model", "snd-test/tiny", "model.safetensors"))
+    weights = load_file(str(weights_path))
+    assert weights["embeddings.cls_token"].shape[-1] == 32
+    config = json.loads(store.read("model", "snd-test/tiny", "config.json"))
+    assert config["model_type"] == "snd_dinov2" and config["num_hidden_layers"] == 2
+    card = ModelCard(store.read("model", "snd-test/tiny", "README.md").decode())
+    assert card.data.library_name == "transformers" and "snd" in card.data.tags
+    assert "**with** blending (alpha = 0.5)" in card.text
+    assert "the hub round-trip test" in card.text
+    # transformers' own push_to_hub went through the same server
+    assert store.exists("model", "snd-test/tiny-plain")
+
+    loaded = hub_client.call("load", "--repo", "snd-test/tiny", "--reference", str(tmp_path / "reference.pt"))
+    assert loaded["model_class"] == "SnDModel"
+    assert loaded["processor_class"] == "SnDImageProcessor"
+    assert loaded["pixel_values_equal"]
+    assert loaded["last_hidden_state_max_abs_diff"] == 0.0
+    assert loaded["patch_features_equal"] and loaded["patch_features_shape"] == [1, 32, 16, 16]
+    assert server.unhandled == []
+    # the load went over HTTP: the weights were fetched with GET .../resolve/<commit>/model.safetensors
+    assert any(r.method == "GET" and r.path.endswith("/model.safetensors") for r in server.requests)
+
+
+def test_save_for_hub_writes_card_after_weights(tmp_path):
+    torch.manual_seed(0)
+    model = snd.SnDModel(snd.SnDConfig.tiny())
+    files = save_for_hub(model, snd.SnDImageProcessor(), ModelCardInfo(repo_id="me/tiny"), tmp_path)
+    assert {"README.md", "config.json", "model.safetensors", "preprocessor_config.json"} <= set(files)
+    readme = (tmp_path / "README.md").read_text()
+    has_auto_map = "auto_map" in json.loads((tmp_path / "config.json").read_text())
+    # the card tells users whether trust_remote_code works, from what was actually saved
+    assert ("pushed without remote code" in readme) == (not has_auto_map)
+
+
+def test_push_refuses_unmerged_lora_before_touching_the_hub():
+    peft = pytest.importorskip("peft")
+    model = snd.SnDModel(snd.SnDConfig.tiny())
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=2, lora_alpha=2, target_modules=["qkv", "proj"]))
+
+    class NoNetwork:
+        def __getattr__(self, name):
+            raise AssertionError(f"HfApi.{name} must not be called")
+
+    with pytest.raises(ValueError, match="merge_and_unload"):
+        push_model(lora, None, "me/lora", api=NoNetwork())
+
+
+def test_push_refuses_card_for_another_repo():
+    model = snd.SnDModel(snd.SnDConfig.tiny())
+
+    class NoNetwork:
+        def __getattr__(self, name):
+            raise AssertionError(f"HfApi.{name} must not be called")
+
+    with pytest.raises(ValueError, match="card is for"):
+        push_model(model, None, "me/a", ModelCardInfo(repo_id="me/b"), api=NoNetwork())
