@@ -25,3 +25,14 @@ from .models import register_auto_classes as _register_auto_classes
 _register_auto_classes()
 
 __version__ = "0.1.0"
+
+# Subpackages load on first use (`snd.data`, `snd.viz`, ...), so `import snd` stays light.
+_SUBMODULES = {"cameras", "convert", "data", "distill", "eval", "gaussians", "hub", "lifting", "metrics", "models", "splatting", "viz"}
+
+
+def __getattr__(name):
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'snd' has no attribute {name!r}")
