@@ -165,7 +165,24 @@ def check_official(args) -> dict:
     return out
 
 
+def publish(script_args: list[str]) -> None:
+    """Run scripts/publish_official_weights.py unchanged, with a test-only "tiny" architecture registered so
+    the real converter accepts the tiny test files (`--preset FILE=tiny`)."""
+    import runpy
+
+    import snd
+
+    snd.PRESETS.setdefault("tiny", dict(TINY_PRESET))
+    sys.argv = ["publish_official_weights.py", *script_args]
+    runpy.run_path(str(Path(__file__).resolve().parents[2] / "scripts" / "publish_official_weights.py"),
+                   run_name="__main__")
+
+
 def main(argv=None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "publish":
+        publish(argv[1:])
+        return
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("protocol")
@@ -178,20 +195,7 @@ def main(argv=None) -> None:
     p.add_argument("--reference", required=True)
     p = sub.add_parser("check-official")
     p.add_argument("--pairs", required=True, help='JSON list of {"repo": ..., "pth": ...}')
-    p = sub.add_parser("publish", help="run scripts/publish_official_weights.py with a test-only 'tiny' preset")
-    p.add_argument("script_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
-    if args.command == "publish":
-        import runpy
-
-        import snd
-
-        # Test-only architecture name so the real converter accepts tiny files; the script runs unchanged.
-        snd.PRESETS.setdefault("tiny", dict(TINY_PRESET))
-        sys.argv = ["publish_official_weights.py", *args.script_args]
-        runpy.run_path(str(Path(__file__).resolve().parents[2] / "scripts" / "publish_official_weights.py"),
-                       run_name="__main__")
-        return
     handlers = {"protocol": protocol, "push-tiny": push_tiny, "load": load, "check-official": check_official}
     _emit(handlers[args.command](args))
 
