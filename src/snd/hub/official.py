@@ -75,6 +75,12 @@ PUBLISHED_RESULTS: dict[str, tuple[ProbeResult, ...]] = {
 }
 
 
+RESULT_NOTES: dict[str, str] = {
+    "dinov2-s-no-blending": "the authors' ablation without blending, ViT-S on ScanNet++; reported by the SnD "
+    "authors, not re-measured by this package",
+}
+
+
 @dataclass
 class PublishConfig:
     """Options of `publish_official_weights` (and of `scripts/publish_official_weights.py`).
@@ -154,6 +160,7 @@ def official_card(
         results=list(PUBLISHED_RESULTS.get(checkpoint.repo_name, ())),
         results_source=PAPER_SOURCE,
         results_source_url=PAPER_URL,
+        **({"results_note": RESULT_NOTES[checkpoint.repo_name]} if checkpoint.repo_name in RESULT_NOTES else {}),
         provenance={
             "source": f"`{checkpoint.filename}` in [`{source_repo}`](https://huggingface.co/{source_repo}) "
             f"at commit `{source_commit}`",
@@ -239,6 +246,7 @@ __all__ = [
     "ORGANIZATION",
     "OfficialCheckpoint",
     "PUBLISHED_RESULTS",
+    "RESULT_NOTES",
     "PublishConfig",
     "PublishedCheckpoint",
     "SOURCE_REPO",
