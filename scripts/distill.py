@@ -1,0 +1,58 @@
+#!/usr/bin/env python
+"""Distil a 3D-aware DINOv2 with Splat and Distill.
+
+    accelerate launch scripts/distill.py                       # embedded CPU default (synthetic scenes, tiny model)
+    accelerate launch scripts/distill.py --config scannetpp_dinov2s --data.root /data/scannetpp \\
+        --lifter.checkpoint checkpoints/re10k.ckpt
+    accelerate launch --multi_gpu --num_processes 8 scripts/distill.py --config scannetpp_dinov2b ...
+
+Any config field can be set with ``--set section.key=value`` or ``--section.key value``.
+"""
+
+import argparse
+import sys
+
+from snd.distill import ConfigError, preset_names, run
+from snd.distill.config import dotted_flags_to_overrides
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=None, help=f"YAML file or shipped preset ({', '.join(preset_names())}); default: the embedded default")
+    parser.add_argument("--output_dir", default=None, help="where checkpoints, weights, logs and pictures go (training.output_dir)")
+    parser.add_argument("--max_steps", type=int, default=None, help="optimiser steps (training.max_steps)")
+    parser.add_argument("--seed", type=int, default=None, help="seed of init, data order and view sampling (training.seed)")
+    parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' (newest checkpoint in --output_dir) or a checkpoint directory")
+    parser.add_argument("--push_to_hub", default=None, metavar="REPO", help="push the final student to this Hub repository")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config field (repeatable)")
+    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
+    args, unknown = parser.parse_known_args(argv)
+    try:
+        args.overrides = list(args.set) + dotted_flags_to_overrides(unknown)
+    except ConfigError as error:
+        parser.error(str(error))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        result = run(
+            config=args.config,
+            overrides=args.overrides,
+            output_dir=args.output_dir,
+            max_steps=args.max_steps,
+            seed=args.seed,
+            resume_from_checkpoint=args.resume_from_checkpoint,
+            push_to_hub=args.push_to_hub,
+            progress=not args.no_progress,
+        )
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"done: {result.steps} steps in {result.wall_time_s:.1f} s; outputs in {result.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

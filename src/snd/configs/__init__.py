@@ -1,0 +1,1 @@
+"""YAML presets shipped with snd (``snd.distill.preset_names()``)."""

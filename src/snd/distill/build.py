@@ -1,0 +1,229 @@
+"""Build the parts of a run from its config: student backbone (+ LoRA), heads, lifter, datasets."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import DataConfig, DistillConfig, LifterConfig, ModelConfig
+from .heads import DINOHead
+from .teacher import resize_to_patch_multiple
+
+
+# --------------------------------------------------------------------------------------------
+# Student
+
+
+def load_backbone(config: ModelConfig):
+    """The student backbone as an ``SnDModel``: random from ``preset`` or loaded from ``pretrained``.
+
+    ``pretrained`` may be a ``save_pretrained`` directory or Hub id of an SnD model, a transformers
+    DINOv2 directory/Hub id (``facebook/dinov2-small``: converted on the fly), or a torch.hub-layout
+    file (``dinov2_vits14_pretrain.pth``, the SnD ``*_snd.pth`` releases).
+    """
+    from ..models.snd_dinov2 import SnDConfig, SnDModel
+
+    if config.pretrained is None:
+        if config.preset == "tiny":
+            model_config = SnDConfig.tiny(**config.config_overrides)
+        else:
+            model_config = SnDConfig.from_preset(config.preset, **config.config_overrides)
+        return SnDModel(model_config)
+    source = config.pretrained
+    path = Path(source)
+    if path.is_file():
+        from ..convert import convert_backbone
+
+        model, _ = convert_backbone(str(path), format="timm" if "timm" in path.name else "torchhub")
+        return model
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.exists():
+            raise FileNotFoundError(f"model.pretrained={source!r}: directory has no config.json (expected a save_pretrained directory)")
+        model_type = json.loads(config_file.read_text()).get("model_type")
+        if model_type == "snd_dinov2":
+            return SnDModel.from_pretrained(str(path))
+        if model_type == "dinov2":
+            from ..convert import convert_backbone
+
+            return convert_backbone(str(path), format="transformers")[0]
+        raise ValueError(f"model.pretrained={source!r}: config.json has model_type {model_type!r}; expected 'snd_dinov2' or 'dinov2'")
+    if source.startswith("facebook/dinov2"):
+        from ..convert import convert_backbone
+
+        return convert_backbone(source, format="transformers")[0]
+    return SnDModel.from_pretrained(source)
+
+
+def apply_finetuning(backbone: nn.Module, config: ModelConfig) -> nn.Module:
+    """Wrap ``backbone`` with peft LoRA adapters (base weights frozen), or leave it fully trainable."""
+    if config.finetune == "full":
+        return backbone.requires_grad_(True)
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=config.lora_rank,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.lora_target_modules),
+        bias="none",
+    )
+    return get_peft_model(backbone, lora)
+
+
+def merged_backbone(backbone: nn.Module) -> nn.Module:
+    """A plain ``SnDModel`` copy with any LoRA adapters merged into the weights (the original is untouched)."""
+    backbone = copy.deepcopy(backbone)
+    if hasattr(backbone, "merge_and_unload"):
+        backbone = backbone.merge_and_unload()
+    return backbone.requires_grad_(False).eval()
+
+
+def backbone_config(backbone: nn.Module):
+    model = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+    return model.config
+
+
+class DistillStudent(nn.Module):
+    """The trained side: backbone (+ LoRA) and projection head, in one module so DDP wraps both.
+
+    ``forward(images [N, 3, H, W] in [0, 1], valid [N, h, w] bool | None)`` returns
+    ``{"features": [N, C, h, w] (zero on holes), "logits": [N * h * w, K] or None}``.
+    """
+
+    def __init__(self, backbone: nn.Module, head: DINOHead | None, patch_size: int) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.patch_size = patch_size
+
+    def forward(self, images: torch.Tensor, valid: torch.Tensor | None = None) -> dict:
+        from ..models.snd_dinov2 import normalize_images
+
+        pixel_values = normalize_images(resize_to_patch_multiple(images, self.patch_size))
+        features = self.backbone(pixel_values=pixel_values).patch_features  # [N, C, h, w]
+        if valid is not None:
+            features = features.masked_fill(~valid[:, None], 0.0)
+        logits = None
+        if self.head is not None:
+            logits = self.head(features.permute(0, 2, 3, 1).reshape(-1, features.shape[1]))
+        return {"features": features, "logits": logits}
+
+
+def build_student(config: DistillConfig) -> DistillStudent:
+    backbone = apply_finetuning(load_backbone(config.model), config.model)
+    model_config = backbone_config(backbone)
+    head = None
+    if config.loss.kind == "prototype":
+        head = DINOHead(
+            in_dim=model_config.hidden_size,
+            num_prototypes=config.head.num_prototypes,
+            hidden_dim=config.head.hidden_dim,
+            bottleneck_dim=config.head.bottleneck_dim,
+            num_layers=config.head.num_layers,
+            freeze_last_layer_norm=config.head.freeze_last_layer_norm,
+        )
+    return DistillStudent(backbone, head, patch_size=model_config.patch_size)
+
+
+# --------------------------------------------------------------------------------------------
+# Lifter and data
+
+
+def build_lifter(config: LifterConfig):
+    """The frozen lifter: ``DepthLifter`` or ``MVSplatLifter`` (from ``lifter.checkpoint``)."""
+    if config.kind == "depth":
+        from ..lifting import DepthLifter
+
+        return DepthLifter(opacity=config.opacity, footprint_scale=config.footprint_scale, attach_colors=False)
+    from ..models.mvsplat import MVSplatLifter
+
+    if hasattr(MVSplatLifter, "from_checkpoint"):
+        lifter = MVSplatLifter.from_checkpoint(config.checkpoint)
+    else:
+        lifter = MVSplatLifter.from_pretrained(config.checkpoint)
+    if isinstance(lifter, nn.Module):
+        lifter.requires_grad_(False).eval()
+    return lifter
+
+
+def _view_sampler(config: DataConfig, seed: int):
+    from ..data.sampler import ViewSampler
+
+    return ViewSampler(min_gap=config.min_gap, max_gap=config.max_gap, num_target=config.num_target_views, seed=seed)
+
+
+def build_dataset(config: DataConfig, seed: int, held_out: bool = False):
+    """The training dataset (or, with ``held_out``, a dataset the run never trains on, for pictures).
+
+    Synthetic: held-out scenes come from another generator seed. Real data: the "val" split when
+    ``held_out`` (falling back to the training split when the dataset has no such split).
+    """
+    if config.dataset == "synthetic":
+        from ..data.synthetic import SyntheticSceneConfig
+
+        try:
+            from ..data import SyntheticMultiViewDataset
+        except ImportError:
+            from ..data.synthetic_dataset import SyntheticMultiViewDataset
+
+        scenes = SyntheticSceneConfig(
+            num_scenes=1 if held_out else config.num_scenes,
+            num_frames=config.num_frames,
+            height=config.image_height,
+            width=config.image_width,
+            seed=seed + 1_000_003 if held_out else seed,
+        )
+        return SyntheticMultiViewDataset(scenes, sampler=_view_sampler(config, seed), samples_per_scene=config.samples_per_scene)
+    split = "val" if held_out else config.split
+    if config.dataset == "scannetpp":
+        from ..data import ScanNetPPDataset as dataset_class
+    else:
+        from ..data import RE10KDataset as dataset_class
+    kwargs = dict(
+        sampler=_view_sampler(config, seed),
+        image_shape=(config.image_height, config.image_width),
+        samples_per_scene=config.samples_per_scene,
+        skip_bad_samples=config.skip_bad_samples,
+    )
+    try:
+        return dataset_class(config.root, split=split, **kwargs)
+    except (FileNotFoundError, ValueError):
+        if not held_out:
+            raise
+        return dataset_class(config.root, split=config.split, **kwargs)
+
+
+class PreloadedScenes:
+    """A multi-view dataset whose scenes were read (or rendered) once and kept in memory.
+
+    Wraps any :class:`snd.data.base.MultiViewDataset`: ``load_views`` of every frame of every scene
+    happens once, sampling (``ViewSampler``, ``set_epoch``) stays the wrapped dataset's, so samples
+    are identical to the wrapped dataset's. For small scenes (the synthetic default) only.
+    """
+
+    def __init__(self, dataset, progress: bool = False) -> None:
+        from tqdm.auto import tqdm
+
+        self.dataset = dataset
+        self.views = [
+            dataset.load_views(scene, list(range(dataset.num_frames(scene))))
+            for scene in tqdm(range(dataset.num_scenes()), desc="preloading scenes", disable=not progress)
+        ]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def __getitem__(self, index: int):
+        from ..data import MultiViewSample
+
+        scene, context, target = self.dataset.sample_frames(index % len(self))
+        views = self.views[scene]
+        return MultiViewSample(context=views.select(context), target=views.select(target), scene=self.dataset.scene_name(scene))

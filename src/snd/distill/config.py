@@ -1,0 +1,449 @@
+"""Typed training configuration: dataclasses with documented defaults, loaded from YAML and overridden
+from the command line (``--set training.lr=1e-4`` or ``--training.lr 1e-4``), validated with errors
+that name the field.
+
+Dataclass defaults are the paper setting (ScanNet++, DINOv2-S, MVSplat re10k lifter, batch 14, 300k
+steps); the shipped presets in ``snd/configs/*.yaml`` (``default.yaml`` is the embedded CPU default)
+override what differs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A training configuration is malformed; the message names the source and the field."""
+
+
+@dataclass
+class ModelConfig:
+    """The student backbone (the teacher starts as a copy of it).
+
+    Args:
+        pretrained: local directory, Hub id or torch.hub-layout ``.pth`` of SnD/DINOv2 weights.
+            None: random init from ``preset``. Default "facebook/dinov2-small".
+        preset: ``SnDConfig`` preset for random init ("tiny", "dinov2-s", ...). Default "tiny".
+        config_overrides: extra ``SnDConfig`` kwargs for random init. Default {}.
+        finetune: "lora" (peft adapters on ``lora_target_modules``, merged on save) or "full". Default "lora".
+        lora_rank, lora_alpha, lora_dropout: LoRA hyper-parameters. Defaults 8, 8, 0.1.
+        lora_target_modules: module names the adapters wrap. Default ["qkv", "proj"].
+    """
+
+    pretrained: str | None = "facebook/dinov2-small"
+    preset: str = "tiny"
+    config_overrides: dict = field(default_factory=dict)
+    finetune: str = "lora"
+    lora_rank: int = 8
+    lora_alpha: float = 8.0
+    lora_dropout: float = 0.1
+    lora_target_modules: list = field(default_factory=lambda: ["qkv", "proj"])
+
+
+@dataclass
+class HeadConfig:
+    """DINO projection heads (student trained, teacher EMA). Defaults as DINOv2 / the SnD release."""
+
+    num_prototypes: int = 65536
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    num_layers: int = 3
+    freeze_last_layer_norm: bool = False
+
+
+@dataclass
+class LossConfig:
+    """Args:
+        kind: "prototype" (cross-entropy over prototypes, the paper) or "cosine" (ablation, no heads).
+        student_temperature, teacher_temperature: softmax temperatures. Default 1.0 (as released).
+        average: "all" patches (as released; holes are zeroed on both sides) or only "valid" ones.
+    """
+
+    kind: str = "prototype"
+    student_temperature: float = 1.0
+    teacher_temperature: float = 1.0
+    average: str = "all"
+
+
+@dataclass
+class TeacherConfig:
+    """The EMA teacher and its splatting augmentation.
+
+    Args:
+        momentum: EMA momentum. Default 0.999.
+        update_every: optimiser steps between EMA updates. Default 10.
+        upsample: "mask_aware" (default) or "bilinear" (ablation).
+        upsample_fallback: where no low-res neighbour shares the pixel's segment: "bilinear" keeps
+            the plain weights (default), "zero" outputs zeros (what the released code computes).
+        upsample_align_corners: bilinear grid convention. Default False (pixel centres).
+        blend_alpha: segment blending; 0.5 "with blending" (default), 1.0 "without".
+        near_plane, far_plane: renderer clipping planes. Defaults 0.01 / 1e10.
+        render_backend: "auto", "torch" or "gsplat". Default "auto".
+    """
+
+    momentum: float = 0.999
+    update_every: int = 10
+    upsample: str = "mask_aware"
+    upsample_fallback: str = "bilinear"
+    upsample_align_corners: bool = False
+    blend_alpha: float = 0.5
+    near_plane: float = 0.01
+    far_plane: float = 1e10
+    render_backend: str = "auto"
+
+
+@dataclass
+class LifterConfig:
+    """Args:
+        kind: "mvsplat" (frozen feed-forward reconstructor, needs ``checkpoint``) or "depth" (given depth maps).
+        checkpoint: MVSplat checkpoint (Lightning ``.ckpt`` or a converted directory). Default None.
+        opacity, footprint_scale: DepthLifter settings. Defaults 1.0 / 0.5.
+    """
+
+    kind: str = "mvsplat"
+    checkpoint: str | None = None
+    opacity: float = 1.0
+    footprint_scale: float = 0.5
+
+
+@dataclass
+class DataConfig:
+    """Args:
+        dataset: "synthetic", "scannetpp" or "re10k". Default "scannetpp".
+        root: dataset root (unused for synthetic). Default None.
+        split: split name. Default "train".
+        image_height, image_width: training resolution. Default 576 x 880 (ScanNet++ release).
+        num_scenes, num_frames: synthetic scenes and frames per scene. Defaults 8 / 24.
+        samples_per_scene: dataset indices per scene per epoch. Default 1.
+        min_gap, max_gap: context frames apart. Defaults 8 / 12.
+        num_target_views: target views per sample. Default 1.
+        num_workers: DataLoader workers per process. Default 0.
+        skip_bad_samples: replace unreadable samples instead of failing. Default False.
+        preload: read every frame of every scene into memory once (small datasets). Default False.
+    """
+
+    dataset: str = "scannetpp"
+    root: str | None = None
+    split: str = "train"
+    image_height: int = 576
+    image_width: int = 880
+    num_scenes: int = 8
+    num_frames: int = 24
+    samples_per_scene: int = 1
+    min_gap: int = 8
+    max_gap: int = 12
+    num_target_views: int = 1
+    num_workers: int = 0
+    skip_bad_samples: bool = False
+    preload: bool = False
+
+
+@dataclass
+class TrainingConfig:
+    """The loop.
+
+    Args:
+        max_steps: optimiser steps. Default 300000.
+        batch_size: samples per process per step. Default 14.
+        lr: Adam peak learning rate. Default 2e-5.
+        adam_betas, adam_eps, weight_decay: Adam settings. Defaults (0.9, 0.999), 1e-8, 0.
+        schedule: "one_cycle_cosine" (1% warm-up by default) or "constant". Default one-cycle.
+        warmup_fraction: share of steps warming up. Default 0.01.
+        max_grad_norm: gradient clipping (0 disables). Default 0.5 (the release's Lightning setting).
+        seed: seed of everything (init, data order, view sampling). Default 0.
+        output_dir: where everything goes. Default "outputs/snd-distill".
+        checkpoint_every: steps between ``save_state`` checkpoints (0: only at the end). Default 10000.
+        keep_checkpoints: how many recent checkpoints to keep. Default 3.
+        log_every: steps between loss-log lines. Default 10.
+        mixed_precision: "no", "fp16" or "bf16" (accelerate). Default "no".
+        nonfinite_loss: "raise" (stop naming the step) or "skip" (skip the step and count). Default "raise".
+        max_skipped_steps: stop after this many skipped non-finite steps. Default 100.
+        report_to: "auto" (TensorBoard when installed), "tensorboard" or "none". Default "auto".
+        cpu: force CPU (gloo) even when GPUs exist. Default False.
+        hub_model_id: push the final student here (``--push_to_hub``). Default None.
+    """
+
+    max_steps: int = 300000
+    batch_size: int = 14
+    lr: float = 2e-5
+    adam_betas: list = field(default_factory=lambda: [0.9, 0.999])
+    adam_eps: float = 1e-8
+    weight_decay: float = 0.0
+    schedule: str = "one_cycle_cosine"
+    warmup_fraction: float = 0.01
+    max_grad_norm: float = 0.5
+    seed: int = 0
+    output_dir: str = "outputs/snd-distill"
+    checkpoint_every: int = 10000
+    keep_checkpoints: int = 3
+    log_every: int = 10
+    mixed_precision: str = "no"
+    nonfinite_loss: str = "raise"
+    max_skipped_steps: int = 100
+    report_to: str = "auto"
+    cpu: bool = False
+    hub_model_id: str | None = None
+
+
+@dataclass
+class DistillConfig:
+    """Everything one distillation run needs."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    lifter: LifterConfig = field(default_factory=LifterConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def validate(self) -> "DistillConfig":
+        validate(self)
+        return self
+
+
+# --------------------------------------------------------------------------------------------
+# Building from dicts, files and overrides
+
+_CHOICES = {
+    "model.finetune": ("lora", "full"),
+    "loss.kind": ("prototype", "cosine"),
+    "loss.average": ("all", "valid"),
+    "teacher.upsample": ("mask_aware", "bilinear"),
+    "teacher.upsample_fallback": ("bilinear", "zero"),
+    "teacher.render_backend": ("auto", "torch", "gsplat"),
+    "lifter.kind": ("depth", "mvsplat"),
+    "data.dataset": ("synthetic", "scannetpp", "re10k"),
+    "training.schedule": ("one_cycle_cosine", "constant"),
+    "training.mixed_precision": ("no", "fp16", "bf16"),
+    "training.nonfinite_loss": ("raise", "skip"),
+    "training.report_to": ("auto", "tensorboard", "none"),
+}
+_POSITIVE = [
+    "head.num_prototypes", "head.hidden_dim", "head.bottleneck_dim", "head.num_layers", "model.lora_rank",
+    "teacher.update_every", "data.image_height", "data.image_width", "data.num_scenes", "data.num_frames",
+    "data.samples_per_scene", "data.min_gap", "data.num_target_views", "training.max_steps", "training.batch_size",
+    "training.keep_checkpoints", "training.log_every", "loss.student_temperature", "loss.teacher_temperature",
+    "training.lr", "teacher.near_plane",
+]
+_NON_NEGATIVE = ["training.checkpoint_every", "training.max_grad_norm", "training.weight_decay", "data.num_workers", "training.max_skipped_steps", "model.lora_dropout"]
+
+
+def _coerce(value: Any, annotation: Any, where: str) -> Any:
+    """Check ``value`` against a field annotation (int/float/str/bool/list/dict, optionally None)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as error:
+                errors.append(str(error))
+        raise ConfigError(errors[0] if errors else f"{where}: unexpected value {value!r}")
+    expected = origin or annotation
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+    elif expected is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif expected is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads "1e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif expected is str:
+        if isinstance(value, str):
+            return value
+    elif expected is list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    elif expected is dict:
+        if isinstance(value, dict):
+            return dict(value)
+    else:  # pragma: no cover - a field type this module does not know
+        return value
+    name = getattr(expected, "__name__", str(expected))
+    raise ConfigError(f"{where}: expected {name}, got {type(value).__name__} {value!r}")
+
+
+def _build(cls, values: dict, where: str):
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {type(values).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where or 'config'}: unknown key(s) {unknown}; valid keys are {sorted(fields)}")
+    kwargs = {}
+    for name, value in values.items():
+        path = f"{where}.{name}" if where else name
+        annotation = hints[name]
+        if dataclasses.is_dataclass(annotation):
+            kwargs[name] = _build(annotation, value or {}, path)
+        else:
+            kwargs[name] = _coerce(value, annotation, path)
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict, source: str = "config") -> DistillConfig:
+    """Build and validate a :class:`DistillConfig` from a nested mapping (missing keys keep defaults)."""
+    try:
+        config = _build(DistillConfig, values or {}, "")
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+    try:
+        return validate(config)
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error}") from None
+    try:
+        values = yaml.safe_load(text) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (model, data, training, ...), got {type(values).__name__}")
+    return values
+
+
+def preset_names() -> list[str]:
+    """Names of the YAML presets shipped in ``snd/configs`` (``default``, ``scannetpp_dinov2s``, ...)."""
+    return sorted(p.name[: -len(".yaml")] for p in resources.files("snd.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def load_config(path_or_preset: str | Path | None = None, overrides: list[str] | None = None) -> DistillConfig:
+    """Load a YAML file (or a shipped preset by name; None: the embedded default) and apply ``key=value`` overrides."""
+    if path_or_preset is None:
+        path_or_preset = "default"
+    path = Path(path_or_preset)
+    if path.suffix not in (".yaml", ".yml") and not path.exists():
+        if str(path_or_preset) not in preset_names():
+            raise ConfigError(f"no config file {path_or_preset!r} and no shipped preset of that name; presets: {preset_names()}")
+        source = f"preset {path_or_preset!r}"
+        text = resources.files("snd.configs").joinpath(f"{path_or_preset}.yaml").read_text()
+        values = yaml.safe_load(text) or {}
+    else:
+        if not path.exists():
+            raise ConfigError(f"config file {path} does not exist")
+        source = str(path)
+        values = _read_yaml(path)
+    values = apply_overrides(values, overrides or [])
+    return config_from_dict(values, source if not overrides else f"{source} with overrides {overrides}")
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """Set dotted keys in a nested dict: ``["training.lr=1e-4", "data.dataset=synthetic"]``; values parse as YAML."""
+    result = _deep_copy(values)
+    for override in overrides:
+        if "=" not in override:
+            raise ConfigError(f"override {override!r} must look like section.key=value")
+        key, raw = override.split("=", 1)
+        parts = key.strip().lstrip("-").split(".")
+        if len(parts) < 2 or not all(parts):
+            raise ConfigError(f"override {override!r}: the key must be section.key (e.g. training.lr)")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"override {override!r}: value is not valid YAML: {error}") from None
+        node = result
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {override!r}: {part} is not a section")
+            node = child
+        node[parts[-1]] = value
+    return result
+
+
+def dotted_flags_to_overrides(arguments: list[str]) -> list[str]:
+    """``["--training.lr", "1e-4", "--data.dataset=synthetic"]`` -> ``["training.lr=1e-4", "data.dataset=synthetic"]``."""
+    overrides, index = [], 0
+    while index < len(arguments):
+        argument = arguments[index]
+        if not argument.startswith("--") or "." not in argument.split("=", 1)[0]:
+            raise ConfigError(f"unrecognised argument {argument!r} (config fields are given as --section.key VALUE or --set section.key=VALUE)")
+        if "=" in argument:
+            overrides.append(argument[2:])
+            index += 1
+        else:
+            if index + 1 >= len(arguments):
+                raise ConfigError(f"{argument} needs a value")
+            overrides.append(f"{argument[2:]}={arguments[index + 1]}")
+            index += 2
+    return overrides
+
+
+def _deep_copy(values: dict) -> dict:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in (values or {}).items()}
+
+
+def _get(config: DistillConfig, dotted: str):
+    section, name = dotted.split(".")
+    return getattr(getattr(config, section), name)
+
+
+def validate(config: DistillConfig) -> DistillConfig:
+    """Check ranges and combinations; raise :class:`ConfigError` naming the field."""
+    for key, choices in _CHOICES.items():
+        value = _get(config, key)
+        if value not in choices:
+            raise ConfigError(f"{key} must be one of {list(choices)}, got {value!r}")
+    for key in _POSITIVE:
+        if not _get(config, key) > 0:
+            raise ConfigError(f"{key} must be > 0, got {_get(config, key)!r}")
+    for key in _NON_NEGATIVE:
+        if _get(config, key) < 0:
+            raise ConfigError(f"{key} must be >= 0, got {_get(config, key)!r}")
+    if not 0.0 <= config.teacher.momentum <= 1.0:
+        raise ConfigError(f"teacher.momentum must be in [0, 1], got {config.teacher.momentum}")
+    if not 0.0 <= config.teacher.blend_alpha <= 1.0:
+        raise ConfigError(f"teacher.blend_alpha must be in [0, 1] (0.5 with blending, 1.0 without), got {config.teacher.blend_alpha}")
+    if not 0.0 <= config.training.warmup_fraction < 1.0:
+        raise ConfigError(f"training.warmup_fraction must be in [0, 1), got {config.training.warmup_fraction}")
+    if not config.model.lora_dropout < 1.0:
+        raise ConfigError(f"model.lora_dropout must be < 1, got {config.model.lora_dropout}")
+    if len(config.training.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in config.training.adam_betas):
+        raise ConfigError(f"training.adam_betas must be two numbers in [0, 1), got {config.training.adam_betas}")
+    if config.data.max_gap < config.data.min_gap:
+        raise ConfigError(f"data.max_gap ({config.data.max_gap}) must be >= data.min_gap ({config.data.min_gap})")
+    if config.data.dataset == "synthetic" and config.data.num_frames <= config.data.min_gap:
+        raise ConfigError(f"data.num_frames ({config.data.num_frames}) must exceed data.min_gap ({config.data.min_gap}) for synthetic scenes")
+    if config.data.dataset != "synthetic" and not config.data.root:
+        raise ConfigError(f"data.root is required for data.dataset={config.data.dataset!r}")
+    if config.lifter.kind == "mvsplat" and not config.lifter.checkpoint:
+        raise ConfigError("lifter.checkpoint is required for lifter.kind='mvsplat' (e.g. the MVSplat re10k.ckpt)")
+    if config.model.finetune == "lora" and not config.model.lora_target_modules:
+        raise ConfigError("model.lora_target_modules must name at least one module for finetune='lora'")
+    return config

@@ -1,0 +1,467 @@
+"""The thin Accelerate loop around the SnD step (see ``distill_step``): data -> teacher targets ->
+student -> loss -> optimiser -> EMA, with atomic checkpoints, exact resume, logs and final export."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from .build import DistillStudent, PreloadedScenes, backbone_config, build_dataset, build_lifter, build_student, merged_backbone
+from .checkpoints import atomic_save_pretrained, read_checkpoint_metadata, resolve_resume, save_checkpoint
+from .config import DistillConfig
+from .loss import CosineDistillLoss, PrototypeCrossEntropy
+from .teacher import EMATeacher, SplatTeacher, StageTimer, backbone_patch_features, no_timer
+
+logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite (``training.nonfinite_loss="raise"``)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Deterministic data order
+
+
+class ShardedEpochBatchSampler:
+    """Batches of one process: epoch ``e`` shuffles all indices with a generator seeded by ``(seed, e)``,
+    cuts global batches of ``batch_size * num_processes`` (dropping the remainder) and gives process ``r``
+    its ``r``-th slice of each. Reads no global RNG, so resuming from ``(epoch, start_batch)`` replays
+    the uninterrupted order exactly, and ``P`` processes x batch ``b`` see the same global batches as
+    one process x batch ``P * b``.
+    """
+
+    def __init__(self, length: int, batch_size: int, num_processes: int = 1, process_index: int = 0, seed: int = 0) -> None:
+        self.length = length
+        self.batch_size = batch_size
+        self.num_processes = num_processes
+        self.process_index = process_index
+        self.seed = seed
+        self.epoch = 0
+        self.start_batch = 0
+        if len(self) == 0:
+            raise ValueError(
+                f"the dataset has {length} samples, fewer than one global batch of {batch_size} x {num_processes} processes"
+            )
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        return self.length // (self.batch_size * self.num_processes)
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.length, generator=generator).tolist()
+        global_batch = self.batch_size * self.num_processes
+        for batch in range(self.start_batch, len(self)):
+            start = batch * global_batch + self.process_index * self.batch_size
+            yield order[start : start + self.batch_size]
+
+
+@dataclass
+class TrainState:
+    """Counters saved with every checkpoint."""
+
+    step: int = 0  # optimiser steps attempted (batches consumed per process)
+    skipped: int = 0  # steps skipped for a non-finite loss
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "skipped": self.skipped}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step, self.skipped = int(state["step"]), int(state["skipped"])
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    steps: int
+    skipped: int
+    final_loss: float | None
+    wall_time_s: float
+    files: dict = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------------------------
+# The SnD step
+
+
+def distill_step(student: nn.Module, splat_teacher: SplatTeacher, loss_fn: nn.Module, batch, stage: StageTimer = no_timer) -> dict:
+    """Forward part of one step on a batched :class:`snd.data.MultiViewSample`; returns the loss dict.
+
+    ``student`` is the (possibly DDP-wrapped) :class:`DistillStudent`; the caller does backward/step/EMA.
+    """
+    target_images = batch.target.images.flatten(0, 1)  # [B*T, 3, H, W]
+    patch = splat_teacher.patch_size
+    grid = ((target_images.shape[-2] // patch), (target_images.shape[-1] // patch))
+    targets = splat_teacher(batch.context, batch.target, grid, stage=stage)
+    valid = targets.valid.flatten(0, 1)  # [B*T, h, w]
+    with stage("student"):
+        output = student(target_images, valid)
+    with stage("loss"):
+        teacher_features = targets.features.flatten(0, 1)  # [B*T, C, h, w]
+        channels = teacher_features.shape[1]
+        flat_valid = valid.reshape(-1)
+        if isinstance(loss_fn, PrototypeCrossEntropy):
+            with torch.no_grad():
+                teacher_logits = splat_teacher.teacher.head(teacher_features.permute(0, 2, 3, 1).reshape(-1, channels))
+            losses = loss_fn(output["logits"], teacher_logits, flat_valid)
+        else:
+            student_features = output["features"].permute(0, 2, 3, 1).reshape(-1, channels)
+            losses = loss_fn(student_features, teacher_features.permute(0, 2, 3, 1).reshape(-1, channels), flat_valid)
+    losses["valid_fraction"] = flat_valid.float().mean()
+    return losses
+
+
+def build_loss(config: DistillConfig) -> nn.Module:
+    if config.loss.kind == "prototype":
+        return PrototypeCrossEntropy(config.loss.student_temperature, config.loss.teacher_temperature, config.loss.average)
+    return CosineDistillLoss()
+
+
+def build_scheduler(optimizer, config: DistillConfig):
+    training = config.training
+    if training.schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    # One-cycle cosine as released: warm up from lr/25 for warmup_fraction of the steps, anneal to lr/25e4.
+    return torch.optim.lr_scheduler.OneCycleLR(
+        optimizer,
+        max_lr=training.lr,
+        total_steps=training.max_steps + 1,
+        pct_start=max(training.warmup_fraction, 1.0 / (training.max_steps + 1)),
+        anneal_strategy="cos",
+        cycle_momentum=False,
+    )
+
+
+def _unwrap(accelerator, module):
+    return accelerator.unwrap_model(module)
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+
+
+def _trackers(config: DistillConfig) -> list[str]:
+    if config.training.report_to == "none":
+        return []
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        if config.training.report_to == "tensorboard":
+            raise ImportError("training.report_to='tensorboard' but tensorboard is not installed (pip install tensorboard)")
+        return []
+    return ["tensorboard"]
+
+
+def _flat_hparams(config: DistillConfig) -> dict:
+    flat = {}
+    for section, values in config.to_dict().items():
+        for key, value in values.items():
+            if isinstance(value, (int, float, str, bool)):
+                flat[f"{section}.{key}"] = value
+    return flat
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop loss-log lines written after ``step`` by a run that was killed before its next checkpoint."""
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("".join(line + "\n" for line in kept))
+    temporary.replace(path)
+
+
+def train(
+    config: DistillConfig,
+    resume_from_checkpoint: str | None = None,
+    push_to_hub: str | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Run one distillation as configured; returns where things were written.
+
+    Writes to ``config.training.output_dir``: ``checkpoints/checkpoint-XXXXXXXX`` (accelerate state),
+    ``student/`` and ``teacher/`` (``save_pretrained``, LoRA merged), ``heads.safetensors``,
+    ``config.yaml``, ``loss_log.jsonl``, ``pca_before_after.png`` and TensorBoard logs under ``logs/``.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm.auto import tqdm
+
+    config.validate()
+    training = config.training
+    output_dir = Path(training.output_dir)
+    accelerator = Accelerator(
+        cpu=training.cpu or not torch.cuda.is_available(),
+        mixed_precision=training.mixed_precision,
+        log_with=_trackers(config) or None,
+        project_dir=str(output_dir),
+        step_scheduler_with_optimizer=False,
+    )
+    started = time.perf_counter()
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        temporary = output_dir / ".config.yaml.tmp"
+        temporary.write_text(config.to_yaml())
+        temporary.replace(output_dir / "config.yaml")
+    set_seed(training.seed)
+
+    # ---- parts
+    student = build_student(config)
+    patch_size = backbone_config(student.backbone).patch_size
+    teacher = EMATeacher(student.backbone, student.head, momentum=config.teacher.momentum, update_every=config.teacher.update_every)
+    lifter = build_lifter(config.lifter)
+    if isinstance(lifter, nn.Module):
+        lifter.to(accelerator.device)
+    splat_teacher = SplatTeacher(
+        teacher,
+        lifter,
+        patch_size=patch_size,
+        upsample_mode=config.teacher.upsample,
+        upsample_fallback=config.teacher.upsample_fallback,
+        upsample_align_corners=config.teacher.upsample_align_corners,
+        blend_alpha=config.teacher.blend_alpha,
+        near_plane=config.teacher.near_plane,
+        far_plane=config.teacher.far_plane,
+        render_backend=config.teacher.render_backend,
+    ).to(accelerator.device)
+    loss_fn = build_loss(config)
+    dataset = build_dataset(config.data, training.seed)
+    if config.data.preload:
+        dataset = PreloadedScenes(dataset, progress=progress and accelerator.is_main_process)
+    from ..data import collate_multiview
+
+    batch_sampler = ShardedEpochBatchSampler(len(dataset), training.batch_size, accelerator.num_processes, accelerator.process_index, training.seed)
+    loader = DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate_multiview, num_workers=config.data.num_workers)
+
+    trainable = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=training.lr, betas=tuple(training.adam_betas), eps=training.adam_eps, weight_decay=training.weight_decay)
+    scheduler = build_scheduler(optimizer, config)
+    student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
+    state = TrainState()
+    accelerator.register_for_checkpointing(teacher, state)
+
+    # ---- resume
+    log_path = output_dir / "loss_log.jsonl"
+    resume_path = resolve_resume(output_dir, resume_from_checkpoint)
+    if resume_path is not None:
+        accelerator.load_state(str(resume_path))
+        if accelerator.is_main_process:
+            logger.info("resumed from %s at step %d", resume_path, state.step)
+            _truncate_log(log_path, state.step)
+    elif resume_from_checkpoint is not None and accelerator.is_main_process:
+        logger.warning("--resume_from_checkpoint %s: no checkpoint yet in %s; starting from scratch", resume_from_checkpoint, output_dir)
+    accelerator.wait_for_everyone()
+
+    trackers = _trackers(config)
+    if trackers:
+        accelerator.init_trackers("snd-distill", config=_flat_hparams(config))
+
+    # ---- "before" picture features (main process, no RNG used)
+    held_out_image = None
+    if accelerator.is_main_process:
+        held_out_image = _held_out_image(config)
+        before_path = output_dir / "pca_before_features.pt"
+        if resume_path is None or not before_path.exists():
+            before = _student_features(_unwrap(accelerator, student).backbone, held_out_image, patch_size, accelerator.device)
+            torch.save(before, before_path)
+
+    # ---- loop
+    steps_per_epoch = len(batch_sampler)
+    samples_per_step = training.batch_size * accelerator.num_processes
+    last_loss = None
+    bar = tqdm(total=training.max_steps, initial=state.step, desc="distill", disable=not (progress and accelerator.is_main_process), dynamic_ncols=True)
+    window_start, window_steps = time.perf_counter(), 0
+    student.train()
+    while state.step < training.max_steps:
+        epoch, start_batch = divmod(state.step, steps_per_epoch)
+        batch_sampler.set_epoch(epoch, start_batch)
+        if hasattr(dataset, "set_epoch"):
+            dataset.set_epoch(epoch)
+        for batch in loader:
+            if state.step >= training.max_steps:
+                break
+            batch = batch.to(accelerator.device)
+            with accelerator.autocast():
+                losses = distill_step(student, splat_teacher, loss_fn, batch)
+            loss = losses["loss"]
+            finite = torch.isfinite(loss.detach()).float().reshape(1)
+            if accelerator.num_processes > 1:
+                finite = accelerator.gather(finite).min().reshape(1)
+            if finite.item() < 1:
+                message = f"non-finite loss ({loss.item()}) at step {state.step + 1}"
+                if training.nonfinite_loss == "raise":
+                    raise NonFiniteLossError(f"{message}; set training.nonfinite_loss=skip to skip such steps")
+                state.skipped += 1
+                if accelerator.is_main_process:
+                    logger.warning("%s: skipped (%d so far)", message, state.skipped)
+                if state.skipped > training.max_skipped_steps:
+                    raise NonFiniteLossError(f"{message}: more than training.max_skipped_steps={training.max_skipped_steps} steps skipped")
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                bar.update(1)
+            else:
+                accelerator.backward(loss)
+                if training.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(trainable, training.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.step += 1
+                unwrapped = _unwrap(accelerator, student)
+                teacher.maybe_update(state.step - state.skipped, unwrapped.backbone, unwrapped.head)
+                bar.update(1)
+            window_steps += 1
+
+            log_now = state.step % training.log_every == 0 or state.step == training.max_steps
+            if log_now:
+                mean_loss = accelerator.reduce(loss.detach().float().reshape(1), reduction="mean").item()
+                elapsed = time.perf_counter() - window_start
+                samples_per_s = window_steps * samples_per_step / max(elapsed, 1e-9)
+                window_start, window_steps = time.perf_counter(), 0
+                last_loss = mean_loss
+                record = {
+                    "step": state.step,
+                    "loss": mean_loss,
+                    "lr": scheduler.get_last_lr()[0],
+                    "valid_fraction": float(losses["valid_fraction"]),
+                    "samples_per_s": samples_per_s,
+                    "skipped": state.skipped,
+                    "epoch": epoch,
+                }
+                if accelerator.is_main_process:
+                    with log_path.open("a") as handle:
+                        handle.write(json.dumps(record) + "\n")
+                    bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{samples_per_s:.1f}")
+                if trackers:
+                    accelerator.log({k: v for k, v in record.items() if k != "step"}, step=state.step)
+            if training.checkpoint_every and state.step % training.checkpoint_every == 0 and state.step < training.max_steps:
+                save_checkpoint(accelerator, output_dir, state.step, {"epoch": epoch}, training.keep_checkpoints)
+    bar.close()
+
+    # ---- final checkpoint and export
+    save_checkpoint(accelerator, output_dir, state.step, {"final": True}, training.keep_checkpoints)
+    files = {}
+    if accelerator.is_main_process:
+        files = _export(config, _unwrap(accelerator, student), teacher, output_dir, held_out_image, patch_size, accelerator.device)
+        if push_to_hub:
+            files["hub"] = _push(config, output_dir, push_to_hub)
+    accelerator.wait_for_everyone()
+    if trackers:
+        accelerator.end_training()
+    return TrainResult(output_dir, state.step, state.skipped, last_loss, time.perf_counter() - started, files)
+
+
+# --------------------------------------------------------------------------------------------
+# Pictures and export
+
+
+def _held_out_image(config: DistillConfig) -> torch.Tensor:
+    """One target image ``[3, H, W]`` from a scene the run does not train on (see ``build_dataset``)."""
+    dataset = build_dataset(config.data, config.training.seed, held_out=True)
+    return dataset[0].target.images[0]
+
+
+@torch.no_grad()
+def _student_features(backbone: nn.Module, image: torch.Tensor, patch_size: int, device) -> torch.Tensor:
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        return backbone_patch_features(backbone, image[None].to(device), patch_size)[0].float().cpu()
+    finally:
+        backbone.train(was_training)
+
+
+def _export(config, student: DistillStudent, teacher: EMATeacher, output_dir: Path, image, patch_size, device) -> dict:
+    from safetensors.torch import save_file
+
+    from ..viz import pca_project, pca_image, save_image_grid
+
+    student_model = merged_backbone(student.backbone)
+    teacher_model = merged_backbone(teacher.backbone)
+    processor = _image_processor(student_model)
+    files = {
+        "student": atomic_save_pretrained(student_model, output_dir / "student", processor),
+        "teacher": atomic_save_pretrained(teacher_model, output_dir / "teacher", processor),
+    }
+    if student.head is not None:
+        heads = {f"student.{k}": v.detach().cpu().contiguous() for k, v in student.head.state_dict().items()}
+        heads.update({f"teacher.{k}": v.detach().cpu().contiguous() for k, v in teacher.head.state_dict().items()})
+        temporary = output_dir / ".heads.safetensors.tmp"
+        save_file(heads, str(temporary))
+        temporary.replace(output_dir / "heads.safetensors")
+        files["heads"] = output_dir / "heads.safetensors"
+    before = torch.load(output_dir / "pca_before_features.pt", weights_only=True)
+    after = _student_features(student_model, image, patch_size, device)
+    _, basis = pca_project(torch.stack([before, after]))
+    size = tuple(image.shape[-2:])
+    pictures = [image, pca_image(before, basis=basis, size=size), pca_image(after, basis=basis, size=size)]
+    files["pca"] = save_image_grid([pictures], output_dir / "pca_before_after.png", titles=["held-out view", "student before", "student after"])
+    return files
+
+
+def _image_processor(model):
+    from ..models.snd_dinov2 import SnDImageProcessor
+
+    try:
+        return SnDImageProcessor()
+    except Exception:  # pragma: no cover - an image processor is optional for saving
+        return None
+
+
+def _push(config: DistillConfig, output_dir: Path, repo_id: str):
+    """Push the exported student (weights, image processor, model card) with ``snd.hub.push_model``."""
+    from transformers import AutoModel
+
+    from ..hub import push_model
+    from ..models.snd_dinov2 import SnDImageProcessor
+
+    model = AutoModel.from_pretrained(str(output_dir / "student"))
+    processor = SnDImageProcessor.from_pretrained(str(output_dir / "student"))
+    return push_model(model, processor, repo_id, card=card_info(config, repo_id, output_dir), commit_message="Upload SnD student (snd distill)")
+
+
+def card_info(config: DistillConfig, repo_id: str, output_dir: Path | None = None):
+    """Model-card facts of a run: variant, base model, data, lifter, schedule; results from ``eval_results.json`` when present.
+
+    ``eval_results.json`` (written next to the run by the user or ``scripts/evaluate.py``) holds a list of
+    ``{"task", "dataset", "metric", "value"}`` records.
+    """
+    from ..hub import ModelCardInfo, ProbeResult
+
+    pretrained = config.model.pretrained
+    base_model = pretrained if pretrained and not Path(pretrained).exists() and pretrained.count("/") == 1 else None
+    provenance = {
+        "training": f"snd distill: {config.training.max_steps} steps, batch {config.training.batch_size} per process, "
+        f"lr {config.training.lr}, {config.model.finetune} fine-tuning",
+        "initialisation": pretrained or f"random {config.model.preset} preset",
+        "data": f"{config.data.dataset} at {config.data.image_height}x{config.data.image_width}" + (f" ({config.data.root})" if config.data.root else ""),
+        "lifter": config.lifter.kind + (f" ({config.lifter.checkpoint})" if config.lifter.checkpoint else ""),
+        "teacher": f"EMA momentum {config.teacher.momentum} every {config.teacher.update_every} steps, "
+        f"{config.teacher.upsample} upsampling, blend alpha {config.teacher.blend_alpha}",
+    }
+    results = []
+    results_file = None if output_dir is None else Path(output_dir) / "eval_results.json"
+    if results_file is not None and results_file.exists():
+        results = [ProbeResult(**record) for record in json.loads(results_file.read_text())]
+    return ModelCardInfo(
+        repo_id=repo_id,
+        blend_alpha=config.teacher.blend_alpha,
+        base_model=base_model,
+        summary="An SnD backbone distilled with `snd distill` (Splat and Distill, ICLR 2026).",
+        results=results,
+        results_source=None,
+        results_note="measured with snd's evaluation suite on this checkpoint" if results else "no evaluation results recorded",
+        provenance=provenance,
+    )
