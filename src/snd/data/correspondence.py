@@ -25,8 +25,12 @@ def pixel_correspondences(
     valid correspondence when its depth is valid (> 0), it lands inside ``b``'s image in front of the
     camera, and ``b``'s depth at the nearest pixel agrees with the projected depth within
     ``absolute_tolerance + relative_tolerance * z`` (otherwise something occludes it in ``b``, or
-    ``b`` has no depth there). Near depth edges the nearest-pixel test may reject a visible point;
-    it never accepts an occluded one whose occluder is farther than the tolerance in front.
+    ``b`` has no depth there). ``b``'s depth at the point is interpolated bilinearly in inverse depth
+    from the four surrounding pixel centres (all must be valid), which is exact on planes. So the
+    test errs only at depth edges: visible points within about a pixel of an edge, and surfaces seen
+    at grazing angles, are rejected; rarely (about 1% of accepted pixels in the synthetic tests) a
+    point hidden just behind an occluder's silhouette is accepted, when most of the four pixel centres
+    see the background. For exact visibility in synthetic scenes use ``SyntheticScene.correspondences``.
 
     Args:
         depth_a: ``[..., H, W]`` z-depth of view ``a`` (0 = invalid).
@@ -46,11 +50,28 @@ def pixel_correspondences(
     pixels, z = project_points(flat, extrinsics_b, intrinsics_b, height_b, width_b)  # [..., P, 2], [..., P]
     x, y = pixels[..., 0], pixels[..., 1]
     inside = (z > 0) & (x >= 0) & (x < width_b) & (y >= 0) & (y < height_b)
-    column = x.floor().clamp(0, width_b - 1).long()
-    row = y.floor().clamp(0, height_b - 1).long()
+    tolerance = absolute_tolerance + relative_tolerance * z.abs()
     depth_b_flat = depth_b.reshape(*depth_b.shape[:-2], height_b * width_b)
-    sampled = depth_b_flat.gather(-1, row * width_b + column)
-    agrees = (sampled > 0) & ((sampled - z).abs() <= absolute_tolerance + relative_tolerance * z.abs())
+
+    def depth_at(column, row):
+        column = column.clamp(0, width_b - 1).long()
+        row = row.clamp(0, height_b - 1).long()
+        return depth_b_flat.gather(-1, row * width_b + column)
+
+    # Bilinear interpolation of inverse depth (exact for a plane seen across the four pixel centres
+    # around the point). Across an occluding edge the mix matches neither surface, so the point is
+    # rejected: errors at depth edges fall on the safe side.
+    left, top = (x - 0.5).floor(), (y - 0.5).floor()
+    fx, fy = (x - 0.5) - left, (y - 0.5) - top
+    inverse = torch.zeros_like(z)
+    all_valid = torch.ones_like(z, dtype=torch.bool)
+    for dx, wx in ((0, 1 - fx), (1, fx)):
+        for dy, wy in ((0, 1 - fy), (1, fy)):
+            neighbour = depth_at(left + dx, top + dy)
+            all_valid &= neighbour > 0
+            inverse = inverse + wx * wy / neighbour.clamp_min(1e-12)
+    interpolated = 1.0 / inverse.clamp_min(1e-12)
+    agrees = all_valid & ((interpolated - z).abs() <= tolerance)
     valid = (depth_a.reshape(flat.shape[:-1]) > 0) & inside & agrees
     return pixels.reshape(*depth_a.shape, 2), valid.reshape(depth_a.shape)
 

@@ -79,8 +79,8 @@ class Views:
         images = self.images
         if images.ndim not in (4, 5) or images.shape[-3] != 3:
             raise ValueError(f"Views.images must be [V, 3, H, W] (or [B, V, 3, H, W]), got {_shape(images)}")
-        if images.dtype != torch.float32:
-            raise ValueError(f"Views.images must be float32 in [0, 1], got dtype {images.dtype}")
+        if not images.is_floating_point():
+            raise ValueError(f"Views.images must be floating point (float32 from the loaders) in [0, 1], got dtype {images.dtype}")
         if images.numel() and (not torch.isfinite(images).all() or images.min() < 0 or images.max() > 1):
             raise ValueError(
                 f"Views.images must be finite and in [0, 1], got range [{images.min().item():.4g}, {images.max().item():.4g}]"
@@ -95,7 +95,7 @@ class Views:
             if tensor.dtype not in dtypes:
                 raise ValueError(f"Views.{name} must have dtype in {[str(d) for d in dtypes]}, got {tensor.dtype}")
 
-        floats = (torch.float32, torch.float64)
+        floats = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
         expect("extrinsics", self.extrinsics, (4, 4), floats)
         reason = check_rigid(self.extrinsics)
         if reason is not None:

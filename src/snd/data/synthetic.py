@@ -172,7 +172,7 @@ class SyntheticScene:
         """Lambertian colour ``[R, 3]`` in [0, 1] of surface points (view-independent)."""
         tex = self.texture
         waves = tex.waves[instance]  # [R, 3, 3]
-        phase = (waves @ points[:, :, None])[..., 0] + tex.phases[instance]  # [R, 3]
+        phase = (waves * points[:, None, :]).sum(-1) + tex.phases[instance]  # [R, 3]
         colour = tex.base[instance] + (torch.sin(phase)[:, :, None] * tex.amplitudes[instance]).sum(1)
         cells = tex.checker[instance]  # [R]
         parity = torch.floor(points * cells[:, None] + 1e-3).sum(-1).remainder(2)
@@ -190,7 +190,7 @@ class SyntheticScene:
         cfg = self.config
         rays_camera = pixel_rays(self.intrinsics, cfg.height, cfg.width)  # [H, W, 3]
         extrinsics = self.extrinsics[frames]  # [V, 4, 4]
-        directions = torch.einsum("vij,hwj->vhwi", extrinsics[:, :3, :3], rays_camera)
+        directions = _apply(extrinsics[:, None, None, :3, :3], rays_camera[None])  # [V, H, W, 3]
         return extrinsics[:, :3, 3], directions
 
     def render(self, frames=None) -> SyntheticRender:
@@ -209,7 +209,7 @@ class SyntheticScene:
 
         extrinsics = self.extrinsics[frames]
         rotation_t = extrinsics[:, :3, :3].transpose(-1, -2)  # world -> camera rotation
-        normals_camera = torch.einsum("vij,vpj->vpi", rotation_t, normals_world.reshape(views, -1, 3))
+        normals_camera = _apply(rotation_t[:, None], normals_world.reshape(views, -1, 3))
         normals_camera = normals_camera / normals_camera.norm(dim=-1, keepdim=True)
         result = Views(
             images=colour.reshape(views, height, width, 3).permute(0, 3, 1, 2).contiguous(),
@@ -256,6 +256,15 @@ class SyntheticScene:
 
 
 # ---------------------------------------------------------------------- primitives
+def _apply(matrices: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+    """``matrices [..., 3, 3] @ vectors [..., 3]`` by broadcasting and summing.
+
+    Elementwise (no BLAS), so each pixel's result does not depend on how many frames are rendered
+    together: a frame rendered alone is bit-identical to the same frame rendered with others.
+    """
+    return (matrices * vectors[..., None, :]).sum(-1)
+
+
 def _safe(directions: torch.Tensor) -> torch.Tensor:
     # Replace exact zeros so slab divisions give +-inf rather than nan.
     tiny = torch.full_like(directions, 1e-12)
@@ -288,8 +297,8 @@ def _cast_boxes(origins, directions, boxes):
     """Slab test in each box's frame (boxes rotated by yaw about z). Returns t [P, R], normals [P, R, 3]."""
     centres, half, yaw = boxes[:, None, 0:3], boxes[:, None, 3:6], boxes[:, 6]
     rotation = _yaw_matrices(yaw)  # [P, 3, 3]
-    local_o = torch.einsum("pji,prj->pri", rotation, origins[None] - centres)  # R^T (o - c)
-    local_d = _safe(torch.einsum("pji,rj->pri", rotation, directions))
+    local_o = _apply(rotation.transpose(1, 2)[:, None], origins[None] - centres)  # R^T (o - c)
+    local_d = _safe(_apply(rotation.transpose(1, 2)[:, None], directions[None]))
     t1 = (-half - local_o) / local_d
     t2 = (half - local_o) / local_d
     t_near_axes = torch.minimum(t1, t2)
@@ -300,7 +309,7 @@ def _cast_boxes(origins, directions, boxes):
     sign = torch.where(local_d.gather(-1, axis[..., None])[..., 0] > 0, -1.0, 1.0).to(origins.dtype)
     local_n = torch.zeros_like(local_o)
     local_n.scatter_(-1, axis[..., None], sign[..., None])
-    normals = torch.einsum("pij,prj->pri", rotation, local_n)
+    normals = _apply(rotation[:, None], local_n)
     return t, normals
 
 
