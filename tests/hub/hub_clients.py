@@ -67,6 +67,19 @@ def protocol(args) -> dict:
         out["missing_repo"] = "no error"
     except RepositoryNotFoundError as error:
         out["missing_repo"] = type(error).__name__
+    # branches: a commit on "dev" leaves "main" alone
+    api.create_branch("snd-test/protocol", branch="dev")
+    api.upload_file(path_or_fileobj=b"dev only", path_in_repo="dev.txt", repo_id="snd-test/protocol", revision="dev")
+    out["dev_files"] = api.list_repo_files("snd-test/protocol", revision="dev")
+    out["main_has_dev_file"] = api.file_exists("snd-test/protocol", "dev.txt")
+    # private repositories are invisible without the token
+    api.create_repo("snd-test/private", private=True)
+    out["private_with_token"] = api.model_info("snd-test/private").private
+    try:
+        api.model_info("snd-test/private", token=False)
+        out["private_without_token"] = "visible"
+    except RepositoryNotFoundError as error:
+        out["private_without_token"] = type(error).__name__
     api.delete_file("README.md", "snd-test/protocol")
     out["after_delete"] = api.list_repo_files("snd-test/protocol")
     try:
@@ -103,20 +116,34 @@ def push_tiny(args) -> dict:
 
 
 def load(args) -> dict:
-    """Load a repository with AutoModel / AutoImageProcessor (after `import snd`) and compare with a reference."""
-    import numpy as np
+    """Load a repository with AutoModel / AutoImageProcessor, first from its own remote code without snd, then
+    after `import snd`, and compare both with the reference saved at push time."""
     import torch
-
-    import snd  # noqa: F401 - registers the Auto classes
     from transformers import AutoImageProcessor, AutoModel
 
     reference = torch.load(Path(args.reference), weights_only=True)
+    out = {}
+    # 1. as a user without the snd package: the repository's own code (auto_map), trust_remote_code=True
+    sys.modules["snd"] = None  # makes `import snd` fail in this process
+    remote = AutoModel.from_pretrained(args.repo, trust_remote_code=True).eval()
+    remote_processor = AutoImageProcessor.from_pretrained(args.repo, trust_remote_code=True)
+    remote_pixels = remote_processor(images=reference["image"].numpy(), return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        remote_out = remote(remote_pixels)
+    out["remote_code_module"] = type(remote).__module__
+    out["remote_code_max_abs_diff"] = (remote_out.last_hidden_state - reference["last_hidden_state"]).abs().max().item()
+    del sys.modules["snd"]
+    # 2. with the package: `import snd` registers the Auto classes
+    import snd  # noqa: F401
+
     model = AutoModel.from_pretrained(args.repo).eval()
     processor = AutoImageProcessor.from_pretrained(args.repo)
     pixel_values = processor(images=reference["image"].numpy(), return_tensors="pt")["pixel_values"]
     with torch.no_grad():
         output = model(pixel_values)
     return {
+        **out,
+        "model_module": type(model).__module__,
         "model_class": type(model).__name__,
         "processor_class": type(processor).__name__,
         "pixel_values_equal": bool(torch.equal(pixel_values, reference["pixel_values"])),

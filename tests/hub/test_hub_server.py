@@ -116,6 +116,8 @@ def test_huggingface_hub_client_round_trip(hub_client):
     assert out["missing_repo"] == "RepositoryNotFoundError"
     assert out["after_delete"] == [".gitattributes", "nested/blob.bin"]
     assert out["wrong_token"] == 401
+    assert "dev.txt" in out["dev_files"] and not out["main_has_dev_file"]
+    assert out["private_with_token"] is True and out["private_without_token"] == "RepositoryNotFoundError"
     # files really live on disk, per revision
     assert server.store.read("model", "snd-test/protocol", "nested/blob.bin") == b"v2"
     assert server.store.read("model", "snd-test/protocol", "README.md", revision=out["first_commit"]).startswith(b"---")

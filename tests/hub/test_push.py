@@ -1,5 +1,5 @@
 """push_model end to end through the loopback Hub: push a tiny SnDModel in one process, load the repo id back
-with AutoModel / AutoImageProcessor in another, outputs equal."""
+with AutoModel / AutoImageProcessor in another (with `trust_remote_code` and no snd, then with snd), outputs equal."""
 
 from __future__ import annotations
 
@@ -38,6 +38,10 @@ def test_push_then_load_with_auto_classes(hub_client, tmp_path):
     assert store.exists("model", "snd-test/tiny-plain")
 
     loaded = hub_client.call("load", "--repo", "snd-test/tiny", "--reference", str(tmp_path / "reference.pt"))
+    # without snd installed: the repository's own code, fetched from the Hub, gives the same numbers
+    assert loaded["remote_code_module"].startswith("transformers_modules."), loaded["remote_code_module"]
+    assert loaded["remote_code_max_abs_diff"] == 0.0
+    assert loaded["model_module"].startswith("snd.")
     assert loaded["model_class"] == "SnDModel"
     assert loaded["processor_class"] == "SnDImageProcessor"
     assert loaded["pixel_values_equal"]
