@@ -147,7 +147,8 @@ def load(args) -> dict:
         "model_class": type(model).__name__,
         "processor_class": type(processor).__name__,
         "pixel_values_equal": bool(torch.equal(pixel_values, reference["pixel_values"])),
-        "last_hidden_state_max_abs_diff": (output.last_hidden_state - reference["last_hidden_state"]).abs().max().item(),
+        "last_hidden_state_max_abs_diff": (output.last_hidden_state - reference["last_hidden_state"])
+        .abs().max().item(),
         "patch_features_shape": list(output.patch_features.shape),
         "patch_features_equal": bool(torch.equal(output.patch_features, reference["patch_features"])),
     }
@@ -157,15 +158,15 @@ def check_official(args) -> dict:
     """Load each published repository and compare it with the original DINOv2 forward of its source `.pth`."""
     import numpy as np
     import torch
-
-    import snd  # noqa: F401
-    from snd.convert.reference import dinov2_reference_patch_tokens
     from transformers import AutoImageProcessor, AutoModel
+
+    import snd
+    from snd.convert.reference import dinov2_reference_patch_tokens
 
     out = {}
     for item in json.loads(args.pairs):
         repo_id, pth = item["repo"], item["pth"]
-        state = torch.load(pth, map_location="cpu", weights_only=True)
+        state = {k: v.float() for k, v in torch.load(pth, map_location="cpu", weights_only=True).items()}
         model = AutoModel.from_pretrained(repo_id).eval()
         processor = AutoImageProcessor.from_pretrained(repo_id)
         image = (np.random.default_rng(1).random((30, 41, 3)) * 255).astype(np.uint8)
@@ -174,7 +175,7 @@ def check_official(args) -> dict:
         with torch.no_grad():
             ours = model(pixels).last_hidden_state[:, 1 + model.config.num_register_tokens :]
             theirs = dinov2_reference_patch_tokens(
-                lambda key: state[key].float(), pixels, num_heads=model.config.num_attention_heads,
+                state.__getitem__, pixels, num_heads=model.config.num_attention_heads,
                 num_layers=model.config.num_hidden_layers, num_register_tokens=model.config.num_register_tokens,
             )
             model(processed)

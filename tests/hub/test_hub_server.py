@@ -59,7 +59,8 @@ def test_resolve_headers_range_and_errors(hub_server: HubServer):
 
 def test_writes_need_the_token_and_unknown_endpoints_are_recorded(hub_server: HubServer):
     body = json.dumps({"name": "x", "organization": "org"}).encode()
-    status, headers, _ = _request(f"{hub_server.url}/api/repos/create", "POST", {"Content-Type": "application/json"}, body)
+    json_type = {"Content-Type": "application/json"}
+    status, headers, _ = _request(f"{hub_server.url}/api/repos/create", "POST", json_type, body)
     assert status == 401
     assert not hub_server.store.exists("model", "org/x")
     auth = {"Content-Type": "application/json", "Authorization": f"Bearer {hub_server.token}"}

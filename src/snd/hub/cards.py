@@ -267,9 +267,11 @@ def _check_card(card: ModelCard, model_name: str, expected: list[EvalResult]) ->
         raise ValueError(f"rendered model card has {len(found)} evaluation results, expected {len(expected)}")
     if expected and data.model_name != model_name:
         raise ValueError(f"rendered model-index names {data.model_name!r}, expected {model_name!r}")
-    for got, want in zip(found, expected):
-        if (got.task_type, got.dataset_type, got.metric_type) != (want.task_type, want.dataset_type, want.metric_type) \
-                or not math.isclose(float(got.metric_value), float(want.metric_value), rel_tol=0, abs_tol=1e-12):
+    for got, want in zip(found, expected, strict=True):
+        same_keys = (got.task_type, got.dataset_type, got.metric_type) == (
+            want.task_type, want.dataset_type, want.metric_type
+        )
+        if not same_keys or not math.isclose(float(got.metric_value), float(want.metric_value), abs_tol=1e-12):
             raise ValueError(f"rendered model-index entry {got} does not match {want}")
 
 

@@ -223,7 +223,8 @@ def publish_official_weights(config: PublishConfig) -> list[PublishedCheckpoint]
     for record, model, card in tqdm(converted, desc="push" if not config.dry_run else "render"):
         processor = SnDImageProcessor()
         if config.output_dir is not None:
-            record.local_dir = _save_atomically(model, processor, card, Path(config.output_dir) / record.checkpoint.repo_name)
+            target = Path(config.output_dir) / record.checkpoint.repo_name
+            record.local_dir = _save_atomically(model, processor, card, target)
         if config.dry_run:
             continue
         record.push = push_model(

@@ -161,7 +161,9 @@ def verify_pushed_model(
         reference.train(was_training)
     got = _first_tensor(loaded(pixel_values.to(loaded.dtype))).float()
     if got.shape != expected.shape:
-        raise RuntimeError(f"{repo_id}@{revision}: loaded model gives {tuple(got.shape)}, expected {tuple(expected.shape)}")
+        raise RuntimeError(
+            f"{repo_id}@{revision}: loaded model gives {tuple(got.shape)}, expected {tuple(expected.shape)}"
+        )
     diff = (got - expected).abs().max().item()
     if not diff <= atol:
         raise RuntimeError(f"{repo_id}@{revision}: loaded model differs from the pushed one (max abs diff {diff:.3g})")
