@@ -142,13 +142,24 @@ def build_lifter(config: LifterConfig):
         return DepthLifter(opacity=config.opacity, footprint_scale=config.footprint_scale, attach_colors=False)
     from ..models.mvsplat import MVSplatLifter
 
-    if hasattr(MVSplatLifter, "from_checkpoint"):
-        lifter = MVSplatLifter.from_checkpoint(config.checkpoint)
-    else:
+    checkpoint = Path(config.checkpoint)
+    if checkpoint.is_file():
+        # An official Lightning checkpoint (re10k.ckpt): convert in memory (weights-only unpickling).
+        from ..convert.mvsplat import convert_state_dict, load_official_checkpoint
+
+        model, _ = convert_state_dict(load_official_checkpoint(checkpoint))
+        lifter = MVSplatLifter(model.eval())
+    else:  # a converted save_pretrained directory or Hub id
         lifter = MVSplatLifter.from_pretrained(config.checkpoint)
-    if isinstance(lifter, nn.Module):
-        lifter.requires_grad_(False).eval()
+    lifter.model.requires_grad_(False)
     return lifter
+
+
+def move_lifter(lifter, device) -> None:
+    """Put a lifter's weights (if any) on ``device``."""
+    model = lifter if isinstance(lifter, nn.Module) else getattr(lifter, "model", None)
+    if isinstance(model, nn.Module):
+        model.to(device)
 
 
 def _view_sampler(config: DataConfig, seed: int):

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .build import DistillStudent, PreloadedScenes, backbone_config, build_dataset, build_lifter, build_student, merged_backbone
+from .build import DistillStudent, PreloadedScenes, backbone_config, build_dataset, build_lifter, build_student, merged_backbone, move_lifter
 from .checkpoints import atomic_save_pretrained, read_checkpoint_metadata, resolve_resume, save_checkpoint
 from .config import DistillConfig
 from .loss import CosineDistillLoss, PrototypeCrossEntropy
@@ -129,19 +129,35 @@ def build_loss(config: DistillConfig) -> nn.Module:
     return CosineDistillLoss()
 
 
+def one_cycle_factor(step: int, total_steps: int, pct_start: float, div_factor: float = 25.0, final_div_factor: float = 1e4) -> float:
+    """Learning-rate multiplier of ``torch.optim.lr_scheduler.OneCycleLR`` (cosine, no momentum cycling) at ``step``.
+
+    Warm up from ``1 / div_factor`` to 1 over ``pct_start * total_steps - 1`` steps, then anneal to
+    ``1 / (div_factor * final_div_factor)`` at ``total_steps - 1``; unlike torch's class it also
+    handles runs too short for a warm-up (they start at the peak).
+    """
+    initial = 1.0 / div_factor
+    minimum = initial / final_div_factor
+
+    def anneal(start: float, end: float, fraction: float) -> float:
+        return end + (start - end) / 2.0 * (math.cos(math.pi * fraction) + 1.0)
+
+    warm_end = float(pct_start * total_steps) - 1.0
+    if warm_end > 0 and step <= warm_end:
+        return anneal(initial, 1.0, step / warm_end)
+    start = max(warm_end, 0.0)
+    span = (total_steps - 1) - start
+    fraction = 1.0 if span <= 0 else min(max((step - start) / span, 0.0), 1.0)
+    return anneal(1.0, minimum, fraction)
+
+
 def build_scheduler(optimizer, config: DistillConfig):
+    """One-cycle cosine (as released: ``OneCycleLR(pct_start=0.01, anneal_strategy="cos")``) or constant."""
     training = config.training
     if training.schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    # One-cycle cosine as released: warm up from lr/25 for warmup_fraction of the steps, anneal to lr/25e4.
-    return torch.optim.lr_scheduler.OneCycleLR(
-        optimizer,
-        max_lr=training.lr,
-        total_steps=training.max_steps + 1,
-        pct_start=max(training.warmup_fraction, 1.0 / (training.max_steps + 1)),
-        anneal_strategy="cos",
-        cycle_momentum=False,
-    )
+    total = training.max_steps + 1
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: one_cycle_factor(step, total, training.warmup_fraction))
 
 
 def _unwrap(accelerator, module):
@@ -222,8 +238,7 @@ def train(
     patch_size = backbone_config(student.backbone).patch_size
     teacher = EMATeacher(student.backbone, student.head, momentum=config.teacher.momentum, update_every=config.teacher.update_every)
     lifter = build_lifter(config.lifter)
-    if isinstance(lifter, nn.Module):
-        lifter.to(accelerator.device)
+    move_lifter(lifter, accelerator.device)
     splat_teacher = SplatTeacher(
         teacher,
         lifter,
@@ -350,17 +365,40 @@ def train(
                 save_checkpoint(accelerator, output_dir, state.step, {"epoch": epoch}, training.keep_checkpoints)
     bar.close()
 
-    # ---- final checkpoint and export
+    # ---- final checkpoint, consistency check, export
     save_checkpoint(accelerator, output_dir, state.step, {"final": True}, training.keep_checkpoints)
+    fingerprints = accelerator.gather(_fingerprint(teacher).to(accelerator.device)[None]).cpu()  # [processes, 2]
+    if not torch.equal(fingerprints, fingerprints[:1].expand_as(fingerprints)):
+        raise RuntimeError(f"the EMA teacher differs across processes after step {state.step}: fingerprints {fingerprints.tolist()}")
     files = {}
+    wall_time = time.perf_counter() - started
     if accelerator.is_main_process:
         files = _export(config, _unwrap(accelerator, student), teacher, output_dir, held_out_image, patch_size, accelerator.device)
+        summary = {
+            "steps": state.step,
+            "skipped_nonfinite_steps": state.skipped,
+            "final_loss": last_loss,
+            "num_processes": accelerator.num_processes,
+            "global_batch_size": samples_per_step,
+            "wall_time_s": wall_time,
+            "teacher_fingerprints": fingerprints.tolist(),
+        }
+        temporary = output_dir / ".train_summary.json.tmp"
+        temporary.write_text(json.dumps(summary, indent=2))
+        temporary.replace(output_dir / "train_summary.json")
         if push_to_hub:
             files["hub"] = _push(config, output_dir, push_to_hub)
     accelerator.wait_for_everyone()
     if trackers:
         accelerator.end_training()
-    return TrainResult(output_dir, state.step, state.skipped, last_loss, time.perf_counter() - started, files)
+    return TrainResult(output_dir, state.step, state.skipped, last_loss, wall_time, files)
+
+
+@torch.no_grad()
+def _fingerprint(module: nn.Module) -> torch.Tensor:
+    """``[2]`` float64 (sum, sum of squares) of all parameters: equal on every process iff (almost surely) the weights are."""
+    values = [p.detach().double() for p in module.parameters()]
+    return torch.stack([sum(v.sum() for v in values), sum((v * v).sum() for v in values)]).cpu()
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,6 +442,9 @@ def _export(config, student: DistillStudent, teacher: EMATeacher, output_dir: Pa
         files["heads"] = output_dir / "heads.safetensors"
     before = torch.load(output_dir / "pca_before_features.pt", weights_only=True)
     after = _student_features(student_model, image, patch_size, device)
+    if not (torch.isfinite(before).all() and torch.isfinite(after).all()):
+        logger.warning("student features are not finite; no PCA picture written")
+        return files
     _, basis = pca_project(torch.stack([before, after]))
     size = tuple(image.shape[-2:])
     pictures = [image, pca_image(before, basis=basis, size=size), pca_image(after, basis=basis, size=size)]
