@@ -15,7 +15,7 @@ from snd.gaussians import Gaussians
 from snd.models.mvsplat import MVSplatConfig, MVSplatLifter, MVSplatModel, hole_mask, render_rgb
 from snd.models.mvsplat.depth_mvsplat import relative_poses, warp_features
 
-HEIGHT, WIDTH = 32, 48
+HEIGHT, WIDTH = 16, 24
 
 
 def two_cameras(batch: int = 1, baseline: float = 0.3, yaw_degrees: float = 0.0) -> torch.Tensor:
@@ -184,13 +184,13 @@ def test_three_views_and_batch_independence(tiny_model):
 
 
 def test_bad_inputs_raise_clear_errors(tiny_model):
-    images = torch.rand(1, 2, 3, 30, 48)
+    images = torch.rand(1, 2, 3, 20, 24)
     with pytest.raises(ValueError, match="multiples of"):
         tiny_model(images, two_cameras(), intrinsics(), torch.ones(1, 2), torch.full((1, 2), 10.0))
     with pytest.raises(ValueError, match="intrinsics"):
-        tiny_model(torch.rand(1, 2, 3, 32, 48), two_cameras(), torch.eye(3).repeat(1, 3, 1, 1), torch.ones(1, 2), torch.ones(1, 2))
+        tiny_model(torch.rand(1, 2, 3, HEIGHT, WIDTH), two_cameras(), torch.eye(3).repeat(1, 3, 1, 1), torch.ones(1, 2), torch.ones(1, 2))
     with pytest.raises(ValueError, match="near < far"):
-        tiny_model(torch.rand(1, 2, 3, 32, 48), two_cameras(), intrinsics(), torch.ones(1, 2), torch.ones(1, 2))
+        tiny_model(torch.rand(1, 2, 3, HEIGHT, WIDTH), two_cameras(), intrinsics(), torch.ones(1, 2), torch.ones(1, 2))
 
 
 def test_save_pretrained_round_trip_and_auto_classes(tiny_model, tmp_path):
