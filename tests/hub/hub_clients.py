@@ -112,7 +112,15 @@ def push_tiny(args) -> dict:
                Path(args.out) / "reference.pt")
     # transformers' own push_to_hub goes through the same endpoints (create_repo, preupload, commit)
     model.push_to_hub(args.repo + "-plain")
-    return {"commit": result.commit_oid, "files": result.files, "max_abs_diff": result.max_abs_diff}
+    # a second push over leftovers of an older, sharded upload removes them in the same commit
+    from huggingface_hub import HfApi
+
+    api = HfApi()
+    for stale in ("model.safetensors.index.json", "model-00001-of-00002.safetensors", "pytorch_model.bin"):
+        api.upload_file(path_or_fileobj=b"{}", path_in_repo=stale, repo_id=args.repo + "-plain")
+    again = push_model(model, processor, args.repo + "-plain", commit_message="over stale shards")
+    return {"commit": result.commit_oid, "files": result.files, "max_abs_diff": result.max_abs_diff,
+            "second_push_removed": again.removed, "second_push_files": again.files}
 
 
 def load(args) -> dict:

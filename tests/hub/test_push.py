@@ -34,8 +34,11 @@ def test_push_then_load_with_auto_classes(hub_client, tmp_path):
     assert card.data.library_name == "transformers" and "snd" in card.data.tags
     assert "**with** blending (alpha = 0.5)" in card.text
     assert "the hub round-trip test" in card.text
-    # transformers' own push_to_hub went through the same server
+    # transformers' own push_to_hub went through the same server; a later push_model removed stale shards
     assert store.exists("model", "snd-test/tiny-plain")
+    stale = ["model-00001-of-00002.safetensors", "model.safetensors.index.json", "pytorch_model.bin"]
+    assert pushed["second_push_removed"] == stale
+    assert not set(stale) & set(pushed["second_push_files"]) and "model.safetensors" in pushed["second_push_files"]
 
     loaded = hub_client.call("load", "--repo", "snd-test/tiny", "--reference", str(tmp_path / "reference.pt"))
     # without snd installed: the repository's own code, fetched from the Hub, gives the same numbers

@@ -3,15 +3,16 @@ in one commit, then optionally load the commit back and compare outputs."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import CommitOperationAdd, HfApi, ModelCard
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard
 
 from .cards import ModelCardInfo, render_model_card
 
@@ -26,7 +27,18 @@ class PushResult:
     commit_oid: str
     commit_url: str
     files: list[str]
+    removed: list[str] = field(default_factory=list)
     max_abs_diff: float | None = None  # set when the push was verified by loading it back
+
+
+_WEIGHT_PATTERNS = ("*.safetensors", "*.safetensors.index.json", "*.bin", "*.bin.index.json", "*.pth", "*.pt")
+
+
+def _stale_weight_files(api: HfApi, repo_id: str, revision: str | None, token: str | None, new: set[str]) -> list[str]:
+    existing = api.list_repo_files(repo_id, revision=revision, token=token)
+    return sorted(
+        f for f in existing if f not in new and any(fnmatch.fnmatch(f.rsplit("/", 1)[-1], p) for p in _WEIGHT_PATTERNS)
+    )
 
 
 def _check_pushable(model: Any) -> None:
@@ -76,6 +88,9 @@ def push_model(
 ) -> PushResult:
     """Push `model` (safetensors + config), `image_processor` and a model card to `repo_id` in one commit.
 
+    Weight files of an earlier push that the new one does not overwrite (other shards, indexes, `.bin`) are
+    deleted in the same commit, so the repository never mixes two models.
+
     Args:
         model: a transformers model, e.g. `snd.SnDModel` (LoRA adapters must be merged first).
         image_processor: saved next to the weights so `AutoImageProcessor.from_pretrained(repo_id)` works;
@@ -92,7 +107,8 @@ def push_model(
         api: an `HfApi` to use (default one for `HF_ENDPOINT`).
 
     Returns:
-        `PushResult` with the commit id and the files the repository holds at that commit.
+        `PushResult` with the commit id, the files the repository holds at that commit and the stale weight files
+        it removed.
     """
     _check_pushable(model)
     api = api or HfApi()
@@ -108,7 +124,11 @@ def push_model(
         api.create_branch(repo_id, branch=revision, exist_ok=True, token=token)
     with tempfile.TemporaryDirectory(prefix="snd-push-") as staging:
         files = save_for_hub(model, image_processor, card, staging)
-        operations = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(Path(staging) / f)) for f in files]
+        operations: list = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(Path(staging) / f)) for f in files]
+        # Weights left from an earlier push (other shards, an index, .bin files) would shadow or break the new
+        # ones at load time, so the commit removes them.
+        stale = _stale_weight_files(api, repo_id, revision, token, set(files))
+        operations += [CommitOperationDelete(path_in_repo=f) for f in stale]
         commit = api.create_commit(
             repo_id,
             operations,
@@ -121,7 +141,11 @@ def push_model(
     missing = sorted(set(files) - remote)
     if missing:
         raise RuntimeError(f"push to {repo_id}@{commit.oid} is missing {missing}")
-    result = PushResult(repo_id=repo_id, commit_oid=commit.oid, commit_url=str(commit.commit_url), files=sorted(remote))
+    leftover = sorted(set(stale) & remote)
+    if leftover:
+        raise RuntimeError(f"push to {repo_id}@{commit.oid} did not remove stale weights {leftover}")
+    result = PushResult(repo_id=repo_id, commit_oid=commit.oid, commit_url=str(commit.commit_url), files=sorted(remote),
+                        removed=stale)
     logger.info("pushed %s files to %s at %s", len(files), repo_id, commit.oid)
     if verify:
         result.max_abs_diff = verify_pushed_model(model, repo_id, commit.oid, token=token)
