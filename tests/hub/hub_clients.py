@@ -110,6 +110,15 @@ def push_tiny(args) -> dict:
     torch.save({"image": torch.from_numpy(image), "pixel_values": pixel_values,
                 "last_hidden_state": output.last_hidden_state, "patch_features": output.patch_features},
                Path(args.out) / "reference.pt")
+    # the verification really compares: a different model against the same commit is refused
+    from snd.hub import verify_pushed_model
+
+    other = snd.SnDModel(snd.SnDConfig.tiny()).eval()
+    try:
+        verify_pushed_model(other, args.repo, result.commit_oid)
+        verify_other = "accepted"
+    except RuntimeError as error:
+        verify_other = str(error)
     # transformers' own push_to_hub goes through the same endpoints (create_repo, preupload, commit)
     model.push_to_hub(args.repo + "-plain")
     # a second push over leftovers of an older, sharded upload removes them in the same commit
@@ -120,6 +129,7 @@ def push_tiny(args) -> dict:
         api.upload_file(path_or_fileobj=b"{}", path_in_repo=stale, repo_id=args.repo + "-plain")
     again = push_model(model, processor, args.repo + "-plain", commit_message="over stale shards")
     return {"commit": result.commit_oid, "files": result.files, "max_abs_diff": result.max_abs_diff,
+            "verify_other_model": verify_other,
             "second_push_removed": again.removed, "second_push_files": again.files}
 
 

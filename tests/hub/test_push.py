@@ -19,6 +19,7 @@ def test_push_then_load_with_auto_classes(hub_client, tmp_path):
     server = hub_client.server
     pushed = hub_client.call("push-tiny", "--repo", "snd-test/tiny", "--out", str(tmp_path))
     assert pushed["max_abs_diff"] == 0.0  # push_model(verify=True) re-downloaded the commit and compared
+    assert "differs from the pushed one" in pushed["verify_other_model"]
     for name in ("model.safetensors", "config.json", "preprocessor_config.json", "README.md"):
         assert name in pushed["files"]
 
