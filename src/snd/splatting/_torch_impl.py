@@ -208,6 +208,38 @@ def intersect_tiles(projected: ProjectedGaussians, tile_size: int, tiles_x: int,
     return TileIntersections(flatten_ids, tile_counts, tile_offsets)
 
 
+def _pixel_basis(tile_size: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``[P, 6]`` monomials ``(x^2, y^2, xy, x, y, 1)`` of pixel centres relative to the tile centre."""
+    index = torch.arange(tile_size * tile_size, device=device)
+    x = (index % tile_size).to(dtype) + 0.5 - tile_size / 2
+    y = (index // tile_size).to(dtype) + 0.5 - tile_size / 2
+    return torch.stack([x * x, y * y, x * y, x, y, torch.ones_like(x)], dim=-1)
+
+
+def _log_alpha_coefficients(mean: torch.Tensor, conic: torch.Tensor, log_opacity: torch.Tensor) -> torch.Tensor:
+    """Coefficients (on ``_pixel_basis``) of ``log(o) - sigma`` for Gaussians centred at ``mean``.
+
+    ``sigma = 0.5 a dx^2 + b dx dy + 0.5 c dy^2`` with ``d = mean - pixel`` expands into a
+    quadratic in the pixel coordinates, so ``log(o) - sigma`` for every (pixel, Gaussian) pair of a
+    tile is one matmul ``[P, 6] @ [6, K]``. Tile-centred coordinates keep the expansion's float32
+    rounding far below the 1/255 alpha resolution.
+
+    Args:
+        mean: ``[..., 2]`` Gaussian centres relative to the tile centre.
+        conic: ``[..., 3]`` ``(a, b, c)``.
+        log_opacity: ``[...]``.
+    Returns:
+        ``[..., 6]``.
+    """
+    mx, my = mean.unbind(-1)
+    a, b, c = conic.unbind(-1)
+    constant = log_opacity - (0.5 * a * mx * mx + 0.5 * c * my * my + b * mx * my)
+    return torch.stack([-0.5 * a, -0.5 * c, -b, a * mx + b * my, c * my + b * mx, constant], dim=-1)
+
+
+NEGLIGIBLE_LOG_ALPHA = -1e4  # log-opacity of padding / skipped Gaussians: exp() is exactly 0
+
+
 def composite_tiles(
     projected: ProjectedGaussians,
     intersections: TileIntersections,
@@ -217,8 +249,15 @@ def composite_tiles(
     tiles_x: int,
     depths: torch.Tensor | None = None,  # [I * N] camera z, blended into a depth sum when given
     max_elements: int = DEFAULT_MAX_ELEMENTS,
+    first_chunk: int = 64,
+    max_chunk: int = 1024,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Front-to-back alpha compositing of every tile.
+
+    Tiles with similar list lengths are processed together; each tile's depth-sorted list is
+    consumed in chunks (growing from ``first_chunk`` to ``max_chunk``), carrying transmittance
+    and a "done" flag per pixel, and a tile leaves the working set as soon as all its pixels are
+    done (gsplat's early exit) or its list is exhausted.
 
     Returns:
         ``(accumulated [I * tiles, P, D], transmittance [I * tiles, P], depth_sum [I * tiles, P] | None)``
@@ -228,86 +267,149 @@ def composite_tiles(
     channels = colors.shape[-1]
     pixels = tile_size * tile_size
     num_tiles = intersections.tile_counts.numel()
-    tiles_per_image = intersections.tile_counts.numel() // max(1, projected.depths.shape[0])
+    tiles_per_image = num_tiles // max(1, projected.depths.shape[0])
+    needs_grad = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (colors, projected.means2d, projected.conics, projected.opacities)
+    )
 
     means2d = projected.means2d.reshape(-1, 2)
     conics = projected.conics.reshape(-1, 3)
     opacities = projected.opacities.reshape(-1)
+    # Non-positive-definite conics only ever give sigma < 0, which gsplat skips: drop them up front.
+    usable = (opacities > 0) & (conics[:, 0] > 0)
+    log_opacities = torch.where(usable, torch.log(torch.where(usable, opacities, torch.ones_like(opacities))), NEGLIGIBLE_LOG_ALPHA)
+    basis = _pixel_basis(tile_size, dtype, device)  # [P, 6]
+    # One table, so each chunk gathers its Gaussians' parameters with a single index_select.
+    columns = [means2d, conics, log_opacities[:, None]] + ([depths[:, None].to(dtype)] if depths is not None else [])
+    gaussian_params = torch.cat(columns, dim=-1)
 
     counts = intersections.tile_counts
     busy = torch.nonzero(counts > 0).squeeze(1)
     busy = busy[torch.argsort(counts[busy], descending=True, stable=True)]  # similar lengths share a group
     busy_counts = counts[busy].tolist()
 
-    pixel_index = torch.arange(pixels, device=device)
-    pixel_dx = (pixel_index % tile_size).to(dtype) + 0.5  # [P] pixel centres inside a tile
-    pixel_dy = (pixel_index // tile_size).to(dtype) + 0.5
-
-    group_tiles, group_accumulated, group_transmittance, group_depth = [], [], [], []
-    start = 0
-    while start < busy.numel():
-        longest = busy_counts[start]
-        chunk = max(1, min(longest, max_elements // pixels))
-        group_size = max(1, max_elements // (pixels * chunk))
-        tiles = busy[start : start + group_size]  # [g]
-        start += tiles.numel()
-        tile_count = counts[tiles][:, None]  # [g, 1]
-        tile_offset = intersections.tile_offsets[tiles][:, None]
-        tile_in_image = tiles % tiles_per_image
-        origin_x = (tile_in_image % tiles_x * tile_size).to(dtype)[:, None]  # [g, 1]
-        origin_y = (tile_in_image // tiles_x * tile_size).to(dtype)[:, None]
-        pixel_x = (origin_x + pixel_dx)[:, :, None]  # [g, P, 1]
-        pixel_y = (origin_y + pixel_dy)[:, :, None]
-
-        accumulated = torch.zeros(tiles.numel(), pixels, channels, device=device, dtype=dtype)
-        transmittance = torch.ones(tiles.numel(), pixels, device=device, dtype=dtype)
-        done = torch.zeros(tiles.numel(), pixels, device=device, dtype=torch.bool)
-        depth_sum = torch.zeros(tiles.numel(), pixels, device=device, dtype=dtype)
-        for k_start in range(0, longest, chunk):
-            slot = k_start + torch.arange(chunk, device=device)  # [K]
-            filled = slot < tile_count  # [g, K]
-            position = torch.where(filled, tile_offset + slot, torch.zeros_like(slot))
-            ids = intersections.flatten_ids[position]  # [g, K]
-
-            mean = means2d[ids]  # [g, K, 2]
-            conic = conics[ids]  # [g, K, 3]
-            opacity = opacities[ids] * filled  # [g, K]; padding gets alpha 0 and is skipped
-            delta_x = mean[:, None, :, 0] - pixel_x  # [g, P, K]
-            delta_y = mean[:, None, :, 1] - pixel_y
-            sigma = 0.5 * (conic[:, None, :, 0] * delta_x * delta_x + conic[:, None, :, 2] * delta_y * delta_y) + (
-                conic[:, None, :, 1] * delta_x * delta_y
-            )
-            alpha = torch.clamp(opacity[:, None, :] * torch.exp(-sigma), max=MAX_ALPHA)
-            alpha = torch.where((sigma >= 0) & (alpha >= ALPHA_THRESHOLD), alpha, torch.zeros_like(alpha))
-
-            after = transmittance[..., None] * torch.cumprod(1.0 - alpha, dim=-1)  # T after each Gaussian
-            before = torch.cat([transmittance[..., None], after[..., :-1]], dim=-1)
-            # T only decreases, so "next T > 1e-4" holds on a prefix: exactly the Gaussians
-            # gsplat blends before it stops (exclusive of the one that would cross).
-            keep = (after > TRANSMITTANCE_THRESHOLD) & ~done[..., None]
-            weights = torch.where(keep, alpha * before, torch.zeros_like(alpha))  # [g, P, K]
-            accumulated = accumulated + torch.bmm(weights, colors[color_ids[ids]])
-            if depths is not None:
-                depth_sum = depth_sum + (weights * depths[ids][:, None, :]).sum(-1)
-            transmittance = torch.where(keep, after, transmittance[..., None]).amin(dim=-1)
-            done = done | (after[..., -1] <= TRANSMITTANCE_THRESHOLD)
-            if bool(done.all()):
-                break
-        group_tiles.append(tiles)
-        group_accumulated.append(accumulated)
-        group_transmittance.append(transmittance)
-        group_depth.append(depth_sum)
-
     all_accumulated = torch.zeros(num_tiles, pixels, channels, device=device, dtype=dtype)
     all_transmittance = torch.ones(num_tiles, pixels, device=device, dtype=dtype)
     all_depth = torch.zeros(num_tiles, pixels, device=device, dtype=dtype) if depths is not None else None
-    if group_tiles:
-        tiles = torch.cat(group_tiles)
-        all_accumulated = all_accumulated.index_copy(0, tiles, torch.cat(group_accumulated))
-        all_transmittance = all_transmittance.index_copy(0, tiles, torch.cat(group_transmittance))
-        if depths is not None:
-            all_depth = all_depth.index_copy(0, tiles, torch.cat(group_depth))
+    start = 0
+    while start < busy.numel():
+        chunk_cap = max(1, min(busy_counts[start], max_chunk, max_elements // pixels))
+        tiles = busy[start : start + max(1, max_elements // (pixels * chunk_cap))]  # [g]
+        start += tiles.numel()
+        accumulated, transmittance, depth_sum = _composite_group(
+            tiles, intersections, gaussian_params, colors, color_ids, depths is not None,
+            basis, tile_size, tiles_x, tiles_per_image, min(first_chunk, chunk_cap), chunk_cap, needs_grad,
+        )
+        if needs_grad:
+            all_accumulated = all_accumulated.index_copy(0, tiles, accumulated)
+            all_transmittance = all_transmittance.index_copy(0, tiles, transmittance)
+            if all_depth is not None:
+                all_depth = all_depth.index_copy(0, tiles, depth_sum)
+        else:
+            all_accumulated[tiles] = accumulated
+            all_transmittance[tiles] = transmittance
+            if all_depth is not None:
+                all_depth[tiles] = depth_sum
     return all_accumulated, all_transmittance, all_depth
+
+
+def _rows(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``table[index]`` for integer ``index`` of any shape, via index_select (much faster on CPU)."""
+    return table.index_select(0, index.reshape(-1)).reshape(*index.shape, *table.shape[1:])
+
+
+def _accumulate(total: torch.Tensor, rows: torch.Tensor | None, part: torch.Tensor, needs_grad: bool) -> torch.Tensor:
+    """``total[rows] += part`` (all rows when ``rows`` is None), out of place when autograd records."""
+    if rows is None:
+        return total + part if needs_grad else total.add_(part)
+    if needs_grad:
+        return total.index_put((rows,), part, accumulate=True)
+    return total.index_put_((rows,), part, accumulate=True)
+
+
+def _composite_group(
+    tiles: torch.Tensor,  # [g] global tile ids
+    intersections: TileIntersections,
+    gaussian_params: torch.Tensor,  # [I * N, 6 or 7] (mean2d, conic, log opacity[, depth])
+    colors: torch.Tensor,  # [G, D]
+    color_ids: torch.Tensor,  # [I * N]
+    with_depth: bool,
+    basis: torch.Tensor,  # [P, 6]
+    tile_size: int,
+    tiles_x: int,
+    tiles_per_image: int,
+    chunk: int,
+    chunk_cap: int,
+    needs_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Composite one group of tiles: ``(accumulated [g, P, D], transmittance [g, P], depth_sum [g, P] | None)``."""
+    device, dtype = colors.device, colors.dtype
+    group, pixels = tiles.numel(), basis.shape[0]
+    tile_count = intersections.tile_counts[tiles]
+    tile_offset = intersections.tile_offsets[tiles]
+    tile_in_image = tiles % tiles_per_image
+    centre = torch.stack([tile_in_image % tiles_x, tile_in_image // tiles_x], dim=-1).to(dtype) * tile_size + tile_size / 2
+
+    accumulated = torch.zeros(group, pixels, colors.shape[-1], device=device, dtype=dtype)
+    depth_sum = torch.zeros(group, pixels, device=device, dtype=dtype) if with_depth else None
+    transmittance = torch.ones(group, pixels, device=device, dtype=dtype)
+    done = torch.zeros(group, pixels, device=device, dtype=torch.bool)
+    active = torch.arange(group, device=device)
+    skip_below = torch.nextafter(torch.tensor(ALPHA_THRESHOLD, dtype=dtype), torch.tensor(0.0, dtype=dtype)).item()
+    k_start = 0
+    while active.numel() > 0:
+        rows = None if active.numel() == group else active  # no gather/scatter while every tile works
+        count_left = tile_count if rows is None else tile_count[rows]
+        slot = k_start + torch.arange(chunk, device=device)  # [K]
+        filled = slot < count_left[:, None]  # [a, K]
+        offsets = tile_offset if rows is None else tile_offset[rows]
+        position = torch.where(filled, offsets[:, None] + slot, 0)  # [a, K] into the sorted lists
+        ids = _rows(intersections.flatten_ids, position)  # [a, K] flattened Gaussian ids
+        params = _rows(gaussian_params, ids)  # [a, K, 6 or 7]
+        coefficients = _log_alpha_coefficients(
+            params[..., 0:2] - (centre if rows is None else centre[rows])[:, None, :],
+            params[..., 2:5],
+            torch.where(filled, params[..., 5], NEGLIGIBLE_LOG_ALPHA),
+        )  # [a, K, 6]
+        log_alpha = torch.matmul(basis, coefficients.transpose(1, 2))  # [a, P, K]
+        # alpha = min(0.999, o exp(-sigma)), zeroed (skipped) below 1/255; threshold() keeps x > t,
+        # so t is the float just below 1/255 to keep alpha == 1/255 like gsplat.
+        if needs_grad:
+            alpha = torch.nn.functional.threshold(torch.exp(log_alpha).clamp(max=MAX_ALPHA), skip_below, 0.0)
+        else:
+            alpha = torch.nn.functional.threshold_(log_alpha.exp_().clamp_(max=MAX_ALPHA), skip_below, 0.0)
+
+        start_t = transmittance if rows is None else transmittance[rows]  # [a, P]
+        start_done = done if rows is None else done[rows]
+        after = torch.cumprod(1.0 - alpha, dim=-1)  # T after each Gaussian
+        if k_start > 0:  # the first chunk starts from T = 1
+            after = after * start_t[..., None] if needs_grad else after.mul_(start_t[..., None])
+        # T only decreases, so "next T > 1e-4" holds on a prefix: exactly the Gaussians gsplat
+        # blends before the pixel stops (exclusive of the one that would cross). Its length comes
+        # from a binary search; done pixels keep nothing.
+        kept = torch.searchsorted(-after.detach(), torch.full_like(start_t[..., None], -TRANSMITTANCE_THRESHOLD))[..., 0]
+        kept = torch.where(start_done, 0, kept)
+        last = after.gather(-1, (kept - 1).clamp(min=0)[..., None])[..., 0]
+        end_t = torch.where(kept > 0, last, start_t)  # [a, P]
+        # Holding T at its last kept value zeroes the weights T_{k-1} - T_k past the stop.
+        held = torch.maximum(after, end_t[..., None])
+        weights = torch.cat([start_t[..., None], held[..., :-1]], dim=-1) - held  # [a, P, K] = alpha_k T_{k-1}
+        features = _rows(colors, _rows(color_ids, ids))  # [a, K, D]
+        accumulated = _accumulate(accumulated, rows, torch.bmm(weights, features), needs_grad)
+        if depth_sum is not None:
+            depth_sum = _accumulate(depth_sum, rows, torch.bmm(weights, params[..., 6:7])[..., 0], needs_grad)
+
+        end_done = start_done | (after[..., -1] <= TRANSMITTANCE_THRESHOLD)
+        if rows is None:
+            transmittance, done = end_t, end_done
+        else:
+            transmittance = transmittance.index_copy(0, rows, end_t)
+            done = done.index_copy(0, rows, end_done)
+        k_start += chunk
+        still = (k_start < count_left) & ~end_done.all(dim=-1)
+        active = active[still] if rows is not None else torch.nonzero(still).squeeze(1)
+        chunk = min(2 * chunk, chunk_cap)
+    return accumulated, transmittance, depth_sum
 
 
 def tiles_to_image(tiled: torch.Tensor, images: int, tiles_y: int, tiles_x: int, tile_size: int, height: int, width: int):
@@ -331,7 +433,7 @@ def rasterize_torch(
     eps2d: float,
     backgrounds: torch.Tensor | None,  # [B, C, D]
     render_depth: bool,
-    tile_size: int = 16,
+    tile_size: int = 8,  # any size gives the same result (see render_features)
     max_elements: int = DEFAULT_MAX_ELEMENTS,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Render ``[B, C, H, W, D]`` features, ``[B, C, H, W, 1]`` alphas and optional expected depth.

@@ -64,7 +64,7 @@ def render_features(
     covars: torch.Tensor | None = None,  # [..., N, 3, 3] (upper triangle read, as gsplat)
     render_depth: bool = False,
     backend: str = "auto",
-    tile_size: int = 16,
+    tile_size: int | None = None,
     channel_chunk: int = 32,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
 ) -> RenderOutput:
@@ -80,7 +80,10 @@ def render_features(
         backgrounds: added as ``T * background`` (default: none, i.e. black).
         render_depth: also return the expected camera z (gsplat's "ED": normalised by alpha).
         backend: ``"auto"`` | ``"torch"`` | ``"gsplat"`` (see module docstring).
-        tile_size: tile edge in pixels (16 as gsplat).
+        tile_size: tile edge in pixels; default 16 for gsplat, 8 for the torch backend. Results
+            do not depend on it: a pixel outside a Gaussian's extent rectangle always gets
+            alpha < 1/255 (the extent is where o exp(-sigma) falls to 1/255), so tiles only
+            decide how many certainly-skipped pairs are visited.
         channel_chunk: gsplat backend only: channels per kernel launch (1..513).
         max_elements: torch backend only: ``tiles x 256 x K`` elements per compositing step,
             the knob bounding its working memory.
@@ -115,10 +118,8 @@ def render_features(
     _check_shape("viewmats", viewmats, batch_dims + (cameras, 4, 4))
     _check_shape("Ks", Ks, batch_dims + (cameras, 3, 3))
     if colors.dim() == len(batch_dims) + 2:
-        per_camera_colors = False
         _check_shape("colors", colors, batch_dims + (count, colors.shape[-1]))
     elif colors.dim() == len(batch_dims) + 3:
-        per_camera_colors = True
         _check_shape("colors", colors, batch_dims + (cameras, count, colors.shape[-1]))
     else:
         raise ValueError(
@@ -151,14 +152,13 @@ def render_features(
         eps2d=eps2d,
         backgrounds=flat(backgrounds, -2),
         render_depth=render_depth,
-        tile_size=tile_size,
     )
     if resolve_backend(backend, means.device) == "gsplat":
         from ._gsplat import rasterize_gsplat  # lazy: touching gsplat's kernels may JIT-compile CUDA
 
-        renders, alphas, depths = rasterize_gsplat(**arguments, channel_chunk=channel_chunk)
+        renders, alphas, depths = rasterize_gsplat(**arguments, tile_size=tile_size or 16, channel_chunk=channel_chunk)
     else:
-        renders, alphas, depths = rasterize_torch(**arguments, max_elements=max_elements)
+        renders, alphas, depths = rasterize_torch(**arguments, tile_size=tile_size or 8, max_elements=max_elements)
 
     image_dims = batch_dims + (cameras, height, width)
     return RenderOutput(
