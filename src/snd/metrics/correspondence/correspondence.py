@@ -90,8 +90,9 @@ def correspondence_metrics(
     return results
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Correspondence(evaluate.Metric):
+    __doc__ = _DESCRIPTION + _KWARGS_DESCRIPTION
+
     def _info(self):
         nested = datasets.Sequence(datasets.Sequence(datasets.Value("float32")))
         return evaluate.MetricInfo(

@@ -96,8 +96,9 @@ def depth_metrics(
     return results
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Depth(evaluate.Metric):
+    __doc__ = _DESCRIPTION + _KWARGS_DESCRIPTION
+
     def _info(self):
         return evaluate.MetricInfo(
             description=_DESCRIPTION,

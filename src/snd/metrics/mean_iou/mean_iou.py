@@ -91,8 +91,9 @@ def segmentation_metrics(predictions, references, num_classes: int, ignore_index
     }
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class MeanIoU(evaluate.Metric):
+    __doc__ = _DESCRIPTION + _KWARGS_DESCRIPTION
+
     def _info(self):
         nested = datasets.Sequence(datasets.Sequence(datasets.Value("int64")))
         return evaluate.MetricInfo(

@@ -87,8 +87,9 @@ def normal_metrics(predictions, references, valid=None, thresholds=DEFAULT_THRES
     return results
 
 
-@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class Normals(evaluate.Metric):
+    __doc__ = _DESCRIPTION + _KWARGS_DESCRIPTION
+
     def _info(self):
         nested = datasets.Sequence(datasets.Sequence(datasets.Sequence(datasets.Value("float32"))))
         return evaluate.MetricInfo(

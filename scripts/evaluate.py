@@ -1,0 +1,85 @@
+#!/usr/bin/env python
+"""Evaluate backbones on 3D awareness (depth, normals, segmentation probes; correspondence).
+
+Example (CPU, a couple of minutes with a tiny model):
+    python scripts/evaluate.py --model path/to/model --task all --dataset synthetic --output-dir eval_out
+Writes eval_out/results.json, eval_out/comparison.md, eval_out/<model>/<task>.json and pictures.
+"""
+
+import argparse
+import os
+import sys
+
+# This file shares its name with the `evaluate` library that snd.metrics imports: keep the
+# scripts folder off the import path so `import evaluate` finds the library.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE]
+
+from snd.eval import EvaluationConfig, SyntheticEvalConfig, evaluate_backbones  # noqa: E402
+from snd.eval.datasets import DATASETS, TASKS  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", action="append", required=True,
+                        help="model folder (save_pretrained) or hub id; repeat to compare several")
+    parser.add_argument("--task", action="append", choices=list(TASKS) + ["all"],
+                        help="task to run (repeatable); default all tasks the dataset supports")
+    parser.add_argument("--dataset", choices=DATASETS, default="synthetic")
+    parser.add_argument("--data-dir", default=None, help="dataset root (Probe3D / FiT3D layout); unused for synthetic")
+    parser.add_argument("--output-dir", default="evaluation")
+    parser.add_argument("--probe-epochs", type=int, default=None, help="override every probe's epochs")
+    parser.add_argument("--probe-max-steps", type=int, default=None, help="cap every probe's optimiser steps")
+    parser.add_argument("--num-correspondences", type=int, default=1000)
+    parser.add_argument("--num-figures", type=int, default=3, help="test images / pairs drawn per task")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per backbone call")
+    parser.add_argument("--seed", type=int, default=0, help="probe initialisation and data order")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cache-features", action="store_true", help="store features under OUTPUT_DIR/feature_cache")
+    parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy CPU)")
+    parser.add_argument("--no-progress", action="store_true")
+    synthetic = parser.add_argument_group("synthetic benchmark")
+    defaults = SyntheticEvalConfig()
+    synthetic.add_argument("--synthetic-train-scenes", type=int, default=defaults.train_scenes)
+    synthetic.add_argument("--synthetic-test-scenes", type=int, default=defaults.test_scenes)
+    synthetic.add_argument("--synthetic-image-size", type=int, default=defaults.image_size)
+    synthetic.add_argument("--synthetic-frame-stride", type=int, default=defaults.frame_stride)
+    synthetic.add_argument("--synthetic-seed", type=int, default=defaults.seed)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.num_threads:
+        import torch
+
+        torch.set_num_threads(args.num_threads)
+    config = EvaluationConfig(
+        tasks=args.task or ["all"],
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        output_dir=args.output_dir,
+        synthetic=SyntheticEvalConfig(
+            train_scenes=args.synthetic_train_scenes,
+            test_scenes=args.synthetic_test_scenes,
+            image_size=args.synthetic_image_size,
+            frame_stride=args.synthetic_frame_stride,
+            seed=args.synthetic_seed,
+        ),
+        probe_epochs=args.probe_epochs,
+        probe_max_steps=args.probe_max_steps,
+        num_correspondences=args.num_correspondences,
+        num_figures=args.num_figures,
+        feature_batch_size=args.batch_size,
+        seed=args.seed,
+        device=args.device,
+        cache_features=args.cache_features,
+        progress=not args.no_progress,
+    )
+    evaluate_backbones(args.model, config)
+    with open(os.path.join(args.output_dir, "comparison.md")) as table:
+        print(table.read())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,472 @@
+"""Evaluation datasets in the layouts users have on disk, plus the synthetic benchmark.
+
+Dense datasets (depth / normals / segmentation probes) return per item a dict with
+``image`` ``[3, H, W]`` float in [0, 1] and, where the source has them, ``depth`` ``[H, W]``
+(metres, 0 = invalid), ``normals`` ``[3, H, W]`` (camera frame), ``normal_valid`` ``[H, W]`` bool,
+``semantics`` ``[H, W]`` int64 (``IGNORE_INDEX`` = unlabelled).
+
+Pair datasets (correspondence) return ``image0``/``image1`` ``[3, H, W]``, ``depth0``/``depth1``
+``[H, W]``, ``intrinsics`` ``[3, 3]`` (normalised, shared by both views) and ``pose0``/``pose1``
+``[4, 4]`` camera-to-world (OpenCV axes).
+
+Layouts:
+
+* **synthetic**: procedural scenes from :mod:`snd.data.synthetic` (exact depth, normals, classes).
+* **nyuv2** (Probe3D): ``<root>/nyuv2_snorm_all.pkl`` with ``images`` ``[N, 3, 480, 640]`` uint8,
+  ``depths`` ``[N, 480, 640]`` metres, ``snorms`` ``[N, 3, 480, 640]``, ``train_indices``,
+  ``test_indices`` (and optionally ``labels`` ``[N, 480, 640]`` NYU-40 ids, 0 = unlabelled).
+* **scannet_pairs** (Probe3D, the 1,500 ScanNet test pairs): ``<root>/test.npz`` (``name``
+  ``[P, 4]``: room, sequence, frame0, frame1), ``<root>/intrinsics.npz`` (``sceneXXXX_YY`` ->
+  3x3 pixel K of the 640 x 480 images), ``<root>/sceneXXXX_YY/{color/<f>.jpg, depth/<f>.png (mm),
+  pose/<f>.txt (4x4 camera-to-world)}``.
+* **scannetpp** (FiT3D ``eval_data/scannetpp``): depth from split files
+  ``scannetpp_{train,val}.txt`` (lines ``<image> <depth png in mm> ...``; ``None`` depth skipped);
+  segmentation from ``images/{training,validation}/*.JPG`` with
+  ``annotations/{training,validation}/<stem>.png`` (uint8, 0 = unlabelled, classes 1..100).
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+IGNORE_INDEX = 255
+TASKS = ("depth", "normals", "segmentation", "correspondence")
+DATASETS = ("synthetic", "nyuv2", "scannet_pairs", "scannetpp")
+
+
+class DenseEvalDataset(torch.utils.data.Dataset):
+    """Base class: a list of dense items plus what the probes need to know about them."""
+
+    name: str = "dense"
+    tasks: tuple[str, ...] = ()
+    num_classes: int | None = None
+    class_names: tuple[str, ...] | None = None
+    min_depth: float = 1e-3
+    max_depth: float = 10.0
+    nyu_crop: bool = False  # evaluate depth inside the Eigen crop (NYUv2 only)
+
+    @property
+    def cache_key(self) -> str:
+        return self.name
+
+
+def _read_image(path: Path) -> torch.Tensor:
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read image {path}: {error}") from error
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
+
+
+def _read_depth_png(path: Path, scale: float = 1000.0) -> torch.Tensor:
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read depth map {path}: {error}") from error
+    if array.ndim != 2:
+        raise ValueError(f"depth map {path} should be a single-channel 16-bit PNG, got shape {array.shape}")
+    return torch.from_numpy(array.astype(np.float32) / scale)
+
+
+def _resize_image(image: torch.Tensor, size) -> torch.Tensor:
+    if size is None or tuple(image.shape[-2:]) == tuple(size):
+        return image
+    return F.interpolate(image[None], size=tuple(size), mode="bilinear", align_corners=False, antialias=True)[0]
+
+
+# ----------------------------------------------------------------------------------- synthetic
+@dataclass
+class SyntheticEvalConfig:
+    """The synthetic benchmark: disjoint train/test scenes rendered with exact ground truth.
+
+    Args:
+        train_scenes, test_scenes: scenes for probe training / testing (disjoint). Default 6 / 2.
+        frames_per_scene: frames on each camera arc. Default 24.
+        frame_stride: dense sets keep every ``frame_stride``-th frame. Default 2.
+        image_size: square render size. Default 112 (8 x 8 patches of 14 px).
+        pair_gaps: frame gaps of the correspondence pairs (about 4.3 degrees per frame). Default
+            (2, 5, 10, 16), which spreads the pairs over the 0-15 / 15-30 / 30-60 / 60-180 bins.
+        pair_starts: start frames of the pairs in each test scene. Default (0, 4).
+        seed: scene seed; differs from the distillation default so the test scenes are unseen.
+    """
+
+    train_scenes: int = 6
+    test_scenes: int = 2
+    frames_per_scene: int = 24
+    frame_stride: int = 2
+    image_size: int = 112
+    pair_gaps: tuple[int, ...] = (2, 5, 10, 16)
+    pair_starts: tuple[int, ...] = (0, 4)
+    seed: int = 1000
+
+    def scene_config(self):
+        from snd.data.synthetic import SyntheticSceneConfig
+
+        return SyntheticSceneConfig(
+            num_scenes=self.train_scenes + self.test_scenes,
+            num_frames=self.frames_per_scene,
+            height=self.image_size,
+            width=self.image_size,
+            seed=self.seed,
+        )
+
+    def scene_indices(self, split: str) -> range:
+        if split == "train":
+            return range(self.train_scenes)
+        if split == "test":
+            return range(self.train_scenes, self.train_scenes + self.test_scenes)
+        raise ValueError(f"synthetic split must be 'train' or 'test', got {split!r}")
+
+
+class SyntheticDenseDataset(DenseEvalDataset):
+    """Frames of synthetic scenes with exact depth, camera-frame normals and 6 semantic classes."""
+
+    tasks = ("depth", "normals", "segmentation")
+    max_depth = 10.0
+
+    def __init__(self, config: SyntheticEvalConfig | None = None, split: str = "train"):
+        from snd.data.synthetic import SEMANTIC_CLASSES, generate_scene
+
+        self.config = config or SyntheticEvalConfig()
+        self.split = split
+        self.name = f"synthetic-{split}"
+        self.class_names = tuple(SEMANTIC_CLASSES)
+        self.num_classes = len(SEMANTIC_CLASSES)
+        scene_config = self.config.scene_config()
+        frames = torch.arange(0, self.config.frames_per_scene, self.config.frame_stride)
+        images, depths, normals, semantics = [], [], [], []
+        for index in self.config.scene_indices(split):
+            views = generate_scene(scene_config, index).render(frames).views
+            images.append(views.images)
+            depths.append(views.depths)
+            normals.append(views.normals)
+            semantics.append(views.semantics)
+        self.images = torch.cat(images)
+        self.depths = torch.cat(depths)
+        self.normals = torch.cat(normals)
+        self.semantics = torch.cat(semantics)
+
+    @property
+    def cache_key(self) -> str:
+        c = self.config
+        return f"synthetic-{self.split}-s{c.seed}-n{c.train_scenes}x{c.test_scenes}-f{c.frames_per_scene}-{c.frame_stride}-{c.image_size}"
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, index: int) -> dict:
+        depth = self.depths[index]
+        return {
+            "image": self.images[index],
+            "depth": depth,
+            "normals": self.normals[index],
+            "normal_valid": depth > 0,
+            "semantics": self.semantics[index],
+        }
+
+
+class SyntheticPairsDataset(torch.utils.data.Dataset):
+    """Frame pairs of the synthetic test scenes, at several baselines, with exact depth and poses."""
+
+    name = "synthetic-pairs"
+
+    def __init__(self, config: SyntheticEvalConfig | None = None):
+        from snd.data.synthetic import generate_scene
+
+        self.config = config or SyntheticEvalConfig()
+        scene_config = self.config.scene_config()
+        self.items = []
+        for index in self.config.scene_indices("test"):
+            scene = generate_scene(scene_config, index)
+            for start in self.config.pair_starts:
+                for gap in self.config.pair_gaps:
+                    if start + gap >= scene.num_frames:
+                        continue
+                    views = scene.render([start, start + gap]).views
+                    self.items.append(
+                        {
+                            "image0": views.images[0],
+                            "image1": views.images[1],
+                            "depth0": views.depths[0],
+                            "depth1": views.depths[1],
+                            "intrinsics": views.intrinsics[0],
+                            "pose0": views.extrinsics[0],
+                            "pose1": views.extrinsics[1],
+                        }
+                    )
+        if not self.items:
+            raise ValueError("SyntheticEvalConfig gives no pair: pair_starts + pair_gaps exceed frames_per_scene")
+
+    @property
+    def cache_key(self) -> str:
+        c = self.config
+        return f"synthetic-pairs-s{c.seed}-n{c.train_scenes}x{c.test_scenes}-{c.image_size}-{c.pair_gaps}-{c.pair_starts}"
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.items[index]
+
+
+# ----------------------------------------------------------------------------------- NYUv2
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only: a Probe3D pickle needs nothing else."""
+
+    _ALLOWED = {
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"), ("builtins", "slice"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: only numpy arrays are expected")
+
+
+class NYUv2Dataset(DenseEvalDataset):
+    """NYUv2 as Probe3D prepares it (``nyuv2_snorm_all.pkl``); depth above 10 m is invalid.
+
+    Normals are valid where depth is (Probe3D's mask). Segmentation needs an optional ``labels``
+    array (NYU-40 ids, 0 = unlabelled) in the pickle. Depth is evaluated inside the Eigen crop.
+    """
+
+    max_depth = 10.0
+    nyu_crop = True
+    FILE_NAME = "nyuv2_snorm_all.pkl"
+
+    def __init__(self, root: str | Path, split: str = "train"):
+        path = Path(root)
+        path = path / self.FILE_NAME if path.is_dir() else path
+        if not path.is_file():
+            raise FileNotFoundError(f"NYUv2: {path} not found (expected Probe3D's {self.FILE_NAME})")
+        if split not in ("train", "test"):
+            raise ValueError(f"NYUv2 split must be 'train' or 'test', got {split!r}")
+        with open(path, "rb") as handle:
+            data = _NumpyOnlyUnpickler(handle).load()
+        for key in ("images", "depths", "snorms", "train_indices", "test_indices"):
+            if key not in data:
+                raise ValueError(f"NYUv2: {path} has no '{key}' entry (keys: {sorted(data)})")
+        self.split = split
+        self.name = f"nyuv2-{split}"
+        self.indices = np.asarray(data[f"{split}_indices"]).astype(np.int64).reshape(-1)
+        self.images, self.depths, self.snorms = data["images"], data["depths"], data["snorms"]
+        self.labels = data.get("labels")
+        self.tasks = ("depth", "normals") + (("segmentation",) if self.labels is not None else ())
+        self.num_classes = 40 if self.labels is not None else None
+        if self.images.ndim != 4 or self.images.shape[1] != 3:
+            raise ValueError(f"NYUv2: 'images' should be [N, 3, H, W] uint8, got {self.images.shape}")
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict:
+        i = int(self.indices[index])
+        depth = torch.from_numpy(np.asarray(self.depths[i], dtype=np.float32).copy())
+        depth[depth > self.max_depth] = 0
+        item = {
+            "image": torch.from_numpy(np.asarray(self.images[i], dtype=np.float32)) / 255.0,
+            "depth": depth,
+            "normals": torch.from_numpy(np.asarray(self.snorms[i], dtype=np.float32).copy()),
+            "normal_valid": depth > 0,
+        }
+        if self.labels is not None:
+            labels = torch.from_numpy(np.asarray(self.labels[i]).astype(np.int64))
+            item["semantics"] = torch.where(labels > 0, labels - 1, torch.full_like(labels, IGNORE_INDEX))
+        return item
+
+
+# ----------------------------------------------------------------------------------- ScanNet++
+class ScanNetPPDepthDataset(DenseEvalDataset):
+    """ScanNet++ depth in FiT3D's layout (split file of image / depth-png pairs, depth in mm, max 20 m)."""
+
+    tasks = ("depth",)
+    max_depth = 20.0
+
+    def __init__(self, root: str | Path, split: str = "train", depth_scale: float = 1000.0):
+        self.root = Path(root)
+        split_name = {"train": "scannetpp_train.txt", "test": "scannetpp_val.txt", "val": "scannetpp_val.txt"}.get(split)
+        if split_name is None:
+            raise ValueError(f"ScanNet++ split must be 'train' or 'test', got {split!r}")
+        split_file = self.root / split_name
+        if not split_file.is_file():
+            raise FileNotFoundError(f"ScanNet++ depth: split file {split_file} not found")
+        self.name = f"scannetpp-depth-{split}"
+        self.depth_scale = depth_scale
+        self.items = []
+        for line_number, line in enumerate(split_file.read_text().splitlines(), 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) < 2:
+                raise ValueError(f"{split_file}:{line_number}: expected '<image> <depth> ...', got {line!r}")
+            if fields[1] == "None":
+                continue
+            self.items.append((self.root / fields[0].lstrip("/\\"), self.root / fields[1].lstrip("/\\")))
+        self.items.sort()
+        if not self.items:
+            raise ValueError(f"ScanNet++ depth: {split_file} lists no image with depth")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        image_path, depth_path = self.items[index]
+        image = _read_image(image_path)
+        depth = _read_depth_png(depth_path, self.depth_scale)
+        if depth.shape != image.shape[-2:]:
+            raise ValueError(f"{depth_path}: depth {tuple(depth.shape)} does not match image {tuple(image.shape[-2:])}")
+        depth[(depth < self.min_depth) | (depth > self.max_depth)] = 0
+        return {"image": image, "depth": depth}
+
+
+class ScanNetPPSegmentationDataset(DenseEvalDataset):
+    """ScanNet++ semantics in FiT3D's mmseg layout: 100 classes, label 0 = unlabelled (reduce_zero_label)."""
+
+    tasks = ("segmentation",)
+    num_classes = 100
+
+    def __init__(self, root: str | Path, split: str = "train"):
+        folder = {"train": "training", "test": "validation", "val": "validation"}.get(split)
+        if folder is None:
+            raise ValueError(f"ScanNet++ split must be 'train' or 'test', got {split!r}")
+        self.root = Path(root)
+        image_dir, annotation_dir = self.root / "images" / folder, self.root / "annotations" / folder
+        if not image_dir.is_dir():
+            raise FileNotFoundError(f"ScanNet++ segmentation: {image_dir} not found")
+        self.name = f"scannetpp-seg-{split}"
+        images = sorted(p for p in image_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        self.items = []
+        for image in images:
+            annotation = annotation_dir / f"{image.stem}.png"
+            if not annotation.is_file():
+                raise FileNotFoundError(f"ScanNet++ segmentation: no annotation {annotation} for {image}")
+            self.items.append((image, annotation))
+        if not self.items:
+            raise ValueError(f"ScanNet++ segmentation: no image in {image_dir}")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        image_path, annotation_path = self.items[index]
+        image = _read_image(image_path)
+        with Image.open(annotation_path) as annotation:
+            labels = torch.from_numpy(np.asarray(annotation).astype(np.int64))
+        if labels.shape != image.shape[-2:]:
+            raise ValueError(f"{annotation_path}: labels {tuple(labels.shape)} do not match image {tuple(image.shape[-2:])}")
+        labels = torch.where(labels > 0, labels - 1, torch.full_like(labels, IGNORE_INDEX))
+        return {"image": image, "semantics": labels}
+
+
+# ----------------------------------------------------------------------------------- ScanNet pairs
+class ScanNetPairsDataset(torch.utils.data.Dataset):
+    """The ScanNet test pairs in Probe3D's layout; images resized to 480 x 640 as Probe3D does."""
+
+    name = "scannet-pairs"
+    IMAGE_SIZE = (480, 640)
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        for file_name in ("test.npz", "intrinsics.npz"):
+            if not (self.root / file_name).is_file():
+                raise FileNotFoundError(f"ScanNet pairs: {self.root / file_name} not found")
+        with np.load(self.root / "intrinsics.npz") as intrinsics:
+            self.intrinsics = {key: np.asarray(intrinsics[key], dtype=np.float64) for key in intrinsics.files}
+        with np.load(self.root / "test.npz") as test:
+            if "name" not in test.files:
+                raise ValueError(f"ScanNet pairs: {self.root / 'test.npz'} has no 'name' array")
+            names = np.asarray(test["name"])
+        if names.ndim != 2 or names.shape[1] != 4:
+            raise ValueError(f"ScanNet pairs: 'name' should be [P, 4] (room, sequence, frame0, frame1), got {names.shape}")
+        self.pairs = []
+        for room, sequence, frame0, frame1 in names.astype(np.int64):
+            scene = f"scene{room:04d}_{sequence:02d}"
+            if scene not in self.intrinsics:
+                raise ValueError(f"ScanNet pairs: intrinsics.npz has no entry for {scene}")
+            self.pairs.append((scene, int(frame0), int(frame1)))
+
+    @property
+    def cache_key(self) -> str:
+        return f"scannet-pairs-{len(self.pairs)}"
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _pose(self, path: Path) -> torch.Tensor:
+        try:
+            pose = np.loadtxt(path)
+        except (OSError, ValueError) as error:
+            raise ValueError(f"cannot read pose {path}: {error}") from error
+        if pose.shape != (4, 4) or not np.isfinite(pose).all():
+            raise ValueError(f"pose {path} should be a finite 4x4 camera-to-world matrix, got shape {pose.shape}")
+        return torch.from_numpy(pose).float()
+
+    def __getitem__(self, index: int) -> dict:
+        scene, frame0, frame1 = self.pairs[index]
+        folder = self.root / scene
+        height, width = self.IMAGE_SIZE
+        k = self.intrinsics[scene][:3, :3]
+        # Probe3D's intrinsics are for the 640 x 480 frames; store them normalised.
+        intrinsics = torch.tensor(k, dtype=torch.float32) / torch.tensor([[640.0], [480.0], [1.0]])
+        item = {"intrinsics": intrinsics}
+        for slot, frame in (("0", frame0), ("1", frame1)):
+            item[f"image{slot}"] = _resize_image(_read_image(folder / "color" / f"{frame}.jpg"), (height, width))
+            item[f"depth{slot}"] = _read_depth_png(folder / "depth" / f"{frame}.png")
+            item[f"pose{slot}"] = self._pose(folder / "pose" / f"{frame}.txt")
+        return item
+
+
+# ----------------------------------------------------------------------------------- factory
+def build_dense_dataset(dataset: str, task: str, split: str, data_dir: str | Path | None = None,
+                        synthetic: SyntheticEvalConfig | None = None) -> DenseEvalDataset:
+    """The dense dataset of ``dataset`` for ``task`` ('depth', 'normals', 'segmentation') and split."""
+    if dataset == "synthetic":
+        return SyntheticDenseDataset(synthetic, split)
+    if data_dir is None:
+        raise ValueError(f"--data-dir is required for dataset {dataset!r}")
+    if dataset == "nyuv2":
+        result = NYUv2Dataset(data_dir, split)
+    elif dataset == "scannetpp":
+        if task == "depth":
+            return ScanNetPPDepthDataset(data_dir, split)
+        if task == "segmentation":
+            return ScanNetPPSegmentationDataset(data_dir, split)
+        raise ValueError(f"ScanNet++ (FiT3D layout) has no ground truth for task {task!r}")
+    else:
+        raise ValueError(f"dataset {dataset!r} has no dense {task} split; dense datasets: synthetic, nyuv2, scannetpp")
+    if task not in result.tasks:
+        raise ValueError(f"dataset {dataset!r} at {data_dir} has no ground truth for task {task!r}")
+    return result
+
+
+def build_pairs_dataset(dataset: str, data_dir: str | Path | None = None,
+                        synthetic: SyntheticEvalConfig | None = None) -> torch.utils.data.Dataset:
+    """Image pairs for the correspondence task."""
+    if dataset == "synthetic":
+        return SyntheticPairsDataset(synthetic)
+    if dataset == "scannet_pairs":
+        if data_dir is None:
+            raise ValueError("--data-dir is required for dataset 'scannet_pairs'")
+        return ScanNetPairsDataset(data_dir)
+    raise ValueError(f"dataset {dataset!r} has no correspondence pairs; use 'synthetic' or 'scannet_pairs'")
+
+
+def supported_tasks(dataset: str) -> tuple[str, ...]:
+    """Tasks a dataset name can serve (before looking at the files)."""
+    return {
+        "synthetic": ("depth", "normals", "segmentation", "correspondence"),
+        "nyuv2": ("depth", "normals", "segmentation"),
+        "scannetpp": ("depth", "segmentation"),
+        "scannet_pairs": ("correspondence",),
+    }[dataset]

@@ -1,0 +1,162 @@
+"""Writing results: metrics JSON, the markdown comparison table and pictures."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+# (task, metric key, column title, format); arrows say which direction is better.
+TABLE_COLUMNS = (
+    ("depth", "rmse", "depth RMSE ↓", "{:.4f}"),
+    ("depth", "abs_rel", "depth AbsRel ↓", "{:.4f}"),
+    ("depth", "d1", "depth δ1 ↑", "{:.3f}"),
+    ("normals", "rmse", "normals RMSE° ↓", "{:.2f}"),
+    ("normals", "mean", "normals mean° ↓", "{:.2f}"),
+    ("normals", "within_11.25", "normals <11.25° % ↑", "{:.1f}"),
+    ("normals", "within_30", "normals <30° % ↑", "{:.1f}"),
+    ("segmentation", "mean_iou", "seg mIoU % ↑", "{:.2f}"),
+    ("segmentation", "pixel_accuracy", "seg pixel acc % ↑", "{:.2f}"),
+    ("correspondence", "recall_5px", "corr R@5px % ↑", "{:.1f}"),
+    ("correspondence", "recall_10px", "corr R@10px % ↑", "{:.1f}"),
+    ("correspondence", "recall_20px", "corr R@20px % ↑", "{:.1f}"),
+    ("correspondence", "recall_10px_rot_0_15", "R@10 0-15° ↑", "{:.1f}"),
+    ("correspondence", "recall_10px_rot_15_30", "R@10 15-30° ↑", "{:.1f}"),
+    ("correspondence", "recall_10px_rot_30_60", "R@10 30-60° ↑", "{:.1f}"),
+    ("correspondence", "recall_10px_rot_60_180", "R@10 60-180° ↑", "{:.1f}"),
+)
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.floating, np.integer)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # NaN (e.g. an empty rotation bin) is not valid JSON
+    return value
+
+
+def write_json(data, path: str | Path) -> Path:
+    """Write ``data`` as JSON atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w") as stream:
+        json.dump(_json_safe(data), stream, indent=2, sort_keys=False)
+    os.replace(temporary, path)
+    return path
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(handle, "w") as stream:
+        stream.write(text)
+    os.replace(temporary, path)
+    return path
+
+
+def comparison_table(results: dict[str, dict[str, dict]], spread: dict[str, dict[str, dict]] | None = None) -> str:
+    """Markdown table, one row per model, one column per headline metric of the tasks present.
+
+    ``results[model][task][metric]``; with ``spread`` (same layout, e.g. standard deviations over
+    seeds) cells read ``mean ± spread``.
+    """
+    tasks = {task for per_model in results.values() for task in per_model}
+    columns = [c for c in TABLE_COLUMNS if c[0] in tasks]
+    lines = ["| model | " + " | ".join(c[2] for c in columns) + " |", "|---|" + "---|" * len(columns)]
+    for model, per_model in results.items():
+        cells = []
+        for task, key, _, fmt in columns:
+            value = per_model.get(task, {}).get(key)
+            if value is None or (isinstance(value, float) and not math.isfinite(value)):
+                cells.append("–")
+                continue
+            cell = fmt.format(value)
+            extra = (spread or {}).get(model, {}).get(task, {}).get(key)
+            if extra is not None and math.isfinite(extra):
+                cell += " ± " + fmt.format(extra)
+            cells.append(cell)
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def save_dense_figures(task: str, dataset, kept, directory: str | Path, prefix: str = "") -> list[Path]:
+    """Image | ground truth | prediction, one PNG per kept test image."""
+    from snd import viz
+
+    paths = []
+    for index, prediction in kept:
+        item = dataset[index]
+        image = viz.to_uint8_image(item["image"])
+        if task == "depth":
+            truth = item["depth"]
+            valid = truth > 0
+            low, high = (float(truth[valid].min()), float(truth[valid].max())) if valid.any() else (None, None)
+            row = [image, viz.colorize_depth(truth, vmin=low, vmax=high),
+                   viz.colorize_depth(prediction, valid=torch.ones_like(valid), vmin=low, vmax=high)]
+        elif task == "normals":
+            row = [image, viz.colorize_normals(item["normals"], valid=item["normal_valid"]), viz.colorize_normals(prediction)]
+        else:
+            ignore = 255
+            truth = item["semantics"]
+            row = [image, viz.colorize_labels(truth, ignore_index=ignore), viz.colorize_labels(prediction)]
+        path = Path(directory) / f"{prefix}{task}_{index:04d}.png"
+        viz.save_image_grid([row], path, titles=["image", "ground truth", "prediction"])
+        paths.append(path)
+    return paths
+
+
+def save_pca_figure(images: torch.Tensor, patches: torch.Tensor, path: str | Path) -> Path:
+    """Images beside the PCA colouring of their features (one basis shared by all rows)."""
+    from snd import viz
+
+    _, basis = viz.pca_project(patches, 3)
+    pictures = viz.pca_image(patches, basis=basis, size=tuple(images.shape[-2:]))
+    rows = [[viz.to_uint8_image(image), picture] for image, picture in zip(images, pictures)]
+    return viz.save_image_grid(rows, path, titles=["image", "feature PCA"])
+
+
+def save_match_figure(image0: torch.Tensor, image1: torch.Tensor, matches, path: str | Path,
+                      threshold: float = 10.0, max_lines: int = 60) -> Path:
+    """Both images side by side with match lines: green when the error is below ``threshold``
+    (in downsampled pixels), red otherwise."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from snd import viz
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    left, right = viz.to_uint8_image(image0), viz.to_uint8_image(image1)
+    height = max(left.shape[0], right.shape[0])
+    canvas = np.zeros((height, left.shape[1] + right.shape[1], 3), dtype=np.uint8)
+    canvas[: left.shape[0], : left.shape[1]] = left
+    canvas[: right.shape[0], left.shape[1] :] = right
+    figure, axis = plt.subplots(figsize=(8, 8 * height / canvas.shape[1] + 0.5))
+    axis.imshow(canvas)
+    axis.axis("off")
+    errors = (matches.predicted - matches.reference).norm(dim=-1)
+    up = 1.0 / matches.scale
+    for k in range(min(max_lines, len(errors))):
+        x0, y0 = (matches.source[k] * up).tolist()
+        x1, y1 = (matches.predicted[k] * up).tolist()
+        colour = "lime" if errors[k] < threshold else "red"
+        axis.plot([x0, x1 + left.shape[1]], [y0, y1], color=colour, linewidth=0.8)
+    correct = float((errors < threshold).float().mean()) * 100 if len(errors) else float("nan")
+    axis.set_title(f"{len(errors)} matches, {correct:.1f}% within {threshold:g}px, rotation {matches.rotation_degrees:.1f}°")
+    temporary = path.with_name(f".{path.stem}.tmp.png")
+    figure.savefig(temporary, dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    os.replace(temporary, path)
+    return path

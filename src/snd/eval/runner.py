@@ -1,0 +1,244 @@
+"""One evaluation run: several backbones x several tasks on one dataset, with a report.
+
+Output layout (``output_dir``)::
+
+    results.json                      {model: {task: metrics}}
+    comparison.md                     one row per model
+    <model>/<task>.json               metrics plus what produced them
+    <model>/figures/*.png             predictions beside ground truth, matches, feature PCA
+    feature_cache/<model>/<set>.safetensors   (when cache_features)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from . import report
+from .correspondence import match_pair
+from .datasets import (
+    TASKS,
+    SyntheticEvalConfig,
+    build_dense_dataset,
+    build_pairs_dataset,
+    supported_tasks,
+)
+from .features import FeatureExtractor, extract_features, load_backbone, model_display_name
+from .probes import DEPTH_PROBE, NORMALS_PROBE, SEGMENTATION_PROBE, ProbeTask, evaluate_probe, train_probe
+
+DENSE_TASKS = ("depth", "normals", "segmentation")
+DEFAULT_PROBES = {"depth": DEPTH_PROBE, "normals": NORMALS_PROBE, "segmentation": SEGMENTATION_PROBE}
+# The synthetic benchmark is small (72 training images of 112 px, on a CPU): the protocols'
+# optimisers and schedules, with larger batches and learning rates so the probes plateau in ~100 steps.
+SYNTHETIC_PROBES = {
+    "depth": DEPTH_PROBE.with_overrides(epochs=10, batch_size=4, lr=1e-3),
+    "normals": NORMALS_PROBE.with_overrides(epochs=10, lr=2e-3),
+    "segmentation": SEGMENTATION_PROBE.with_overrides(epochs=20, batch_size=8),
+}
+
+
+@dataclass
+class EvaluationConfig:
+    """What to evaluate and how.
+
+    Args:
+        tasks: any of depth, normals, segmentation, correspondence, or ["all"] (every task the
+            dataset supports).
+        dataset: synthetic, nyuv2, scannet_pairs or scannetpp.
+        data_dir: dataset root (not needed for synthetic).
+        output_dir: where results, table and pictures go.
+        synthetic: the synthetic benchmark's size.
+        probe_epochs / probe_max_steps: override every probe's epochs / cap its steps.
+        num_correspondences, correspondence_scale: Probe3D's 1,000 matches at 1/4 scale.
+        num_figures: test images (and pairs) drawn per task.
+        feature_batch_size: images per backbone call.
+        seed: probe initialisation and data order (the same for every model).
+        cache_features: keep extracted features under output_dir/feature_cache.
+    """
+
+    tasks: list[str] = field(default_factory=lambda: ["all"])
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    output_dir: str = "evaluation"
+    synthetic: SyntheticEvalConfig = field(default_factory=SyntheticEvalConfig)
+    probe_epochs: int | None = None
+    probe_max_steps: int | None = None
+    num_correspondences: int = 1000
+    correspondence_scale: float = 0.25
+    num_figures: int = 3
+    feature_batch_size: int = 8
+    seed: int = 0
+    device: str = "cpu"
+    cache_features: bool = False
+    progress: bool = True
+
+    def resolved_tasks(self) -> list[str]:
+        available = supported_tasks(self.dataset)
+        if "all" in self.tasks:
+            return [t for t in TASKS if t in available]
+        for task in self.tasks:
+            if task not in TASKS:
+                raise ValueError(f"unknown task {task!r}; choose from {', '.join(TASKS)} or all")
+            if task not in available:
+                raise ValueError(f"dataset {self.dataset!r} has no {task} ground truth (it serves {', '.join(available)})")
+        return list(self.tasks)
+
+    def probe_config(self, task: str):
+        base = (SYNTHETIC_PROBES if self.dataset == "synthetic" else DEFAULT_PROBES)[task]
+        return base.with_overrides(epochs=self.probe_epochs, max_steps=self.probe_max_steps)
+
+
+class Evaluator:
+    """Runs :class:`EvaluationConfig` for any number of backbones, sharing datasets between them."""
+
+    def __init__(self, config: EvaluationConfig):
+        self.config = config
+        self.tasks = config.resolved_tasks()
+        self.output_dir = Path(config.output_dir)
+        self._datasets: dict[tuple, object] = {}
+        self.results: dict[str, dict[str, dict]] = {}
+
+    # ------------------------------------------------------------------ data
+    def dense_dataset(self, task: str, split: str):
+        c = self.config
+        key = (task if c.dataset == "scannetpp" else "dense", split)
+        if key not in self._datasets:
+            self._datasets[key] = build_dense_dataset(c.dataset, task, split, c.data_dir, c.synthetic)
+        return self._datasets[key]
+
+    def pairs_dataset(self):
+        if "pairs" not in self._datasets:
+            self._datasets["pairs"] = build_pairs_dataset(self.config.dataset, self.config.data_dir, self.config.synthetic)
+        return self._datasets["pairs"]
+
+    def _features(self, name: str, extractor: FeatureExtractor, dataset, cache: dict):
+        if dataset.cache_key not in cache:
+            path = None
+            if self.config.cache_features:
+                path = self.output_dir / "feature_cache" / name / f"{dataset.cache_key}.safetensors"
+            images = _ImageView(dataset)
+            cache[dataset.cache_key] = extract_features(
+                extractor, images, self.config.feature_batch_size, f"{name} {dataset.cache_key}", path,
+                progress=self.config.progress,
+            )
+        return cache[dataset.cache_key]
+
+    # ------------------------------------------------------------------ run
+    def evaluate_model(self, name: str, model: torch.nn.Module | str) -> dict[str, dict]:
+        """All configured tasks for one backbone (a module or a folder / hub id)."""
+        source = model if isinstance(model, str) else type(model).__name__
+        if isinstance(model, str):
+            model = load_backbone(model, self.config.device)
+        extractor = FeatureExtractor(model.to(self.config.device).eval())
+        model_dir = self.output_dir / name
+        feature_cache: dict = {}
+        results = {}
+        for task in self.tasks:
+            started = time.perf_counter()
+            if task in DENSE_TASKS:
+                metrics, info = self._dense_task(name, task, extractor, feature_cache, model_dir)
+            else:
+                metrics, info = self._correspondence_task(name, extractor, model_dir)
+            info.update(model=name, source=str(source), task=task, dataset=self.config.dataset,
+                        seconds=round(time.perf_counter() - started, 2))
+            report.write_json({"metrics": metrics, "info": info}, model_dir / f"{task}.json")
+            results[task] = metrics
+        if self.config.num_figures > 0:
+            self._pca_figure(name, extractor, feature_cache, model_dir)
+        self.results[name] = results
+        return results
+
+    def _dense_task(self, name, task, extractor, feature_cache, model_dir):
+        train, test = self.dense_dataset(task, "train"), self.dense_dataset(task, "test")
+        probe = ProbeTask(task, self.config.probe_config(task))
+        train_features = self._features(name, extractor, train, feature_cache)
+        test_features = self._features(name, extractor, test, feature_cache)
+        head = train_probe(probe, train_features, train, seed=self.config.seed, progress=self.config.progress)
+        metrics, kept = evaluate_probe(head, test_features, test, task, keep=self.config.num_figures,
+                                       progress=self.config.progress)
+        if kept:
+            report.save_dense_figures(task, test, kept, model_dir / "figures")
+        info = {"probe": asdict(probe.config), "train_images": len(train), "test_images": len(test),
+                "feature_shape": list(train_features.patches.shape[1:])}
+        return metrics, info
+
+    def _correspondence_task(self, name, extractor, model_dir):
+        from snd.metrics import correspondence_metrics
+
+        pairs = self.pairs_dataset()
+        predicted, reference, rotations = [], [], []
+        for index in tqdm(range(len(pairs)), desc=f"{name} correspondence", leave=False, disable=not self.config.progress):
+            item = pairs[index]
+            features = extractor(torch.stack([item["image0"], item["image1"]]))
+            matches = match_pair(
+                features.patches[0], features.patches[1], item["depth0"], item["depth1"], item["intrinsics"],
+                item["pose0"], item["pose1"], self.config.num_correspondences, self.config.correspondence_scale,
+            )
+            predicted.append(matches.predicted.numpy())
+            reference.append(matches.reference.numpy())
+            rotations.append(matches.rotation_degrees)
+            if index < self.config.num_figures:
+                report.save_match_figure(item["image0"], item["image1"], matches,
+                                         model_dir / "figures" / f"correspondence_{index:04d}.png")
+        metrics = correspondence_metrics(predicted, reference, relative_rotations=rotations)
+        info = {"pairs": len(pairs), "num_correspondences": self.config.num_correspondences,
+                "scale": self.config.correspondence_scale,
+                "rotations_degrees": [round(r, 2) for r in rotations]}
+        return metrics, info
+
+    def _pca_figure(self, name, extractor, feature_cache, model_dir):
+        if any(t in DENSE_TASKS for t in self.tasks):
+            dataset = self.dense_dataset(next(t for t in self.tasks if t in DENSE_TASKS), "test")
+            count = min(self.config.num_figures, len(dataset))
+            images = torch.stack([dataset[i]["image"] for i in range(count)])
+            patches = self._features(name, extractor, dataset, feature_cache).patches[:count]
+        else:
+            pairs = self.pairs_dataset()
+            images = torch.stack([pairs[0]["image0"], pairs[0]["image1"]])
+            patches = extractor(images).patches
+        report.save_pca_figure(images, patches, model_dir / "figures" / "pca.png")
+
+    def write_summary(self) -> dict[str, Path]:
+        """results.json and comparison.md for every model evaluated so far."""
+        results_path = report.write_json(self.results, self.output_dir / "results.json")
+        header = (f"Dataset: {self.config.dataset}; tasks: {', '.join(self.tasks)}. "
+                  "Probes on frozen features (see snd.eval.probes for the protocols).\n\n")
+        table_path = report.write_text(header + report.comparison_table(self.results), self.output_dir / "comparison.md")
+        return {"results": results_path, "table": table_path}
+
+
+class _ImageView:
+    """``dataset[i]["image"]`` as a sequence, for feature extraction."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return self.dataset[index]["image"]
+
+
+def evaluate_backbones(models, config: EvaluationConfig) -> dict[str, dict[str, dict]]:
+    """Evaluate backbones and write the report.
+
+    Args:
+        models: a list of folders / hub ids, or a dict ``{display name: module or folder / hub id}``.
+        config: the :class:`EvaluationConfig`.
+    Returns:
+        ``{model: {task: metrics}}`` (also in ``output_dir/results.json``).
+    """
+    if not isinstance(models, dict):
+        models = {model_display_name(m): m for m in models}
+    if not models:
+        raise ValueError("no model to evaluate")
+    evaluator = Evaluator(config)
+    for name, model in models.items():
+        evaluator.evaluate_model(name, model)
+        evaluator.write_summary()  # after every model, so a long run leaves partial results
+    return evaluator.results
