@@ -15,6 +15,7 @@ from .configuration_mvsplat import MVSplatConfig
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+_SCORE_BUDGET = 2**26  # attention scores held at once (256 MB in float32)
 
 
 class MVSplatResidualBlock(nn.Module):
@@ -106,8 +107,12 @@ def add_window_position_embedding(features: torch.Tensor, num_splits: int) -> to
     return features + position.repeat(1, 1, num_splits, num_splits)
 
 
-def shifted_window_mask(height: int, width: int, num_splits: int, device) -> torch.Tensor:
-    """Swin's attention mask for shifted windows: [K * K, h * w, h * w], 0 within a region, -100 across regions."""
+def shifted_window_regions(height: int, width: int, num_splits: int, device) -> torch.Tensor:
+    """Swin's region label of every token of every shifted window: [K * K, h * w].
+
+    Tokens attend across regions with a -100 score penalty (Swin's mask), built per window group from these
+    labels instead of materialising the [K * K, h * w, h * w] mask.
+    """
     window_h, window_w = height // num_splits, width // num_splits
     shift_h, shift_w = window_h // 2, window_w // 2
     regions = torch.zeros((1, height, width, 1), device=device)
@@ -116,9 +121,13 @@ def shifted_window_mask(height: int, width: int, num_splits: int, device) -> tor
         for cols in (slice(0, -window_w), slice(-window_w, -shift_w), slice(-shift_w, None)):
             regions[:, rows, cols, :] = label
             label += 1
-    windows = split_windows(regions, width // window_w).view(-1, window_h * window_w)
-    difference = windows.unsqueeze(1) - windows.unsqueeze(2)
-    return difference.masked_fill(difference != 0, -100.0).masked_fill(difference == 0, 0.0)
+    return split_windows(regions, width // window_w).view(-1, window_h * window_w)
+
+
+def region_mask(regions: torch.Tensor) -> torch.Tensor:
+    """[..., l] region labels -> [..., l, l] additive mask: 0 within a region, -100 across (Swin / MVSplat)."""
+    difference = regions.unsqueeze(-2) - regions.unsqueeze(-1)
+    return torch.zeros_like(difference).masked_fill(difference != 0, -100.0)
 
 
 def window_attention(
@@ -128,7 +137,7 @@ def window_attention(
     height: int,
     width: int,
     num_splits: int,
-    mask: torch.Tensor | None,  # [K * K, l, l] for shifted windows, else None
+    regions: torch.Tensor | None,  # [K * K, l] region labels for shifted windows, else None
 ) -> torch.Tensor:  # [B, L, C]
     """Single-head attention inside (optionally shifted) windows; each query attends to its window in all M views."""
     batch, _, channels = query.shape
@@ -137,7 +146,7 @@ def window_attention(
     query = query.view(batch, height, width, channels)
     key = key.view(batch, others, height, width, channels)
     value = value.view(batch, others, height, width, channels)
-    if mask is not None:
+    if regions is not None:
         shift = (-(window_h // 2), -(window_w // 2))
         query = torch.roll(query, shifts=shift, dims=(1, 2))
         key = torch.roll(key, shifts=shift, dims=(2, 3))
@@ -149,13 +158,22 @@ def window_attention(
     value = split_windows(value.permute(0, 2, 3, 1, 4).reshape(batch, height, width, others * channels), num_splits)
     key = key.reshape(num_windows, -1, channels)
     value = value.reshape(num_windows, -1, channels)
-    scores = torch.matmul(query, key.transpose(1, 2)) / channels**0.5  # [B*K*K, l, l*M]
-    if mask is not None:
-        # MVSplat tiles the mask view-major although its keys are view-minor; identical for M = 1 (two views).
-        scores = scores + mask.repeat(batch, 1, others)
-    out = torch.matmul(torch.softmax(scores, dim=-1), value)
+    # Windows go through in groups so the score matrices stay within ~_SCORE_BUDGET floats (same result).
+    tokens = query.shape[1]
+    group = max(1, _SCORE_BUDGET // (tokens * key.shape[1]))
+    outs = []
+    for start in range(0, num_windows, group):
+        window = slice(start, start + group)
+        scores = torch.matmul(query[window], key[window].transpose(1, 2)) / channels**0.5  # [g, l, l*M]
+        if regions is not None:
+            # Window w uses the mask of window w % (K*K). MVSplat tiles it along the keys view-major although its
+            # keys are view-minor; identical for M = 1 (two views), kept as is for parity with more views.
+            index = torch.arange(start, min(start + group, num_windows), device=scores.device) % regions.shape[0]
+            scores = scores + region_mask(regions[index]).repeat(1, 1, others)
+        outs.append(torch.matmul(torch.softmax(scores, dim=-1), value[window]))
+    out = torch.cat(outs, dim=0)
     out = merge_windows(out.view(num_windows, window_h, window_w, channels), num_splits)
-    if mask is not None:
+    if regions is not None:
         out = torch.roll(out, shifts=(window_h // 2, window_w // 2), dims=(1, 2))
     return out.reshape(batch, -1, channels)
 
@@ -186,10 +204,10 @@ class MVSplatTransformerLayer(nn.Module):
             self.mlp = nn.Sequential(nn.Linear(2 * channels, hidden, bias=False), nn.GELU(), nn.Linear(hidden, channels, bias=False))
             self.norm2 = nn.LayerNorm(channels)
 
-    def forward(self, source, target, height, width, num_splits, shift_mask):  # [B, L, C], [B, M, L, C]
+    def forward(self, source, target, height, width, num_splits, shift_regions):  # [B, L, C], [B, M, L, C]
         query, key, value = self.q_proj(source), self.k_proj(target), self.v_proj(target)
         if num_splits > 1:
-            message = window_attention(query, key, value, height, width, num_splits, shift_mask if self.with_shift else None)
+            message = window_attention(query, key, value, height, width, num_splits, shift_regions if self.with_shift else None)
         else:
             message = full_attention(query, key, value)
         message = self.norm1(self.merge(message))
@@ -206,9 +224,9 @@ class MVSplatTransformerBlock(nn.Module):
         self.self_attn = MVSplatTransformerLayer(config, with_ffn=False, with_shift=with_shift)
         self.cross_attn_ffn = MVSplatTransformerLayer(config, with_ffn=True, with_shift=with_shift)
 
-    def forward(self, source, target, height, width, num_splits, shift_mask):
-        source = self.self_attn(source, source[:, None], height, width, num_splits, shift_mask)
-        return self.cross_attn_ffn(source, target, height, width, num_splits, shift_mask)
+    def forward(self, source, target, height, width, num_splits, shift_regions):
+        source = self.self_attn(source, source[:, None], height, width, num_splits, shift_regions)
+        return self.cross_attn_ffn(source, target, height, width, num_splits, shift_regions)
 
 
 class MVSplatMultiViewTransformer(nn.Module):
@@ -222,7 +240,7 @@ class MVSplatMultiViewTransformer(nn.Module):
 
     def forward(self, features: torch.Tensor, num_splits: int) -> torch.Tensor:  # [B, V, C, h, w] -> same
         batch, views, channels, height, width = features.shape
-        shift_mask = shifted_window_mask(height, width, num_splits, features.device) if num_splits > 1 else None
+        shift_regions = shifted_window_regions(height, width, num_splits, features.device) if num_splits > 1 else None
         # Queries stacked view-major ([V*B, L, C]); keys of view v are the other views in increasing order.
         tokens = features.flatten(3).transpose(2, 3)  # [B, V, L, C]
         for layer in self.layers:
@@ -230,7 +248,7 @@ class MVSplatMultiViewTransformer(nn.Module):
             others = torch.stack(
                 [torch.cat([tokens[:, :index], tokens[:, index + 1 :]], dim=1) for index in range(views)], dim=0
             ).reshape(views * batch, views - 1, height * width, channels)
-            query = layer(query, others, height, width, num_splits, shift_mask)
+            query = layer(query, others, height, width, num_splits, shift_regions)
             tokens = query.view(views, batch, height * width, channels).transpose(0, 1)
         return tokens.transpose(2, 3).reshape(batch, views, channels, height, width)
 

@@ -15,7 +15,7 @@ from .configuration_mvsplat import MVSplatConfig
 from .unet_mvsplat import MVSplatUNet
 
 # Depth candidates warped per chunk: bounds the [N, C, D, h, w] warped-feature tensor (same result as one pass).
-_DEPTH_CHUNK = 32
+_DEPTH_CHUNK = 16
 
 
 def view_major(tensor: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from transformers.utils import ModelOutput
 from .backbone_mvsplat import MVSplatBackbone
 from .configuration_mvsplat import MVSplatConfig
 from .depth_mvsplat import MVSplatDepthPredictor
+from .sh_mvsplat import rotate_harmonics
 
 SH_C0 = 0.28209479177387814  # Y_0^0: RGB = SH_C0 * DC coefficient + 0.5 (3D Gaussian splatting's convention)
 
@@ -30,9 +31,8 @@ class MVSplatModelOutput(ModelOutput):
         means: `[B, N, 3]` world-space centres.
         covariances: `[B, N, 3, 3]` world-space covariances.
         opacities: `[B, N]` in (0, 1).
-        harmonics: `[B, N, 3, (sh_degree + 1) ** 2]` spherical-harmonic colour coefficients in the frame of the
-            Gaussian's own camera (MVSplat rotates degrees >= 1 into world space with e3nn's Wigner matrices; that
-            rotation is not implemented here). Degree 0 (the colour used for RGB renders) is frame-independent.
+        harmonics: `[B, N, 3, (sh_degree + 1) ** 2]` spherical-harmonic colour coefficients in world space, in
+            MVSplat's (e3nn's) real SH basis; degree 0 is the view-independent colour used for RGB renders.
         depths: `[B, V, H, W]` MVSplat depth: distance from the camera centre along the pixel's ray
             (the Gaussian sits at `origin + depth * unit_ray`, as in the official adapter).
         scales: `[B, N, 3]` Gaussian scales (camera frame).
@@ -123,6 +123,7 @@ class MVSplatGaussianAdapter(nn.Module):
         opacities = 0.5 * (1 - (1 - densities) ** exponent + densities ** (1 / exponent)) / config.gaussians_per_pixel
 
         harmonics = raw_sh.unflatten(-1, (3, config.num_sh_coefficients)) * self.sh_mask
+        harmonics = rotate_harmonics(harmonics, c2w_rotation)  # camera -> world frame, as MVSplat (e3nn basis)
 
         count = views * height * width
         return dict(
