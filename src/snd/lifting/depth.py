@@ -21,6 +21,12 @@ class DepthLifter:
     camera, which keeps depth renders from neighbouring views sharp). ``f`` is the mean of the
     pixel focal lengths ``fx * W`` and ``fy * H``.
 
+    Rendered back into their own view (``snd.splatting.render_gaussians``) the Gaussians reproduce
+    the depth map exactly when footprints are small and the 2D blur is off (``footprint_scale=0.3``,
+    ``eps2d=0``); with the defaults (and the renderer's ``eps2d=0.3``) footprints overlap so the
+    image has no holes, and on surfaces seen at grazing angles the rendered depth leans towards the
+    nearer neighbours (a few percent at 16 x 20 pixels, less at higher resolution).
+
     Pixels with invalid depth (0) get opacity 0; they are placed at ``placeholder_depth`` so their
     covariance stays well-conditioned, and contribute nothing to any render.
 
