@@ -92,8 +92,8 @@ def re10k_example(config: SyntheticSceneConfig = TINY, scene_index: int = 0, key
     return example, render
 
 
-def write_re10k_chunks(root: Path, examples_per_chunk: list[list[dict]], stage: str = "train", write_index: bool = True) -> Path:
-    stage_dir = Path(root) / stage
+def write_re10k_chunks(root: Path, examples_per_chunk: list[list[dict]], split: str = "train", write_index: bool = True) -> Path:
+    stage_dir = Path(root) / split
     stage_dir.mkdir(parents=True, exist_ok=True)
     index = {}
     for number, examples in enumerate(examples_per_chunk):

@@ -37,7 +37,7 @@ def test_chunks_with_jpeg_byte_tensors_load_under_weights_only(root):
 
 def test_cameras_convert_to_opencv_camera_to_world(root, examples):
     _, renders = examples
-    dataset = RE10KDataset(root, image_size=(TINY.height, TINY.width), sampler=SAMPLER)
+    dataset = RE10KDataset(root, image_shape=(TINY.height, TINY.width), sampler=SAMPLER)
     assert dataset.keys == ["aaaa", "bbbb"] and dataset.num_frames(1) == TINY.num_frames
     views = dataset.load_views(1, list(range(TINY.num_frames)))
     truth = renders[1].views
@@ -52,7 +52,7 @@ def test_crop_keeps_geometry_consistent(root, examples):
     # Cropping 24 x 32 to 16 x 16: scale 2/3 (covers 16 x 21.3 -> 16 x 21), centre crop 2 columns on the left.
     _, renders = examples
     truth = renders[0].views
-    dataset = RE10KDataset(root, image_size=(16, 16), sampler=SAMPLER)
+    dataset = RE10KDataset(root, image_shape=(16, 16), sampler=SAMPLER)
     views = dataset.load_views(0, [0, 4])
     assert views.images.shape == (2, 3, 16, 16)
     # A world point seen at a full-size pixel must project to the scaled, shifted position in the crop.
@@ -64,8 +64,17 @@ def test_crop_keeps_geometry_consistent(root, examples):
     assert torch.allclose(cropped, full * scale - offset, atol=1e-3)
 
 
+def test_val_split_reads_test_chunks(tmp_path, examples):
+    (first, _), _ = examples
+    write_re10k_chunks(tmp_path, [[first]], split="test")
+    dataset = RE10KDataset(tmp_path, split="val", image_shape=(16, 16), sampler=SAMPLER)
+    assert dataset.split == "test" and dataset.keys == ["aaaa"]
+    with pytest.raises(SceneDataError, match="expected a folder of .torch chunks"):
+        RE10KDataset(tmp_path, split="train")
+
+
 def test_samples_collate_and_default_sampler(root):
-    dataset = RE10KDataset(root, image_size=(16, 16), sampler=SAMPLER, samples_per_scene=2)
+    dataset = RE10KDataset(root, image_shape=(16, 16), sampler=SAMPLER, samples_per_scene=2)
     assert len(dataset) == 4
     batch = collate_multiview([dataset[i] for i in range(4)])
     assert batch.scene == ["aaaa", "aaaa", "bbbb", "bbbb"]
@@ -73,13 +82,13 @@ def test_samples_collate_and_default_sampler(root):
     assert re10k_default_sampler().min_gap == 120 and re10k_default_sampler().max_gap == 192
     # The authors' sampler needs 121 frames: these 12-frame scenes are too short.
     with pytest.raises(SceneDataError, match=r"scene 'aaaa'.*000000\.torch.*at least 121"):
-        RE10KDataset(root, image_size=(16, 16))[0]
+        RE10KDataset(root, image_shape=(16, 16))[0]
 
 
 def test_without_index_json_chunks_are_scanned(tmp_path, examples):
     (first, second), _ = examples
     write_re10k_chunks(tmp_path, [[second, first]], write_index=False)
-    dataset = RE10KDataset(tmp_path, image_size=(16, 16), sampler=SAMPLER)
+    dataset = RE10KDataset(tmp_path, image_shape=(16, 16), sampler=SAMPLER)
     assert dataset.keys == ["aaaa", "bbbb"]
     assert dataset[1].scene == "bbbb"
 
@@ -97,7 +106,7 @@ def test_bad_chunks_and_scenes(tmp_path, examples):
     bad_pose = dict(second, key="badpose", cameras=second["cameras"].clone())
     bad_pose["cameras"][2, 6] = 5.0  # scales the rotation: not rigid
     write_re10k_chunks(tmp_path, [[broken, bad_pose]])
-    dataset = RE10KDataset(tmp_path, image_size=(16, 16), sampler=SAMPLER)
+    dataset = RE10KDataset(tmp_path, image_shape=(16, 16), sampler=SAMPLER)
     with pytest.raises(SceneDataError, match=r"scene 'badpose'.*000000\.torch.*cameras\[2\].*not orthonormal"):
         dataset.load_views(dataset.keys.index("badpose"), [2])
     with pytest.raises(SceneDataError, match=r"scene 'broken'.*field 'images\[3\]'.*cannot decode"):
@@ -105,12 +114,12 @@ def test_bad_chunks_and_scenes(tmp_path, examples):
     short = dict(first, key="short", cameras=first["cameras"][:5])
     write_re10k_chunks(tmp_path, [[short]])
     with pytest.raises(SceneDataError, match=r"scene 'short'.*field 'cameras'.*\[12, 18\]"):
-        RE10KDataset(tmp_path, image_size=(16, 16), sampler=SAMPLER)[0]
+        RE10KDataset(tmp_path, image_shape=(16, 16), sampler=SAMPLER)[0]
 
 
 def test_skip_bad_samples(tmp_path, examples):
     (first, second), _ = examples
     broken = dict(first, images=[torch.tensor([0], dtype=torch.uint8)] * len(first["images"]))
     write_re10k_chunks(tmp_path, [[broken], [second]])
-    dataset = RE10KDataset(tmp_path, image_size=(16, 16), sampler=SAMPLER, skip_bad_samples=True)
+    dataset = RE10KDataset(tmp_path, image_shape=(16, 16), sampler=SAMPLER, skip_bad_samples=True)
     assert dataset[0].scene == "bbbb" and dataset.bad_sample_counts["aaaa"] == 1

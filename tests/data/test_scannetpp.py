@@ -41,7 +41,7 @@ def test_cameras_round_trip_through_opengl_json(root):
     # The synthetic cameras, written as OpenGL camera-to-world + pixel intrinsics, load back as the
     # same OpenCV cameras: this checks the camera convention end to end.
     path, scene, render = root
-    dataset = ScanNetPPDataset(path, split="train", image_size=(TINY.height, TINY.width), sampler=SAMPLER)
+    dataset = ScanNetPPDataset(path, split="train", image_shape=(TINY.height, TINY.width), sampler=SAMPLER)
     assert [s.name for s in dataset.scenes] == ["scene_a", "scene_b"]
     usable = [f for f in range(TINY.num_frames) if f != 5]  # frame 5 is_bad
     assert dataset.num_frames(0) == len(usable)
@@ -58,7 +58,7 @@ def test_cameras_round_trip_through_opengl_json(root):
 
 def test_reprojection_with_loaded_cameras_hits_ground_truth_correspondences(root):
     path, scene, render = root
-    dataset = ScanNetPPDataset(path, split="train", image_size=(TINY.height, TINY.width), sampler=SAMPLER, load_depth=True)
+    dataset = ScanNetPPDataset(path, split="train", image_shape=(TINY.height, TINY.width), sampler=SAMPLER, load_depth=True)
     views = load_all(dataset, 0)  # frames 0-4, 6-11; depth from 16-bit millimetre PNGs
     checked = 0
     for a, b in [(0, 3), (2, 6), (4, 9)]:
@@ -78,7 +78,7 @@ def test_reprojection_with_loaded_cameras_hits_ground_truth_correspondences(root
 def test_resize_keeps_normalised_intrinsics_and_masks_nearest(root):
     path, _, _ = root
     render_b = generate_scene(TINY, 1).render()
-    dataset = ScanNetPPDataset(path, scenes=["scene_b"], image_size=(12, 20), sampler=SAMPLER, load_depth=True)
+    dataset = ScanNetPPDataset(path, scenes=["scene_b"], image_shape=(12, 20), sampler=SAMPLER, load_depth=True)
     views = load_all(dataset, 0)
     assert views.images.shape == (TINY.num_frames, 3, 12, 20)
     assert torch.allclose(views.intrinsics, render_b.views.intrinsics, atol=1e-6)
@@ -92,13 +92,13 @@ def test_resize_keeps_normalised_intrinsics_and_masks_nearest(root):
 
 def test_samples_and_split_lists(root):
     path, _, _ = root
-    val = ScanNetPPDataset(path, split="val", image_size=(12, 16), sampler=SAMPLER, samples_per_scene=3)
+    val = ScanNetPPDataset(path, split="val", image_shape=(12, 16), sampler=SAMPLER, samples_per_scene=3)
     assert [s.name for s in val.scenes] == ["scene_b"] and len(val) == 3
     batch = collate_multiview([val[0], val[1]])
     assert batch.context.images.shape == (2, 2, 3, 12, 16) and batch.scene == ["scene_b", "scene_b"]
     gap = batch.context.frame_indices[:, 1] - batch.context.frame_indices[:, 0]
     assert ((gap >= 3) & (gap <= 5)).all()
-    everything = ScanNetPPDataset(path, split=None, image_size=(12, 16), sampler=SAMPLER)
+    everything = ScanNetPPDataset(path, split=None, image_shape=(12, 16), sampler=SAMPLER)
     assert len(everything) == 2
     with pytest.raises(SceneDataError, match="nvs_sem_train.txt"):
         (path / "metadata" / "nvs_sem_train.txt").unlink()
@@ -118,7 +118,7 @@ def _frame_entry(meta, number):
 
 
 def _load_everything(path, **kwargs):
-    dataset = ScanNetPPDataset(path, scenes=["scene_a"], image_size=(12, 16), sampler=SAMPLER, **kwargs)
+    dataset = ScanNetPPDataset(path, scenes=["scene_a"], image_shape=(12, 16), sampler=SAMPLER, **kwargs)
     return dataset, load_all(dataset, 0)
 
 
@@ -188,7 +188,7 @@ def test_bad_intrinsics_and_declared_size(root):
 def test_too_few_frames(root):
     path, _, _ = root
     _rewrite_json(path, "scene_a", lambda meta: meta.update(frames=meta["frames"][:3]))
-    dataset = ScanNetPPDataset(path, scenes=["scene_a"], image_size=(12, 16), sampler=SAMPLER)
+    dataset = ScanNetPPDataset(path, scenes=["scene_a"], image_shape=(12, 16), sampler=SAMPLER)
     with pytest.raises(SceneDataError, match=r"scene 'scene_a'.*transforms_train\.json.*field 'frames'.*3 usable frames.*at least 4"):
         dataset[0]
 
@@ -199,10 +199,10 @@ def test_skip_bad_samples_logs_counts_and_skips(root, caplog):
     for frame in range(TINY.num_frames):
         if frame != 5:
             (path / f"scenes/scene_a/images/DSC{1000 + frame:05d}.JPG").unlink()
-    dataset = ScanNetPPDataset(path, split="train", image_size=(12, 16), sampler=SAMPLER, samples_per_scene=2)
+    dataset = ScanNetPPDataset(path, split="train", image_shape=(12, 16), sampler=SAMPLER, samples_per_scene=2)
     with pytest.raises(SceneDataError):
         dataset[0]
-    skipping = ScanNetPPDataset(path, split="train", image_size=(12, 16), sampler=SAMPLER, samples_per_scene=2, skip_bad_samples=True)
+    skipping = ScanNetPPDataset(path, split="train", image_shape=(12, 16), sampler=SAMPLER, samples_per_scene=2, skip_bad_samples=True)
     with caplog.at_level(logging.WARNING, logger="snd.data.base"):
         samples = [skipping[i] for i in range(4)]
     assert [s.scene for s in samples] == ["scene_b"] * 4
@@ -215,5 +215,5 @@ def test_listed_scene_without_masks(root):
     shutil.rmtree(path / "scenes/scene_a/instance_segmentation")
     with pytest.raises(SceneDataError, match=r"scene 'scene_a'.*instance_segmentation"):
         ScanNetPPDataset(path, split="train")
-    dataset = ScanNetPPDataset(path, split="train", skip_bad_samples=True, image_size=(12, 16), sampler=SAMPLER)
+    dataset = ScanNetPPDataset(path, split="train", skip_bad_samples=True, image_shape=(12, 16), sampler=SAMPLER)
     assert [s.name for s in dataset.scenes] == ["scene_b"] and dataset.bad_sample_counts["scene_a"] == 1

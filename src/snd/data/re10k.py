@@ -2,8 +2,8 @@
 
 Layout read (``root`` is the folder you pass)::
 
-    root/<stage>/000000.torch, 000001.torch, ...   chunks (``stage`` is "train" or "test")
-    root/<stage>/index.json                         optional {scene key: chunk file name}
+    root/<split>/000000.torch, 000001.torch, ...   chunks (``split`` is "train" or "test")
+    root/<split>/index.json                         optional {scene key: chunk file name}
 
 Each chunk is a ``torch.save``-d list of scenes, each a dict with
 
@@ -13,7 +13,7 @@ Each chunk is a ``torch.save``-d list of scenes, each a dict with
 * ``images``: a list of ``F`` uint8 tensors, each the bytes of one JPEG file.
 
 Chunks are read with ``torch.load(..., weights_only=True)`` (they hold only tensors, strings and
-lists). World-to-camera becomes camera-to-world; images are scaled to cover ``image_size`` and
+lists). World-to-camera becomes camera-to-world; images are scaled to cover ``image_shape`` and
 centre-cropped (pixelSplat's crop shim), with the intrinsics adjusted to match.
 
 These datasets have **no instance masks**: every view gets a single segment (all labels 0), so
@@ -85,9 +85,10 @@ class RE10KDataset(MultiViewDataset):
     """Multi-view samples from RealEstate10K / ACID chunks (see the module docstring).
 
     Args:
-        root: dataset root holding ``<stage>/*.torch``.
-        stage: sub-folder, ``"train"`` or ``"test"``. Default "train".
-        image_size: output ``(height, width)``. Default (224, 224) (the authors' RE10K config).
+        root: dataset root holding ``<split>/*.torch``.
+        split: sub-folder, ``"train"`` or ``"test"``; ``"val"`` reads ``test/`` when there is no
+            ``val/`` folder (as pixelSplat validates on the test chunks). Default "train".
+        image_shape: output ``(height, width)``. Default (224, 224) (the authors' RE10K config).
         sampler: view sampler. Default :func:`re10k_default_sampler` (context 120-192 frames apart).
         samples_per_scene: Default 1.
         near, far: Default 1.0 / 100.0 (the authors' config).
@@ -98,8 +99,8 @@ class RE10KDataset(MultiViewDataset):
     def __init__(
         self,
         root: str | Path,
-        stage: str = "train",
-        image_size: tuple[int, int] = (224, 224),
+        split: str = "train",
+        image_shape: tuple[int, int] = (224, 224),
         sampler: ViewSampler | None = None,
         samples_per_scene: int = 1,
         near: float = 1.0,
@@ -109,8 +110,11 @@ class RE10KDataset(MultiViewDataset):
     ):
         super().__init__(sampler if sampler is not None else re10k_default_sampler(), samples_per_scene, skip_bad_samples)
         self.root = Path(root)
-        self.stage_dir = self.root / stage
-        self.image_size = (int(image_size[0]), int(image_size[1]))
+        if split == "val" and not (self.root / "val").is_dir():
+            split = "test"
+        self.split = split
+        self.stage_dir = self.root / split
+        self.image_shape = (int(image_shape[0]), int(image_shape[1]))
         self.near, self.far = float(near), float(far)
         self._chunks: OrderedDict[Path, dict[str, dict]] = OrderedDict()
         self._max_cached = max(1, max_cached_chunks)
@@ -196,12 +200,12 @@ class RE10KDataset(MultiViewDataset):
                 raise SceneDataError("expected a uint8 tensor of JPEG bytes", scene=key, file=chunk_path, field=f"images[{position}]")
             image = open_image(encoded.numpy().tobytes(), scene=key, field=f"images[{position}]", file=chunk_path)
             original = (image.size[1], image.size[0])
-            cropped, scaled = resize_and_center_crop(image.convert("RGB"), self.image_size)
+            cropped, scaled = resize_and_center_crop(image.convert("RGB"), self.image_shape)
             images.append(image_to_tensor(cropped, None))
-            out_intrinsics.append(resize_crop_intrinsics(intrinsics[position], original, scaled, self.image_size).float())
+            out_intrinsics.append(resize_crop_intrinsics(intrinsics[position], original, scaled, self.image_shape).float())
             extrinsics.append(invert_rigid(world_to_camera[position]).float())
         count = len(frames)
-        height, width = self.image_size
+        height, width = self.image_shape
         return Views(
             images=torch.stack(images),
             extrinsics=torch.stack(extrinsics),

@@ -13,7 +13,7 @@ Layout read (``root`` is the folder you pass)::
 
 Conventions applied (as the authors' loader): OpenGL -> OpenCV with diag(1, -1, -1, 1) on both sides;
 intrinsics normalised by the size of the image file on disk (the original size), then the image
-is resized to ``image_size`` (bicubic, masks and depth nearest) with normalised intrinsics unchanged
+is resized to ``image_shape`` (bicubic, masks and depth nearest) with normalised intrinsics unchanged
 (aspect ratio is not preserved, as in the authors' code). Frames are ordered by the number in their
 file name; frames marked ``is_bad`` are dropped, and context gaps count usable frames.
 """
@@ -133,7 +133,7 @@ class ScanNetPPDataset(MultiViewDataset):
         split: ``"train"`` / ``"val"`` (read ``metadata/nvs_sem_<split>.txt``), or None for every scene
             folder that has ``instance_segmentation/`` (the authors' behaviour). Default "train".
         scenes: explicit scene ids (overrides ``split``).
-        image_size: output ``(height, width)``. Default (576, 880), the released training resolution.
+        image_shape: output ``(height, width)``. Default (576, 880), the released training resolution.
         sampler: view sampler. Default ``ViewSampler()`` (context 8-12 usable frames apart, one target).
         samples_per_scene: samples per scene per epoch. Default 1 (the authors' dataset length).
         near, far: depth bounds reported with the views. Default 1.0 / 100.0 (released config).
@@ -147,7 +147,7 @@ class ScanNetPPDataset(MultiViewDataset):
         root: str | Path,
         split: str | None = "train",
         scenes: list[str] | None = None,
-        image_size: tuple[int, int] = (576, 880),
+        image_shape: tuple[int, int] = (576, 880),
         sampler: ViewSampler | None = None,
         samples_per_scene: int = 1,
         near: float = 1.0,
@@ -158,7 +158,7 @@ class ScanNetPPDataset(MultiViewDataset):
     ):
         super().__init__(sampler, samples_per_scene, skip_bad_samples)
         self.root = Path(root)
-        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.image_shape = (int(image_shape[0]), int(image_shape[1]))
         self.near, self.far = float(near), float(far)
         self.load_depth, self.depth_scale = load_depth, float(depth_scale)
         scenes_dir = self.root / "scenes"
@@ -237,12 +237,12 @@ class ScanNetPPDataset(MultiViewDataset):
                     f"mask is {mask_image.size[0]}x{mask_image.size[1]} but its image is {width}x{height}",
                     scene=meta.name, file=str(mask_path), field="mask",
                 )
-            images.append(image_to_tensor(image, self.image_size))
-            masks.append(labels_to_tensor(mask_image, self.image_size, scene=meta.name, field="mask", file=str(mask_path)))
+            images.append(image_to_tensor(image, self.image_shape))
+            masks.append(labels_to_tensor(mask_image, self.image_shape, scene=meta.name, field="mask", file=str(mask_path)))
             if self.load_depth:
                 depth_path = meta.directory / "depth" / f"{Path(file_path).stem}.png"
                 depth_image = open_image(depth_path, scene=meta.name, field="depth")
-                depth = labels_to_tensor(depth_image, self.image_size, scene=meta.name, field="depth", file=str(depth_path))
+                depth = labels_to_tensor(depth_image, self.image_shape, scene=meta.name, field="depth", file=str(depth_path))
                 depths.append(depth.float() / self.depth_scale)
             extrinsics.append(opengl_to_opencv(pose).float())
             intrinsics.append(normalize_intrinsics(meta.pixel_intrinsics, width, height).float())
