@@ -62,7 +62,13 @@ def load_backbone(config: ModelConfig):
 def apply_finetuning(backbone: nn.Module, config: ModelConfig) -> nn.Module:
     """Wrap ``backbone`` with peft LoRA adapters (base weights frozen), or leave it fully trainable."""
     if config.finetune == "full":
-        return backbone.requires_grad_(True)
+        backbone.requires_grad_(True)
+        # The mask token only serves masked-image modelling; a trainable parameter that never gets a
+        # gradient would stall DDP's gradient buckets (silently unsynchronised grads).
+        for name, parameter in backbone.named_parameters():
+            if name.endswith("mask_token"):
+                parameter.requires_grad_(False)
+        return backbone
     from peft import LoraConfig, get_peft_model
 
     lora = LoraConfig(

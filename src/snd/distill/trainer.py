@@ -236,9 +236,15 @@ def train(
     # ---- parts
     student = build_student(config)
     patch_size = backbone_config(student.backbone).patch_size
-    teacher = EMATeacher(student.backbone, student.head, momentum=config.teacher.momentum, update_every=config.teacher.update_every)
     lifter = build_lifter(config.lifter)
     move_lifter(lifter, accelerator.device)
+    trainable = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(trainable, lr=training.lr, betas=tuple(training.adam_betas), eps=training.adam_eps, weight_decay=training.weight_decay)
+    scheduler = build_scheduler(optimizer, config)
+    student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
+    # The teacher is copied after `prepare`, i.e. after DDP broadcast rank 0's weights, so every rank starts equal.
+    unwrapped = _unwrap(accelerator, student)
+    teacher = EMATeacher(unwrapped.backbone, unwrapped.head, momentum=config.teacher.momentum, update_every=config.teacher.update_every)
     splat_teacher = SplatTeacher(
         teacher,
         lifter,
@@ -260,10 +266,6 @@ def train(
     batch_sampler = ShardedEpochBatchSampler(len(dataset), training.batch_size, accelerator.num_processes, accelerator.process_index, training.seed)
     loader = DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate_multiview, num_workers=config.data.num_workers)
 
-    trainable = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=training.lr, betas=tuple(training.adam_betas), eps=training.adam_eps, weight_decay=training.weight_decay)
-    scheduler = build_scheduler(optimizer, config)
-    student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
     state = TrainState()
     accelerator.register_for_checkpointing(teacher, state)
 
@@ -328,6 +330,10 @@ def train(
                 bar.update(1)
             else:
                 accelerator.backward(loss)
+                if state.step == 0 and accelerator.num_processes > 1:
+                    unused = [name for name, p in _unwrap(accelerator, student).named_parameters() if p.requires_grad and p.grad is None]
+                    if unused:  # DDP would leave their gradient buckets unsynchronised
+                        raise RuntimeError(f"trainable parameters received no gradient (freeze them): {unused[:10]}")
                 if training.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(trainable, training.max_grad_norm)
                 optimizer.step()
