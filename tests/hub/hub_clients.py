@@ -16,7 +16,6 @@ from pathlib import Path
 if "HF_ENDPOINT" not in os.environ or not os.environ["HF_ENDPOINT"].startswith("http://127.0.0.1:"):
     raise SystemExit("hub_clients must run with HF_ENDPOINT pointing at the loopback test server")
 
-TINY_PRESET = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2)
 
 
 def _emit(payload: dict) -> None:
@@ -212,13 +211,9 @@ def check_official(args) -> dict:
 
 
 def publish(script_args: list[str]) -> None:
-    """Run scripts/publish_official_weights.py unchanged, with a test-only "tiny" architecture registered so
-    the real converter accepts the tiny test files (`--preset FILE=tiny`)."""
+    """Run scripts/publish_official_weights.py unchanged (tiny test files use the shipped `tiny` preset)."""
     import runpy
 
-    import snd
-
-    snd.PRESETS.setdefault("tiny", dict(TINY_PRESET))
     sys.argv = ["publish_official_weights.py", *script_args]
     runpy.run_path(str(Path(__file__).resolve().parents[2] / "scripts" / "publish_official_weights.py"),
                    run_name="__main__")
