@@ -31,6 +31,8 @@ def parse_args(argv=None):
     parser.add_argument("--probe-epochs", type=int, default=None, help="override every probe's epochs")
     parser.add_argument("--probe-max-steps", type=int, default=None, help="cap every probe's optimiser steps")
     parser.add_argument("--num-correspondences", type=int, default=1000)
+    parser.add_argument("--correspondence-scale", type=float, default=None,
+                        help="image scale of the matching (default 0.25 as Probe3D; 1.0 for synthetic)")
     parser.add_argument("--num-figures", type=int, default=3, help="test images / pairs drawn per task")
     parser.add_argument("--batch-size", type=int, default=8, help="images per backbone call")
     parser.add_argument("--seed", type=int, default=0, help="probe initialisation and data order")
@@ -69,6 +71,7 @@ def main(argv=None):
         probe_epochs=args.probe_epochs,
         probe_max_steps=args.probe_max_steps,
         num_correspondences=args.num_correspondences,
+        correspondence_scale=args.correspondence_scale,
         num_figures=args.num_figures,
         feature_batch_size=args.batch_size,
         seed=args.seed,

@@ -49,13 +49,14 @@ class ProbeConfig:
     schedule: str  # "cosine" (half cosine to 0), "probe3d" (quarter cosine to 1 %), "poly" (linear to 0)
     grad_clip: float | None = None
     max_steps: int | None = None
+    loss_warmup_steps: int = 0  # depth: steps with SigLoss's mean term only (FiT3D: 100)
 
     def with_overrides(self, **overrides) -> "ProbeConfig":
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})
 
 
 DEPTH_PROBE = ProbeConfig(epochs=10, batch_size=2, lr=1e-4, weight_decay=0.01, warmup_fraction=1 / 3,
-                          schedule="cosine", grad_clip=35.0)
+                          schedule="cosine", grad_clip=35.0, loss_warmup_steps=100)
 NORMALS_PROBE = ProbeConfig(epochs=10, batch_size=8, lr=5e-4, weight_decay=0.01, warmup_fraction=0.15,
                             schedule="probe3d")
 SEGMENTATION_PROBE = ProbeConfig(epochs=10, batch_size=2, lr=1e-3, weight_decay=1e-4, warmup_fraction=0.0375,
@@ -189,7 +190,8 @@ class ProbeTask:
         if self.name == "depth":
             target = _stack(dataset, indices, "depth")
             valid = _depth_valid(target, dataset.max_depth)
-            return sig_loss(head_output, target, valid, warm_up=step < 100) + 0.5 * gradient_loss(head_output, target, valid)
+            warm_up = step < self.config.loss_warmup_steps
+            return sig_loss(head_output, target, valid, warm_up=warm_up) + 0.5 * gradient_loss(head_output, target, valid)
         if self.name == "normals":
             target = _stack(dataset, indices, "normals")
             valid = _stack(dataset, indices, "normal_valid")

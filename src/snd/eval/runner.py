@@ -53,7 +53,9 @@ class EvaluationConfig:
         output_dir: where results, table and pictures go.
         synthetic: the synthetic benchmark's size.
         probe_epochs / probe_max_steps: override every probe's epochs / cap its steps.
-        num_correspondences, correspondence_scale: Probe3D's 1,000 matches at 1/4 scale.
+        num_correspondences, correspondence_scale: Probe3D's 1,000 matches at 1/4 scale. On the
+            synthetic benchmark the default scale is 1: its 112 px images at 1/4 scale would leave
+            28 x 28 points, fewer than 1,000, and make 5/10/20 px a fifth of the image or more.
         num_figures: test images (and pairs) drawn per task.
         feature_batch_size: images per backbone call.
         seed: probe initialisation and data order (the same for every model).
@@ -68,7 +70,7 @@ class EvaluationConfig:
     probe_epochs: int | None = None
     probe_max_steps: int | None = None
     num_correspondences: int = 1000
-    correspondence_scale: float = 0.25
+    correspondence_scale: float | None = None
     num_figures: int = 3
     feature_batch_size: int = 8
     seed: int = 0
@@ -86,6 +88,11 @@ class EvaluationConfig:
             if task not in available:
                 raise ValueError(f"dataset {self.dataset!r} has no {task} ground truth (it serves {', '.join(available)})")
         return list(self.tasks)
+
+    def matching_scale(self) -> float:
+        if self.correspondence_scale is not None:
+            return self.correspondence_scale
+        return 1.0 if self.dataset == "synthetic" else 0.25
 
     def probe_config(self, task: str):
         base = (SYNTHETIC_PROBES if self.dataset == "synthetic" else DEFAULT_PROBES)[task]
@@ -176,7 +183,7 @@ class Evaluator:
             features = extractor(torch.stack([item["image0"], item["image1"]]))
             matches = match_pair(
                 features.patches[0], features.patches[1], item["depth0"], item["depth1"], item["intrinsics"],
-                item["pose0"], item["pose1"], self.config.num_correspondences, self.config.correspondence_scale,
+                item["pose0"], item["pose1"], self.config.num_correspondences, self.config.matching_scale(),
             )
             predicted.append(matches.predicted.numpy())
             reference.append(matches.reference.numpy())
@@ -186,7 +193,7 @@ class Evaluator:
                                          model_dir / "figures" / f"correspondence_{index:04d}.png")
         metrics = correspondence_metrics(predicted, reference, relative_rotations=rotations)
         info = {"pairs": len(pairs), "num_correspondences": self.config.num_correspondences,
-                "scale": self.config.correspondence_scale,
+                "scale": self.config.matching_scale(),
                 "rotations_degrees": [round(r, 2) for r in rotations]}
         return metrics, info
 
