@@ -264,7 +264,12 @@ def train(
     from ..data import collate_multiview
 
     batch_sampler = ShardedEpochBatchSampler(len(dataset), training.batch_size, accelerator.num_processes, accelerator.process_index, training.seed)
-    loader = DataLoader(dataset, batch_sampler=batch_sampler, collate_fn=collate_multiview, num_workers=config.data.num_workers)
+    # A private generator: creating a DataLoader iterator otherwise draws from the global RNG, which
+    # would shift dropout's random stream after a resume (the iterator is created at a different step).
+    loader_generator = torch.Generator().manual_seed(training.seed)
+    loader = DataLoader(
+        dataset, batch_sampler=batch_sampler, collate_fn=collate_multiview, num_workers=config.data.num_workers, generator=loader_generator
+    )
 
     state = TrainState()
     accelerator.register_for_checkpointing(teacher, state)
