@@ -137,6 +137,14 @@ class Views:
             expect("frame_indices", self.frame_indices, (), integer)
 
     # ------------------------------------------------------------------ helpers
+    @classmethod
+    def _trusted(cls, **values) -> "Views":
+        """Build without validation: only for views derived (indexed, moved) from validated ones."""
+        views = cls.__new__(cls)
+        for field in fields(cls):
+            setattr(views, field.name, values.get(field.name))
+        return views
+
     def to(self, *args, **kwargs) -> "Views":
         """Move/cast every tensor (dtype casts apply to floating tensors only, like ``nn.Module.to``)."""
         moved = {}
@@ -149,20 +157,22 @@ class Views:
             else:
                 device = kwargs.get("device", next((a for a in args if isinstance(a, (str, torch.device))), None))
                 moved[field.name] = value.to(device) if device is not None else value
-        return Views(**moved)
+        return Views._trusted(**moved)
 
     def select(self, index) -> "Views":
         """Views picked along the view axis (unbatched only), e.g. ``views.select([0, 2])``."""
         if self.is_batched:
             raise ValueError("Views.select works on unbatched views; index the batch first")
         index = torch.as_tensor(index, dtype=torch.long)
-        return Views(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index] for f in fields(self)})
+        if index.ndim != 1 or (index.numel() and (index.min() < -self.num_views or index.max() >= self.num_views)):
+            raise IndexError(f"Views.select: indices {index.tolist()} out of range for {self.num_views} views")
+        return Views._trusted(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index] for f in fields(self)})
 
     def __getitem__(self, batch_index: int) -> "Views":
         """The unbatched views of batch element ``batch_index``."""
         if not self.is_batched:
             raise ValueError("Views[...] indexes the batch dimension; these views are unbatched (use select)")
-        return Views(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[batch_index] for f in fields(self)})
+        return Views._trusted(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[batch_index] for f in fields(self)})
 
 
 def _combine(views: list[Views], combine, what: str) -> Views:
