@@ -1,7 +1,5 @@
 import io
-import json
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image

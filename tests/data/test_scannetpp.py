@@ -7,7 +7,6 @@ import pytest
 import torch
 from PIL import Image
 
-from snd.cameras import project_points
 from snd.data import SceneDataError, ScanNetPPDataset, ViewSampler, collate_multiview, pixel_correspondences
 from snd.data import generate_scene
 from tests.data.fixtures import TINY, write_scannetpp_scene, write_split

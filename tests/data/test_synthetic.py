@@ -3,7 +3,6 @@ import math
 import pytest
 import torch
 
-from snd.cameras import project_points
 from snd.data import (
     SEMANTIC_CLASSES,
     SyntheticMultiViewDataset,

@@ -21,10 +21,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from ..cameras import invert_rigid
-from .base import MultiViewDataset
+from ..cameras import pixel_rays, project_points
 from .sample import Views
-from .sampler import ViewSampler
 
 __all__ = [
     "SEMANTIC_CLASSES",
@@ -185,8 +183,6 @@ class SyntheticScene:
 
     def camera_rays(self, frames: torch.Tensor):
         """World ray origins ``[V, 3]`` and directions ``[V, H, W, 3]`` with camera z-component 1."""
-        from ..cameras import pixel_rays
-
         cfg = self.config
         rays_camera = pixel_rays(self.intrinsics, cfg.height, cfg.width)  # [H, W, 3]
         extrinsics = self.extrinsics[frames]  # [V, 4, 4]
@@ -244,8 +240,6 @@ class SyntheticScene:
             ``(pixels_b [H, W, 2], valid [H, W])``: where each pixel of ``a`` lands in ``b`` (pixel
             centres at +0.5) and whether its surface point is inside ``b``'s image and unoccluded.
         """
-        from ..cameras import project_points
-
         cfg = self.config
         render = self.render([frame_a])
         points = render.points.reshape(-1, 3)
