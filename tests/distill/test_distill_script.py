@@ -172,3 +172,27 @@ def _state_after_zero_steps(tmp_path, common):
     set_seed(seed)
     student = build_student(config)
     return {k: v.detach().clone() for k, v in student.state_dict().items()}
+
+
+def test_push_to_hub_uploads_the_student_with_card(tmp_path):
+    """--push_to_hub against the loopback Hub-compatible test server (tests/hub/hub_server.py): no network."""
+    from huggingface_hub import ModelCard
+
+    from tests.hub.hub_server import HubServer
+
+    out = tmp_path / "run"
+    with HubServer(tmp_path / "hub-storage") as server:
+        env = server.client_env()
+        env["HF_HUB_OFFLINE"] = "0"
+        env["HF_HOME"] = str(tmp_path / "hf-home")
+        run_distill([*TINY, "--output_dir", str(out), "--max_steps", "2", "--push_to_hub", "snd-test/distilled"], env=env)
+        store = server.store
+        for name in ("model.safetensors", "config.json", "preprocessor_config.json", "README.md"):
+            assert store.exists("model", "snd-test/distilled") and store.read("model", "snd-test/distilled", name)
+        weights_path = tmp_path / "pushed.safetensors"
+        weights_path.write_bytes(store.read("model", "snd-test/distilled", "model.safetensors"))
+        pushed = load_file(str(weights_path))
+        exported = load_file(str(out / "student" / "model.safetensors"))
+        assert pushed.keys() == exported.keys() and all(torch.equal(pushed[k], exported[k]) for k in pushed)
+        card = ModelCard(store.read("model", "snd-test/distilled", "README.md").decode())
+        assert "snd distill: 2 steps" in card.text and "synthetic" in card.text and "depth" in card.text
