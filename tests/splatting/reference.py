@@ -63,7 +63,21 @@ def random_scene(
     return dict(means=means, covars=covars, opacities=opacities, colors=colors, viewmats=viewmats, Ks=Ks)
 
 
-def dense_render(
+def dense_render(*args, **kwargs):
+    """One image, every pixel x every Gaussian. Returns ``(render [H, W, D], alpha [H, W], depth [H, W])``.
+
+    Runs single-threaded: its many small ops would otherwise each pay an OpenMP wake-up, which
+    costs tens of milliseconds on a loaded shared machine.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _dense_render(*args, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _dense_render(
     means,  # [N, 3]
     covars,  # [N, 3, 3]
     opacities,  # [N]
@@ -78,7 +92,6 @@ def dense_render(
     background=None,  # [D]
     tile_size: int = 16,
 ):
-    """One image, every pixel x every Gaussian. Returns ``(render [H, W, D], alpha [H, W], depth [H, W])``."""
     dtype = means.dtype
     channels = colors.shape[-1]
     ys, xs = torch.meshgrid(torch.arange(height, dtype=dtype), torch.arange(width, dtype=dtype), indexing="ij")
@@ -132,7 +145,8 @@ def dense_render(
         in_box = (tile_col >= box[0]) & (tile_col < box[1]) & (tile_row >= box[2]) & (tile_row < box[3])
         dx, dy = mean_x - pixel_x, mean_y - pixel_y
         sigma = 0.5 * (conic[0][0] * dx * dx + conic[1][1] * dy * dy) + conic[0][1] * dx * dy
-        alpha = torch.clamp(opacity * torch.exp(-sigma), max=0.999)
+        # (sigma capped at 200 only to keep exp() off its slow underflow path; alpha is 0 there anyway)
+        alpha = torch.clamp(opacity * torch.exp(-sigma.clamp(max=200.0)), max=0.999)
         active = in_box & ~done & (sigma >= 0) & (alpha >= 1 / 255)
         next_t = transmittance * (1 - alpha)
         stopping = active & (next_t <= 1e-4)

@@ -237,7 +237,8 @@ def _log_alpha_coefficients(mean: torch.Tensor, conic: torch.Tensor, log_opacity
     return torch.stack([-0.5 * a, -0.5 * c, -b, a * mx + b * my, c * my + b * mx, constant], dim=-1)
 
 
-NEGLIGIBLE_LOG_ALPHA = -1e4  # log-opacity of padding / skipped Gaussians: exp() is exactly 0
+NEGLIGIBLE_LOG_ALPHA = -1e4  # log-opacity of padding / skipped Gaussians
+LOG_ALPHA_FLOOR = -80.0  # exp(-80) ~ 1.8e-35: still a normal float32, far below 1/255
 
 
 def composite_tiles(
@@ -374,10 +375,14 @@ def _composite_group(
         log_alpha = torch.matmul(basis, coefficients.transpose(1, 2))  # [a, P, K]
         # alpha = min(0.999, o exp(-sigma)), zeroed (skipped) below 1/255; threshold() keeps x > t,
         # so t is the float just below 1/255 to keep alpha == 1/255 like gsplat.
+        # Far-away pairs have log alpha down to -1e4; exp() of such values is several times slower
+        # (denormal/underflow paths), and anything below -80 is skipped anyway.
         if needs_grad:
-            alpha = torch.nn.functional.threshold(torch.exp(log_alpha).clamp(max=MAX_ALPHA), skip_below, 0.0)
+            alpha = torch.exp(log_alpha.clamp(min=LOG_ALPHA_FLOOR)).clamp(max=MAX_ALPHA)
+            alpha = torch.nn.functional.threshold(alpha, skip_below, 0.0)
         else:
-            alpha = torch.nn.functional.threshold_(log_alpha.exp_().clamp_(max=MAX_ALPHA), skip_below, 0.0)
+            alpha = log_alpha.clamp_(min=LOG_ALPHA_FLOOR).exp_().clamp_(max=MAX_ALPHA)
+            alpha = torch.nn.functional.threshold_(alpha, skip_below, 0.0)
 
         start_t = transmittance if rows is None else transmittance[rows]  # [a, P]
         start_done = done if rows is None else done[rows]
@@ -453,10 +458,10 @@ def rasterize_torch(
 
     flat_ids = torch.arange(images * count, device=means.device)
     if colors.dim() == 4:  # per-camera colours [B, C, N, D]: one row per (image, Gaussian)
-        color_rows = colors.reshape(images * count, -1)
+        color_rows = colors.reshape(images * count, colors.shape[-1])
         color_ids = flat_ids
     else:  # image i = b * C + c reads row b * N + n
-        color_rows = colors.reshape(batch * count, -1)
+        color_rows = colors.reshape(batch * count, colors.shape[-1])
         color_ids = flat_ids // (cameras * count) * count + flat_ids % count
     accumulated, transmittance, depth_sum = composite_tiles(
         projected,
