@@ -60,7 +60,11 @@ class MultiViewDataset(Dataset):
         return sum(self.bad_sample_counts.values())
 
     def set_epoch(self, epoch: int) -> None:
-        """Draw different views per epoch (deterministically). Call before creating the DataLoader iterator."""
+        """Draw different views per epoch (deterministically).
+
+        Call before iterating the DataLoader: workers copy the dataset when an iterator starts, so
+        with ``persistent_workers=True`` they keep the epoch they were started with.
+        """
         self.sampler.set_epoch(epoch)
 
     def __len__(self) -> int:
