@@ -73,3 +73,19 @@ def test_feature_cache_round_trip(tmp_path):
             parameter.add_(1.0)  # a changed model must not matter: the cache is read back
     second = extract_features(FeatureExtractor(model), images, batch_size=2, cache_path=path, progress=False)
     torch.testing.assert_close(first.patches, second.patches)
+
+
+def test_load_backbone_from_folder_and_torchhub_checkpoint(tmp_path):
+    from snd.convert import snd_to_torchhub
+    from snd.eval import load_backbone
+
+    model = snd.SnDModel(snd.SnDConfig.tiny()).eval()
+    images = torch.rand(1, 3, 28, 42)
+    expected = FeatureExtractor(model)(images).patches
+    model.save_pretrained(tmp_path / "folder")
+    torch.save(snd_to_torchhub(model.state_dict()), tmp_path / "weights.pth")
+    for source in (tmp_path / "folder", tmp_path / "weights.pth"):
+        loaded = load_backbone(str(source))
+        torch.testing.assert_close(FeatureExtractor(loaded)(images).patches, expected, rtol=1e-4, atol=1e-5)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_backbone(str(tmp_path))

@@ -35,16 +35,27 @@ class FeatureBatch:
         return FeatureBatch(self.patches[indices], self.cls[indices])
 
 
-def load_backbone(name_or_path: str, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """A backbone from a local folder or a hub repository, through transformers' AutoModel.
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 
-    SnD checkpoints (``model_type: snd_dinov2``) resolve because ``import snd`` registers them;
-    ``facebook/dinov2-*`` resolve to transformers' ``Dinov2Model``.
+
+def load_backbone(name_or_path: str, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """A backbone from a local folder, a hub repository or an original checkpoint file.
+
+    Folders and hub ids go through transformers' AutoModel: SnD checkpoints (``model_type:
+    snd_dinov2``) resolve because ``import snd`` registers them; ``facebook/dinov2-*`` resolve to
+    transformers' ``Dinov2Model``. A ``.pth`` / ``.pt`` / ``.safetensors`` file in the original
+    torch.hub layout (DINOv2, the SnD authors' ``dinov2_small_snd.pth``) is converted with
+    :func:`snd.convert.convert_backbone`, which checks the numbers against the source layout.
     """
     import snd  # noqa: F401  (registers the SnD Auto classes)
     from transformers import AutoModel
 
     path = Path(name_or_path)
+    if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
+        from snd.convert import convert_backbone
+
+        model, _ = convert_backbone(str(path), format="torchhub")
+        return model.to(device).eval()
     if path.exists() and not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} has no config.json: expected a folder saved with save_pretrained()")
     model = AutoModel.from_pretrained(str(name_or_path))
