@@ -147,3 +147,21 @@ def test_default_dataclass_is_the_paper_setting():
     config = DistillConfig()
     assert (config.training.lr, config.training.batch_size, config.teacher.momentum, config.teacher.update_every) == (2e-5, 14, 0.999, 10)
     assert (config.model.lora_rank, config.model.lora_alpha, config.model.lora_dropout) == (8, 8.0, 0.1)
+
+
+def test_student_initialises_from_a_saved_checkpoint(tmp_path):
+    from snd import SnDConfig, SnDModel
+    from snd.distill.build import load_backbone
+    from snd.distill.config import ModelConfig
+
+    torch.manual_seed(1)
+    original = SnDModel(SnDConfig.tiny())
+    original.save_pretrained(tmp_path / "tiny")
+    loaded = load_backbone(ModelConfig(pretrained=str(tmp_path / "tiny")))
+    for name, value in original.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], value)
+    random = load_backbone(ModelConfig(pretrained=None, preset="tiny", config_overrides={"num_hidden_layers": 1}))
+    assert random.config.num_hidden_layers == 1
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no config.json"):
+        load_backbone(ModelConfig(pretrained=str(tmp_path / "empty")))
