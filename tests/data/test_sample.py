@@ -89,3 +89,11 @@ def test_concat_views_along_view_axis():
 def test_to_casts_floats_only():
     views = make_views(2).to(torch.float64)
     assert views.extrinsics.dtype == torch.float64 and views.masks.dtype == torch.int64
+
+
+def test_select_contiguous_and_out_of_range():
+    views = make_views(4)
+    assert torch.equal(views.select([1, 2]).images, views.images[1:3])
+    assert torch.equal(views.select([-1]).depths, views.depths[3:])
+    with pytest.raises(IndexError, match="out of range"):
+        views.select([4])

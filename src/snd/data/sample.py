@@ -160,12 +160,18 @@ class Views:
         return Views._trusted(**moved)
 
     def select(self, index) -> "Views":
-        """Views picked along the view axis (unbatched only), e.g. ``views.select([0, 2])``."""
+        """Views picked along the view axis (unbatched only), e.g. ``views.select([0, 2])`` or a slice."""
         if self.is_batched:
             raise ValueError("Views.select works on unbatched views; index the batch first")
-        index = torch.as_tensor(index, dtype=torch.long)
-        if index.ndim != 1 or (index.numel() and (index.min() < -self.num_views or index.max() >= self.num_views)):
-            raise IndexError(f"Views.select: indices {index.tolist()} out of range for {self.num_views} views")
+        if not isinstance(index, slice):
+            positions = torch.as_tensor(index, dtype=torch.long).reshape(-1).tolist()
+            if any(not -self.num_views <= p < self.num_views for p in positions):
+                raise IndexError(f"Views.select: indices {positions} out of range for {self.num_views} views")
+            positions = [p % self.num_views for p in positions]
+            if positions and positions == list(range(positions[0], positions[0] + len(positions))):
+                index = slice(positions[0], positions[0] + len(positions))  # a view, no copy
+            else:
+                index = torch.tensor(positions, dtype=torch.long)
         return Views._trusted(**{f.name: None if getattr(self, f.name) is None else getattr(self, f.name)[index] for f in fields(self)})
 
     def __getitem__(self, batch_index: int) -> "Views":
