@@ -1,0 +1,19 @@
+"""scripts/benchmark.py train (snd.benchmarks.train): every stage of the step is timed (no timing asserted)."""
+
+import json
+
+from snd.benchmarks.train import STAGES, main
+
+
+def test_train_benchmark_reports_every_stage(tmp_path, capsys):
+    output = tmp_path / "train.json"
+    overrides = ["data.image_height=28", "data.image_width=42", "data.num_scenes=1", "data.num_frames=10", "data.max_gap=9", "head.num_prototypes=64"]
+    argv = ["--settings", "default", "--steps", "1", "--warmup", "0", "--output", str(output)]
+    for override in overrides:
+        argv += ["--set", override]
+    assert main(argv) == 0
+    (result,) = json.loads(output.read_text())
+    assert set(result["stages"]) == set(STAGES) | {"total"}
+    assert all(values["median_ms"] > 0 and values["peak_mib"] >= 0 for values in result["stages"].values())
+    assert result["image"] == [28, 42] and result["prototypes"] == 64
+    assert "| render |" in capsys.readouterr().out
