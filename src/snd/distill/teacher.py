@@ -113,13 +113,17 @@ def mask_aware_upsample(
     total = masked[0] + masked[1] + masked[2] + masked[3]
     none_agree = total == 0
     normaliser = torch.where(none_agree, torch.ones_like(total), total)
-    output = torch.zeros(count, channels, height, width, dtype=features.dtype, device=device)
+    # Channels-last accumulation: one row gather per neighbour ([N, H*W, C]), weights broadcast over channels.
+    rows = features.flatten(2).transpose(1, 2).contiguous()  # [N, h*w, C]
+    output = torch.zeros(count, height * width, channels, dtype=features.dtype, device=device)
     for (ys, xs, _), weight, plain_weight in zip(neighbours, masked, plain):
         weight = weight / normaliser
         if fallback == "bilinear":
             weight = torch.where(none_agree, plain_weight, weight)
-        output.add_(features[:, :, ys][:, :, :, xs] * weight[:, None])
-    return output
+        index = (ys[:, None] * low_width + xs[None, :]).reshape(-1)  # [H*W]
+        output.addcmul_(rows[:, index], weight.reshape(count, -1, 1))
+    # A [N, C, H, W] view of channels-last memory: flattening it back to per-pixel rows (lifting) is free.
+    return output.view(count, height, width, channels).permute(0, 3, 1, 2)
 
 
 def upsample_features(features: torch.Tensor, masks: torch.Tensor | None, mode: str, fallback: str, align_corners: bool) -> torch.Tensor:
