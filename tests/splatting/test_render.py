@@ -229,6 +229,7 @@ def test_projection_matches_gsplat_reference_implementation():
     gsplat_torch = pytest.importorskip("gsplat.cuda._torch_impl")
     generator = torch.Generator().manual_seed(11)
     scene = random_scene(200, 3, WIDTH, HEIGHT, cameras=2, generator=generator)
+    scene["means"][:60, :2] *= 2.5  # well outside the field of view: exercises the Jacobian's frustum clamp
     ours = project_gaussians(
         scene["means"][None], scene["covars"][None], scene["opacities"][None], scene["viewmats"][None], scene["Ks"][None],
         WIDTH, HEIGHT, 0.3, 0.01, 1e10,
