@@ -338,3 +338,13 @@ def test_clear_errors():
         render_gaussians(gaussians, None, torch.eye(4)[None, None], torch.eye(3)[None, None], 16, 16)
     with pytest.raises(ValueError, match="intrinsics"):
         render_gaussians(gaussians, scene["colors"][None], torch.eye(4)[None, None], torch.eye(3)[None], 16, 16)
+
+
+def test_mixed_dtypes_compute_in_means_precision():
+    scene = random_scene(60, 4, 32, 24, generator=torch.Generator().manual_seed(14), behind=0.0)
+    reference = render_features(**cast(scene, torch.float32), width=32, height=24)
+    mixed = dict(cast(scene, torch.float32), Ks=scene["Ks"], viewmats=scene["viewmats"], colors=scene["colors"].to(torch.bfloat16))
+    out = render_features(**mixed, width=32, height=24)
+    assert out.renders.dtype == torch.bfloat16 and out.alphas.dtype == torch.float32
+    assert torch.allclose(out.alphas, reference.alphas, atol=1e-6)
+    assert (out.renders.float() - reference.renders).abs().max() < 2e-2  # bfloat16 colours and output

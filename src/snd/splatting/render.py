@@ -134,10 +134,12 @@ def render_features(
 
     flat_batch = math.prod(batch_dims)
 
-    def flat(tensor, tail):
-        return None if tensor is None else tensor.reshape((flat_batch,) + tuple(tensor.shape[tail:]))
+    dtype = means.dtype  # everything is computed in the means' precision; renders come back in the colors'
 
-    colors_flat = colors.reshape((flat_batch,) + tuple(colors.shape[len(batch_dims) :]))
+    def flat(tensor, tail):
+        return None if tensor is None else tensor.reshape((flat_batch,) + tuple(tensor.shape[tail:])).to(dtype)
+
+    colors_flat = colors.reshape((flat_batch,) + tuple(colors.shape[len(batch_dims) :])).to(dtype)
     arguments = dict(
         means=flat(means, -2),
         covars=flat(covars, -3),
@@ -162,7 +164,7 @@ def render_features(
 
     image_dims = batch_dims + (cameras, height, width)
     return RenderOutput(
-        renders=renders.reshape(image_dims + (channels,)),
+        renders=renders.reshape(image_dims + (channels,)).to(colors.dtype),
         alphas=alphas.reshape(image_dims + (1,)),
         depths=None if depths is None else depths.reshape(image_dims + (1,)),
     )
