@@ -22,10 +22,19 @@ SUBCOMMANDS = {
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("benchmark", choices=sorted(SUBCOMMANDS), help="; ".join(f"{k}: {v}" for k, v in SUBCOMMANDS.items()))
-    parser.add_argument("args", nargs=argparse.REMAINDER, help="arguments for the benchmark (see `<benchmark> --help`)")
-    args = parser.parse_args(argv)
+    parser.add_argument("args", nargs="*", help="arguments for the benchmark (see `<benchmark> --help`)")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # Everything after the subcommand belongs to the benchmark (its own --help included).
+    args = parser.parse_args(argv[:1])
+    args.args = argv[1:]
     # Imported on demand, so each benchmark only needs its own module (and they can land independently).
-    module = importlib.import_module(f"snd.benchmarks.{args.benchmark}")
+    name = f"snd.benchmarks.{args.benchmark}"
+    try:
+        module = importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name != name:
+            raise
+        parser.error(f"benchmark {args.benchmark!r} is not installed ({name} is missing)")
     module.main(args.args)
     return 0
 

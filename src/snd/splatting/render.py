@@ -155,7 +155,8 @@ def render_features(
         backgrounds=flat(backgrounds, -2),
         render_depth=render_depth,
     )
-    if resolve_backend(backend, means.device) == "gsplat":
+    # An empty scene is just the background; gsplat's kernels are not needed (nor tested) for it.
+    if resolve_backend(backend, means.device) == "gsplat" and count > 0:
         from ._gsplat import rasterize_gsplat  # lazy: touching gsplat's kernels may JIT-compile CUDA
 
         renders, alphas, depths = rasterize_gsplat(**arguments, tile_size=tile_size or 16, channel_chunk=channel_chunk)
