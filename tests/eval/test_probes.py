@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from snd.eval import FeatureBatch, ProbeTask, evaluate_probe, train_probe
+from snd.metrics import normal_metrics
 from snd.eval.probes import (
     DEPTH_PROBE,
     NORMALS_PROBE,
@@ -91,12 +92,15 @@ def test_normals_probe_learns_normals_from_oracle_features():
     items = [{"image": torch.zeros(3, 16, 16), "normals": n, "normal_valid": torch.ones(16, 16, dtype=torch.bool)}
              for n in normals]
     features = FeatureBatch(torch.cat([normal_patches, torch.zeros(24, 2, 4, 4)], 1), torch.zeros(24, 5))
-    task = ProbeTask("normals", NORMALS_PROBE.with_overrides(epochs=40, lr=2e-2))
+    task = ProbeTask("normals", NORMALS_PROBE.with_overrides(epochs=100, lr=5e-2))
     head = train_probe(task, features, _Dense(items), progress=False)
     metrics, _ = evaluate_probe(head, features, _Dense(items), "normals", progress=False)
-    # Bicubic upsampling blurs patch borders a little; the bulk of pixels must be close.
-    assert metrics["median"] < 8.0
-    assert metrics["within_30"] > 90.0
+    # The best a 1x1 probe can do is the bicubically upsampled true patch normals (patch borders blur).
+    ideal = F.normalize(F.interpolate(normal_patches, size=(16, 16), mode="bicubic", align_corners=False), dim=1)
+    best = normal_metrics(ideal.numpy(), normals.numpy())
+    assert metrics["median"] < best["median"] + 2.0
+    assert metrics["within_30"] > best["within_30"] - 5.0
+    assert metrics["median"] < 20.0
 
 
 def test_segmentation_probe_learns_classes_from_oracle_features():
