@@ -118,8 +118,7 @@ def test_bad_config_value_fails_with_a_clear_message(tmp_path):
     result = run_distill(["--output_dir", str(tmp_path), "--teacher.blend_alpha", "2"], check=False)
     assert result.returncode == 2
     assert "teacher.blend_alpha" in result.stderr and "[0, 1]" in result.stderr
-    result = run_distill(["--output_dir", str(tmp_path), "--training.nonsense", "1"], check=False)
-    assert result.returncode == 2 and "nonsense" in result.stderr
+    # (unknown keys and other validation errors are covered in-process by test_config_and_parts.py)
 
 
 def test_two_processes_match_one_process_and_share_the_teacher(tmp_path):

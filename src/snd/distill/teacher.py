@@ -336,8 +336,9 @@ class SplatTeacher(nn.Module):
             full_res = upsample_features(low_res, context_masks, self.upsample_mode, self.upsample_fallback, self.upsample_align_corners)
             channels = full_res.shape[1]
             lifted = full_res.reshape(batch, views, channels, height, width)
-        with stage("render"):
-            gaussians = gaussians.with_features(lifted)
+        with stage("render"), torch.autocast(lifted.device.type, enabled=False):
+            # Rendering stays in float32 under mixed precision (alpha compositing accumulates many terms).
+            gaussians = gaussians.to(torch.float32).with_features(lifted.float())
             rendered = render_gaussians(
                 gaussians,
                 gaussians.features,
