@@ -50,17 +50,17 @@ def synthetic_lifted_scene(
 ) -> dict:
     """``render_features`` kwargs for per-pixel Gaussians of two context views seen from a middle view.
 
-    Each context view contributes ``num_gaussians / 2`` Gaussians on a ``3:2`` pixel grid,
+    Each context view contributes half of the ``num_gaussians`` Gaussians on a ``3:2`` pixel grid,
     unprojected at a smooth random depth in [2, 6], isotropic with the pixel's footprint as
     standard deviation, opacity in [0.3, 1]. Cameras share normalised intrinsics (fx = fy = 1
     relative to width/height, centred) and sit 0.2 apart along x; the target sits in between.
     """
     generator = torch.Generator().manual_seed(seed)
-    per_view = num_gaussians // 2
-    context_h = max(1, round(math.sqrt(per_view * 2 / 3)))
-    context_w = max(1, per_view // context_h)
     means, scales = [], []
-    for offset in (-0.1, 0.1):
+    for view, offset in enumerate((-0.1, 0.1)):
+        per_view = num_gaussians // 2 + (num_gaussians % 2) * view
+        context_h = max(1, round(math.sqrt(per_view * 2 / 3)))
+        context_w = max(1, math.ceil(per_view / context_h))
         coarse = torch.rand(1, 1, 6, 9, generator=generator)
         depth = 2.0 + 4.0 * torch.nn.functional.interpolate(coarse, size=(context_h, context_w), mode="bicubic", align_corners=True)
         depth = depth[0, 0].clamp(2.0, 6.0)
@@ -69,8 +69,9 @@ def synthetic_lifted_scene(
         )
         # normalised fx = fy = 1: x/z = u * (1), y/z = v * (H / W) keeps square pixels on the 3:2 grid
         points = torch.stack([u * depth + offset, v * (context_h / context_w) * depth, depth], -1).reshape(-1, 3)
-        means.append(points)
-        scales.append((depth / context_w).reshape(-1))
+        # The last grid row may be partial so that the count is exactly num_gaussians.
+        means.append(points[:per_view])
+        scales.append((depth / context_w).reshape(-1)[:per_view])
     means = torch.cat(means)
     count = means.shape[0]
     scale = torch.cat(scales)
