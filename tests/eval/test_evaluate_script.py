@@ -43,6 +43,7 @@ def test_evaluate_script_writes_report(tmp_path):
         task_file = json.loads((output / model / "depth.json").read_text())
         assert task_file["metrics"]["rmse"] == per_task["depth"]["rmse"]
         assert task_file["info"]["train_images"] == 8 and task_file["info"]["test_images"] == 8
+        assert task_file["info"]["constant_baseline"]["rmse"] > 0  # feature-free reference point
         figures = {p.name for p in (output / model / "figures").iterdir()}
         assert {"pca.png", "correspondence_0000.png", "depth_0000.png", "normals_0000.png",
                 "segmentation_0000.png"} <= figures

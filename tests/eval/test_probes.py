@@ -129,3 +129,18 @@ def test_random_features_do_not_fake_success():
                        features.select(slice(0, 8)), train, progress=False)
     metrics, _ = evaluate_probe(head, features.select(slice(8, 16)), test, "segmentation", progress=False)
     assert metrics["mean_iou"] < 40.0
+
+
+def test_constant_baseline_matches_hand_computation():
+    from snd.eval.runner import constant_baseline
+
+    train = _Dense([{"image": torch.zeros(3, 1, 2), "depth": torch.tensor([[1.0, 3.0]]),
+                     "semantics": torch.tensor([[1, 1]])}], num_classes=2)
+    test = _Dense([{"image": torch.zeros(3, 1, 2), "depth": torch.tensor([[2.0, 4.0]]),
+                    "semantics": torch.tensor([[0, 1]])}], num_classes=2)
+    # mean training depth 2 -> errors 0, 2 -> rmse sqrt(2)
+    assert constant_baseline("depth", train, test)["rmse"] == pytest.approx(math.sqrt(2))
+    # majority class 1 -> pixel accuracy 50 %, IoU class0 0, class1 1/2 -> mIoU 25 %
+    segmentation = constant_baseline("segmentation", train, test)
+    assert segmentation["pixel_accuracy"] == pytest.approx(50.0)
+    assert segmentation["mean_iou"] == pytest.approx(25.0)

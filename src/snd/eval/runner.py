@@ -170,7 +170,8 @@ class Evaluator:
         if kept:
             report.save_dense_figures(task, test, kept, model_dir / "figures")
         info = {"probe": asdict(probe.config), "train_images": len(train), "test_images": len(test),
-                "feature_shape": list(train_features.patches.shape[1:])}
+                "feature_shape": list(train_features.patches.shape[1:]),
+                "constant_baseline": constant_baseline(task, train, test)}
         return metrics, info
 
     def _correspondence_task(self, name, extractor, model_dir):
@@ -216,6 +217,36 @@ class Evaluator:
                   "Probes on frozen features (see snd.eval.probes for the protocols).\n\n")
         table_path = report.write_text(header + report.comparison_table(self.results), self.output_dir / "comparison.md")
         return {"results": results_path, "table": table_path}
+
+
+def constant_baseline(task: str, train, test) -> dict:
+    """Metrics of a feature-free predictor fitted on the training set (mean depth, mean normal,
+    most frequent class), to tell whether a probe learned anything from the features."""
+    from snd.metrics import depth_metrics, normal_metrics, segmentation_metrics
+
+    if len(train) * len(test) > 100_000 or len(test) > 2000:
+        return {}
+    if task == "depth":
+        depths = torch.stack([train[i]["depth"] for i in range(len(train))])
+        value = depths[(depths > 0) & (depths <= train.max_depth)].mean()
+        truth = torch.stack([test[i]["depth"] for i in range(len(test))])
+        truth = torch.where(truth <= test.max_depth, truth, torch.zeros_like(truth))
+        keep = (truth > 0).flatten(1).any(1)
+        return depth_metrics(torch.full_like(truth[keep], float(value)).numpy(), truth[keep].numpy(),
+                             nyu_crop=test.nyu_crop)
+    if task == "normals":
+        total = sum((train[i]["normals"] * train[i]["normal_valid"]).sum((1, 2)) for i in range(len(train)))
+        direction = torch.nn.functional.normalize(total, dim=0)
+        truth = torch.stack([test[i]["normals"] for i in range(len(test))])
+        valid = torch.stack([test[i]["normal_valid"] for i in range(len(test))])
+        return normal_metrics(direction[None, :, None, None].expand_as(truth).numpy(), truth.numpy(), valid=valid.numpy())
+    labels = torch.cat([train[i]["semantics"].flatten() for i in range(len(train))])
+    labels = labels[labels != 255]
+    majority = int(torch.bincount(labels, minlength=train.num_classes).argmax())
+    truth = torch.stack([test[i]["semantics"] for i in range(len(test))])
+    result = segmentation_metrics(torch.full_like(truth, majority).numpy(), truth.numpy(), num_classes=test.num_classes)
+    result.pop("per_class_iou")
+    return result
 
 
 class _ImageView:
