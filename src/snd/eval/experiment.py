@@ -69,7 +69,8 @@ def before_after(run_dirs: list[str | Path], config: EvaluationConfig) -> dict:
 
     Writes ``output_dir/<run>/{before,after}/...`` (full reports), ``output_dir/before_after.json``
     (every number plus mean and std per metric) and ``output_dir/before_after.md`` (table: rows
-    before / after / after - before, cells mean ± std over runs).
+    before / after / after - before, cells mean ± std over runs, plus a feature-free constant
+    predictor for reference).
     """
     output_dir = Path(config.output_dir)
     per_run: dict[str, dict] = {}
@@ -96,6 +97,17 @@ def before_after(run_dirs: list[str | Path], config: EvaluationConfig) -> dict:
                 mean, std = mean_and_spread(values)
                 summary[row].setdefault(task, {})[key] = mean
                 spread[row].setdefault(task, {})[key] = std
+    # The feature-free baseline is the same for every run (same benchmark): read it from the first run.
+    import json
+
+    first_dir = output_dir / Path(run_dirs[0]).name / "before"
+    baseline = {}
+    for task in first["before"]:
+        info = json.loads((first_dir / f"{task}.json").read_text()).get("info", {})
+        if info.get("constant_baseline"):
+            baseline[task] = info["constant_baseline"]
+    if baseline:
+        summary["constant baseline (no features)"] = baseline
     report.write_json({"runs": per_run, "mean": summary, "std": spread}, output_dir / "before_after.json")
     header = (f"Before vs after distillation, {len(per_run)} runs ({', '.join(per_run)}); "
               f"cells: mean ± sample std over runs. Dataset: {config.dataset}.\n\n")
