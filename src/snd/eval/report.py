@@ -148,7 +148,8 @@ def save_match_figure(image0: torch.Tensor, image1: torch.Tensor, matches, path:
     axis.axis("off")
     errors = (matches.predicted - matches.reference).norm(dim=-1)
     up = 1.0 / matches.scale
-    for k in range(min(max_lines, len(errors))):
+    # An even sample over all matches (the best-scored ones tend to sit in one region).
+    for k in torch.linspace(0, len(errors) - 1, min(max_lines, len(errors))).round().long().unique().tolist():
         x0, y0 = (matches.source[k] * up).tolist()
         x1, y1 = (matches.predicted[k] * up).tolist()
         colour = "lime" if errors[k] < threshold else "red"
