@@ -87,3 +87,12 @@ def test_ema_teacher_update_rule_and_interval():
     assert not teacher.training
     with pytest.raises(ValueError, match="momentum"):
         EMATeacher(student, momentum=1.5)
+
+
+def test_prototype_cross_entropy_reports_kl_to_the_teacher():
+    student, teacher = torch.randn(5, 7), torch.randn(5, 7)
+    losses = PrototypeCrossEntropy()(student, teacher)
+    p = torch.softmax(teacher, -1)
+    expected_kl = (p * (torch.log(p) - torch.log_softmax(student, -1))).sum(-1).mean()
+    torch.testing.assert_close(losses["kl"], expected_kl)
+    torch.testing.assert_close(PrototypeCrossEntropy()(teacher, teacher)["kl"], torch.tensor(0.0), atol=1e-6, rtol=0)

@@ -149,7 +149,6 @@ def test_splat_teacher_reproduces_the_context_view_from_its_own_camera():
     the same camera returns (nearly) those features, and the hole mask is empty where every pixel has depth."""
     from snd import SnDConfig, SnDModel
     from snd.data import collate_multiview
-    from snd.data.synthetic import SyntheticSceneConfig
     from snd.distill.build import build_dataset, PreloadedScenes
     from snd.distill.config import DataConfig
     from snd.distill.teacher import EMATeacher, SplatTeacher, backbone_patch_features, downsample_features, upsample_features

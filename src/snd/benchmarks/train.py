@@ -5,7 +5,9 @@ hole masking), student, loss (teacher head + cross-entropy), backward, optimizer
 ``default`` (the embedded default: tiny student, 56x84 synthetic views) and ``vits224`` (a
 ViT-S-sized random student, DINO heads at paper size, 224x224 synthetic views). Peak memory is
 ``torch.cuda.max_memory_allocated`` on CUDA; on CPU it is the peak resident set size above the
-stage's starting RSS, sampled every millisecond by a thread (a coarse upper view of allocations).
+stage's starting RSS, sampled every millisecond by a thread during one extra, untimed step (the
+sampler slows Python-heavy stages, so times come from steps without it). RSS growth is a coarse
+view: memory the allocator reuses from earlier stages does not show.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ class StageProfiler:
         self.times: dict[str, list[float]] = {}
         self.peaks: dict[str, list[float]] = {}
         self.enabled = True
+        self.measure_memory = False  # on CPU the RSS sampling thread competes for the GIL: never time with it on
 
     def _sync(self) -> None:
         if self.device.type == "cuda":
@@ -56,8 +59,9 @@ class StageProfiler:
             yield
             return
         self._sync()
-        sampler = _RSSPeak() if self.device.type != "cuda" else None
-        if sampler is None:
+        cuda = self.device.type == "cuda"
+        sampler = _RSSPeak() if self.measure_memory and not cuda else None
+        if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
             start_memory = torch.cuda.memory_allocated(self.device)
         start = time.perf_counter()
@@ -66,12 +70,12 @@ class StageProfiler:
         finally:
             self._sync()
             elapsed = time.perf_counter() - start
-            if sampler is None:
-                peak = torch.cuda.max_memory_allocated(self.device) - start_memory
-            else:
-                peak = sampler.stop()
-            self.times.setdefault(name, []).append(elapsed)
-            self.peaks.setdefault(name, []).append(max(peak, 0) / 2**20)
+            if cuda:
+                self.peaks.setdefault(name, []).append(max(torch.cuda.max_memory_allocated(self.device) - start_memory, 0) / 2**20)
+            elif sampler is not None:
+                self.peaks.setdefault(name, []).append(max(sampler.stop(), 0) / 2**20)
+            if not self.measure_memory or cuda:
+                self.times.setdefault(name, []).append(elapsed)
 
 
 class _RSSPeak:
@@ -123,8 +127,11 @@ def run_setting(name: str, steps: int, warmup: int, device: str, threads: int | 
     optimizer = torch.optim.Adam(trainable, lr=config.training.lr)
     profiler = StageProfiler(device)
     batch_size = config.training.batch_size
-    for step in range(warmup + steps):
+    # warm-up steps, timed steps, then (CPU) one more step with the RSS sampler for the memory column
+    memory_steps = 0 if device.type == "cuda" else 1
+    for step in range(warmup + steps + memory_steps):
         profiler.enabled = step >= warmup
+        profiler.measure_memory = step >= warmup + steps
         start = time.perf_counter()
         with profiler("data"):
             batch = collate_multiview([dataset[(step * batch_size + i) % len(dataset)] for i in range(batch_size)]).to(device)
@@ -136,7 +143,7 @@ def run_setting(name: str, steps: int, warmup: int, device: str, threads: int | 
             optimizer.zero_grad(set_to_none=True)
         with profiler("ema"):
             teacher.maybe_update(step + 1, student.backbone, student.head)
-        if profiler.enabled:
+        if profiler.enabled and not profiler.measure_memory:
             profiler.times.setdefault("total", []).append(time.perf_counter() - start)
     parameters = sum(p.numel() for p in student.backbone.parameters())
     return {

@@ -43,12 +43,18 @@ class PrototypeCrossEntropy(nn.Module):
         teacher_probs = F.softmax(teacher_logits.float() / self.teacher_temperature, dim=-1).detach()
         student_log_probs = F.log_softmax(student_logits.float() / self.student_temperature, dim=-1)
         per_patch = -(teacher_probs * student_log_probs).sum(dim=-1)  # [P]
+        # The teacher entropy is the floor of the cross-entropy; CE - H = KL(teacher || student) shows progress
+        # even when near-uniform teacher distributions (temperature 1, as released) keep the CE close to log K.
+        entropy = -(teacher_probs * torch.log(teacher_probs.clamp_min(1e-30))).sum(dim=-1)  # [P]
         if self.average == "valid" and valid is not None:
             weights = valid.to(per_patch.dtype)
-            loss = (per_patch * weights).sum() / weights.sum().clamp_min(1.0)
+            normaliser = weights.sum().clamp_min(1.0)
+            loss = (per_patch * weights).sum() / normaliser
+            mean_entropy = (entropy * weights).sum() / normaliser
         else:
             loss = per_patch.mean()
-        return {"loss": loss, "prototype_ce": loss.detach()}
+            mean_entropy = entropy.mean()
+        return {"loss": loss, "prototype_ce": loss.detach(), "teacher_entropy": mean_entropy.detach(), "kl": loss.detach() - mean_entropy.detach()}
 
 
 class CosineDistillLoss(nn.Module):

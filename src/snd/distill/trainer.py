@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from .build import DistillStudent, PreloadedScenes, backbone_config, build_dataset, build_lifter, build_student, merged_backbone, move_lifter
-from .checkpoints import atomic_save_pretrained, read_checkpoint_metadata, resolve_resume, save_checkpoint
+from .checkpoints import atomic_save_pretrained, resolve_resume, save_checkpoint
 from .config import DistillConfig
 from .loss import CosineDistillLoss, PrototypeCrossEntropy
 from .teacher import EMATeacher, SplatTeacher, StageTimer, backbone_patch_features, no_timer
@@ -360,6 +359,7 @@ def train(
                 record = {
                     "step": state.step,
                     "loss": mean_loss,
+                    **{name: accelerator.reduce(losses[name].detach().float().reshape(1), reduction="mean").item() for name in ("kl", "teacher_entropy") if name in losses},
                     "lr": scheduler.get_last_lr()[0],
                     "valid_fraction": float(losses["valid_fraction"]),
                     "samples_per_s": samples_per_s,
@@ -435,11 +435,12 @@ def _student_features(backbone: nn.Module, image: torch.Tensor, patch_size: int,
 def _export(config, student: DistillStudent, teacher: EMATeacher, output_dir: Path, image, patch_size, device) -> dict:
     from safetensors.torch import save_file
 
+    from ..models.snd_dinov2 import SnDImageProcessor
     from ..viz import pca_project, pca_image, save_image_grid
 
     student_model = merged_backbone(student.backbone)
     teacher_model = merged_backbone(teacher.backbone)
-    processor = _image_processor(student_model)
+    processor = SnDImageProcessor()  # default DINOv2 preprocessing, so AutoImageProcessor works on the exports
     files = {
         "student": atomic_save_pretrained(student_model, output_dir / "student", processor),
         "teacher": atomic_save_pretrained(teacher_model, output_dir / "teacher", processor),
@@ -461,15 +462,6 @@ def _export(config, student: DistillStudent, teacher: EMATeacher, output_dir: Pa
     pictures = [image, pca_image(before, basis=basis, size=size), pca_image(after, basis=basis, size=size)]
     files["pca"] = save_image_grid([pictures], output_dir / "pca_before_after.png", titles=["held-out view", "student before", "student after"])
     return files
-
-
-def _image_processor(model):
-    from ..models.snd_dinov2 import SnDImageProcessor
-
-    try:
-        return SnDImageProcessor()
-    except Exception:  # pragma: no cover - an image processor is optional for saving
-        return None
 
 
 def _push(config: DistillConfig, output_dir: Path, repo_id: str):
