@@ -208,7 +208,7 @@ def train(
 
     Writes to ``config.training.output_dir``: ``checkpoints/checkpoint-XXXXXXXX`` (accelerate state),
     ``student/`` and ``teacher/`` (``save_pretrained``, LoRA merged), ``heads.safetensors``,
-    ``config.yaml``, ``loss_log.jsonl``, ``pca_before_after.png`` and TensorBoard logs under ``logs/``.
+    ``config.yaml``, ``loss_log.jsonl``, ``train_summary.json``, ``pca_before_after.png`` and TensorBoard event files under ``snd-distill/`` (when tensorboard is installed).
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
