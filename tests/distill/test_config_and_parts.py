@@ -49,6 +49,7 @@ def test_overrides_from_set_and_dotted_flags(tmp_path):
         ({"data": {"dataset": "scannetpp", "root": None}, "lifter": {"kind": "depth"}}, "data.root is required"),
         ({"data": {"dataset": "synthetic"}, "lifter": {"kind": "mvsplat"}}, "lifter.checkpoint is required"),
         ({"training": {"batch_size": True}}, "training.batch_size: expected int"),
+        ({"data": {"dataset": "re10k", "root": "/data"}, "lifter": {"kind": "depth"}}, "RealEstate10K does not have"),
     ],
 )
 def test_validation_names_the_field(values, message):

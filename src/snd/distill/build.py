@@ -174,11 +174,12 @@ def _view_sampler(config: DataConfig, seed: int):
     return ViewSampler(min_gap=config.min_gap, max_gap=config.max_gap, num_target=config.num_target_views, seed=seed)
 
 
-def build_dataset(config: DataConfig, seed: int, held_out: bool = False):
+def build_dataset(config: DataConfig, seed: int, held_out: bool = False, load_depth: bool = False):
     """The training dataset (or, with ``held_out``, a dataset the run never trains on, for pictures).
 
     Synthetic: held-out scenes come from another generator seed. Real data: the "val" split when
     ``held_out`` (falling back to the training split when the dataset has no such split).
+    ``load_depth`` reads ScanNet++ depth maps (needed by the depth lifter).
     """
     if config.dataset == "synthetic":
         from ..data.synthetic import SyntheticSceneConfig
@@ -197,16 +198,18 @@ def build_dataset(config: DataConfig, seed: int, held_out: bool = False):
         )
         return SyntheticMultiViewDataset(scenes, sampler=_view_sampler(config, seed), samples_per_scene=config.samples_per_scene)
     split = "val" if held_out else config.split
-    if config.dataset == "scannetpp":
-        from ..data import ScanNetPPDataset as dataset_class
-    else:
-        from ..data import RE10KDataset as dataset_class
     kwargs = dict(
         sampler=_view_sampler(config, seed),
         image_shape=(config.image_height, config.image_width),
         samples_per_scene=config.samples_per_scene,
         skip_bad_samples=config.skip_bad_samples,
     )
+    if config.dataset == "scannetpp":
+        from ..data import ScanNetPPDataset as dataset_class
+
+        kwargs["load_depth"] = load_depth
+    else:
+        from ..data import RE10KDataset as dataset_class
     try:
         return dataset_class(config.root, split=split, **kwargs)
     except (FileNotFoundError, ValueError):

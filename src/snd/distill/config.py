@@ -442,6 +442,8 @@ def validate(config: DistillConfig) -> DistillConfig:
         raise ConfigError(f"data.num_frames ({config.data.num_frames}) must exceed data.min_gap ({config.data.min_gap}) for synthetic scenes")
     if config.data.dataset != "synthetic" and not config.data.root:
         raise ConfigError(f"data.root is required for data.dataset={config.data.dataset!r}")
+    if config.lifter.kind == "depth" and config.data.dataset == "re10k":
+        raise ConfigError("lifter.kind='depth' needs depth maps, which RealEstate10K does not have; use lifter.kind='mvsplat'")
     if config.lifter.kind == "mvsplat" and not config.lifter.checkpoint:
         raise ConfigError("lifter.checkpoint is required for lifter.kind='mvsplat' (e.g. the MVSplat re10k.ckpt)")
     if config.model.finetune == "lora" and not config.model.lora_target_modules:

@@ -257,7 +257,7 @@ def train(
         render_backend=config.teacher.render_backend,
     ).to(accelerator.device)
     loss_fn = build_loss(config)
-    dataset = build_dataset(config.data, training.seed)
+    dataset = build_dataset(config.data, training.seed, load_depth=config.lifter.kind == "depth")
     if config.data.preload:
         dataset = PreloadedScenes(dataset, progress=progress and accelerator.is_main_process)
     from ..data import collate_multiview
@@ -418,7 +418,7 @@ def _fingerprint(module: nn.Module) -> torch.Tensor:
 
 def _held_out_image(config: DistillConfig) -> torch.Tensor:
     """One target image ``[3, H, W]`` from a scene the run does not train on (see ``build_dataset``)."""
-    dataset = build_dataset(config.data, config.training.seed, held_out=True)
+    dataset = build_dataset(config.data, config.training.seed, held_out=True, load_depth=config.lifter.kind == "depth")
     return dataset[0].target.images[0]
 
 
