@@ -177,3 +177,26 @@ def test_splat_teacher_reproduces_the_context_view_from_its_own_camera():
     splat.blend_alpha = 0.0
     blended = splat(batch.context, batch.target, grid_size=(2, 3)).features
     assert not torch.allclose(blended, targets.features)
+
+
+def test_splat_teacher_with_an_mvsplat_lifter_directory(tmp_path):
+    """lifter.kind=mvsplat with a save_pretrained directory (a tiny random MVSplat): Gaussians per context pixel,
+    rendered teacher targets on the student's grid, holes where the prediction reaches nothing."""
+    from snd import SnDConfig, SnDModel
+    from snd.data import collate_multiview
+    from snd.distill.build import PreloadedScenes, build_dataset, build_lifter
+    from snd.distill.config import DataConfig, LifterConfig
+    from snd.distill.teacher import EMATeacher, SplatTeacher
+    from snd.models.mvsplat import MVSplatConfig, MVSplatModel
+
+    torch.manual_seed(0)
+    MVSplatModel(MVSplatConfig.tiny()).save_pretrained(tmp_path / "mvsplat")
+    lifter = build_lifter(LifterConfig(kind="mvsplat", checkpoint=str(tmp_path / "mvsplat")))
+    assert not any(p.requires_grad for p in lifter.model.parameters())
+    data = DataConfig(dataset="synthetic", image_height=32, image_width=32, num_scenes=1, num_frames=10, max_gap=9)
+    batch = collate_multiview([PreloadedScenes(build_dataset(data, seed=0))[0]])
+    splat = SplatTeacher(EMATeacher(SnDModel(SnDConfig.tiny())), lifter, patch_size=14)
+    targets = splat(batch.context, batch.target, grid_size=(2, 2))
+    assert targets.features.shape == (1, 1, 32, 2, 2) and targets.holes.shape == (1, 1, 32, 32)
+    assert torch.isfinite(targets.features).all()
+    assert torch.equal(targets.features.masked_select(~targets.valid[:, :, None].expand_as(targets.features)).abs().sum(), torch.tensor(0.0))
