@@ -114,15 +114,16 @@ def to_uint8_image(image) -> np.ndarray:
 
 def save_image_grid(rows: list[list[np.ndarray]], path: str | Path, titles: list[str] | None = None, scale: float = 2.0) -> Path:
     """Save a grid of pictures (rows of ``uint8 [H, W, 3]`` arrays) as one PNG, written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    # A bare Figure with its own Agg canvas: no pyplot, so notebooks keep their inline backend.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     num_rows, num_cols = len(rows), max(len(row) for row in rows)
-    figure, axes = plt.subplots(num_rows, num_cols, figsize=(scale * num_cols, scale * num_rows), squeeze=False)
+    figure = Figure(figsize=(scale * num_cols, scale * num_rows))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(num_rows, num_cols, squeeze=False)
     for row_index, row in enumerate(rows):
         for col_index in range(num_cols):
             axis = axes[row_index][col_index]
@@ -134,7 +135,6 @@ def save_image_grid(rows: list[list[np.ndarray]], path: str | Path, titles: list
     figure.tight_layout()
     temporary = path.with_name(f".{path.name}.tmp.png")
     figure.savefig(temporary, dpi=100)
-    plt.close(figure)
     temporary.replace(path)
     return path
 
