@@ -114,54 +114,50 @@ def transformers_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 TO_TORCHHUB = {"torchhub": torchhub_layout, "timm": timm_layout, "transformers": transformers_layout}
 
 
-def torchhub_to_snd(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """torch.hub layout -> `SnDModel` state-dict names (unknown keys pass through, to be reported)."""
-    renames = [
-        (r"^cls_token$", "embeddings.cls_token"),
-        (r"^mask_token$", "embeddings.mask_token"),
-        (r"^register_tokens$", "embeddings.register_tokens"),
-        (r"^pos_embed$", "embeddings.position_embeddings"),
-        (r"^patch_embed\.proj\.", "embeddings.patch_embeddings.projection."),
-        (r"^blocks\.(\d+)\.attn\.", r"encoder.layer.\1.attention."),
-        (r"^blocks\.(\d+)\.ls1\.gamma$", r"encoder.layer.\1.layer_scale1.lambda1"),
-        (r"^blocks\.(\d+)\.ls2\.gamma$", r"encoder.layer.\1.layer_scale2.lambda1"),
-        (r"^blocks\.(\d+)\.", r"encoder.layer.\1."),
-        (r"^norm\.", "layernorm."),
-    ]
+# (torch.hub name, SnDModel name); `{i}` is a block index, a trailing "." marks a prefix. Order matters: the
+# first matching row wins, so specific block entries come before the generic `blocks.{i}.` prefix.
+_TORCHHUB_SND_NAMES = [
+    ("cls_token", "embeddings.cls_token"),
+    ("mask_token", "embeddings.mask_token"),
+    ("register_tokens", "embeddings.register_tokens"),
+    ("pos_embed", "embeddings.position_embeddings"),
+    ("patch_embed.proj.", "embeddings.patch_embeddings.projection."),
+    ("blocks.{i}.attn.", "encoder.layer.{i}.attention."),
+    ("blocks.{i}.ls1.gamma", "encoder.layer.{i}.layer_scale1.lambda1"),
+    ("blocks.{i}.ls2.gamma", "encoder.layer.{i}.layer_scale2.lambda1"),
+    ("blocks.{i}.", "encoder.layer.{i}."),
+    ("norm.", "layernorm."),
+]
+
+
+def _rename(state: dict[str, torch.Tensor], pairs: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
+    """Rename keys by the first matching `(source, target)` template; unknown keys pass through (reported later)."""
+    compiled = []
+    for source, target in pairs:
+        pattern = re.escape(source).replace(re.escape("{i}"), r"(?P<i>\d+)")
+        compiled.append((re.compile(pattern if source.endswith(".") else pattern + "$"), target))
     out = {}
     for key, value in state.items():
-        for pattern, replacement in renames:
-            if re.match(pattern, key):
-                key = re.sub(pattern, replacement, key)
+        for pattern, target in compiled:
+            match = pattern.match(key)
+            if match:
+                key = target.replace("{i}", match.groupdict().get("i") or "") + key[match.end():]
                 break
-        if key == "embeddings.mask_token" and value.ndim == 2:
-            value = value.reshape(1, -1)
         out[key] = value
+    return out
+
+
+def torchhub_to_snd(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """torch.hub layout -> `SnDModel` state-dict names (unknown keys pass through, to be reported)."""
+    out = _rename(state, _TORCHHUB_SND_NAMES)
+    if "embeddings.mask_token" in out and out["embeddings.mask_token"].ndim == 2:
+        out["embeddings.mask_token"] = out["embeddings.mask_token"].reshape(1, -1)
     return out
 
 
 def snd_to_torchhub(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """`SnDModel` names -> torch.hub layout (to export, and to build test checkpoints in the original layout)."""
-    renames = [
-        (r"^embeddings\.cls_token$", "cls_token"),
-        (r"^embeddings\.mask_token$", "mask_token"),
-        (r"^embeddings\.register_tokens$", "register_tokens"),
-        (r"^embeddings\.position_embeddings$", "pos_embed"),
-        (r"^embeddings\.patch_embeddings\.projection\.", "patch_embed.proj."),
-        (r"^encoder\.layer\.(\d+)\.attention\.", r"blocks.\1.attn."),
-        (r"^encoder\.layer\.(\d+)\.layer_scale1\.lambda1$", r"blocks.\1.ls1.gamma"),
-        (r"^encoder\.layer\.(\d+)\.layer_scale2\.lambda1$", r"blocks.\1.ls2.gamma"),
-        (r"^encoder\.layer\.(\d+)\.", r"blocks.\1."),
-        (r"^layernorm\.", "norm."),
-    ]
-    out = {}
-    for key, value in state.items():
-        for pattern, replacement in renames:
-            if re.match(pattern, key):
-                key = re.sub(pattern, replacement, key)
-                break
-        out[key] = value
-    return out
+    return _rename(state, [(target, source) for source, target in _TORCHHUB_SND_NAMES])
 
 
 def describe_architecture(canonical: dict[str, torch.Tensor]) -> dict:

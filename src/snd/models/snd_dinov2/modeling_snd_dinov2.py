@@ -254,6 +254,16 @@ class SnDPreTrainedModel(PreTrainedModel):
         elif isinstance(module, SnDLayerScale):
             init.constant_(module.lambda1, self.config.layerscale_value)
 
+    def _build_trunk(self, config: SnDConfig) -> None:
+        """Embeddings, blocks and final norm: the same names in `SnDModel` and `SnDBackbone`, so one checkpoint
+        serves both."""
+        self.embeddings = SnDEmbeddings(config)
+        self.encoder = SnDEncoder(config)
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embeddings.patch_embeddings
+
     def _set_gradient_checkpointing(self, enable: bool = True, gradient_checkpointing_func=None):
         for module in self.modules():
             if isinstance(module, SnDEncoder):
@@ -275,13 +285,8 @@ class SnDModel(SnDPreTrainedModel):
 
     def __init__(self, config: SnDConfig):
         super().__init__(config)
-        self.embeddings = SnDEmbeddings(config)
-        self.encoder = SnDEncoder(config)
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self._build_trunk(config)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.embeddings.patch_embeddings
 
     @property
     def num_prefix_tokens(self) -> int:
@@ -332,13 +337,8 @@ class SnDBackbone(SnDPreTrainedModel, BackboneMixin):
         super().__init__(config)
         self._init_transformers_backbone()
         self.num_features = [config.hidden_size] * (config.num_hidden_layers + 1)
-        self.embeddings = SnDEmbeddings(config)
-        self.encoder = SnDEncoder(config)
-        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self._build_trunk(config)
         self.post_init()
-
-    def get_input_embeddings(self) -> nn.Module:
-        return self.embeddings.patch_embeddings
 
     def forward(
         self,
