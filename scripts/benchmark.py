@@ -6,6 +6,7 @@ Examples:
     python scripts/benchmark.py render --threads 1
     python scripts/benchmark.py lift --help
     python scripts/benchmark.py train --help
+    python scripts/benchmark.py data --sizes 64x64
 """
 
 import argparse
@@ -16,6 +17,7 @@ SUBCOMMANDS = {
     "render": "one-pass feature splatting vs. 3 channels per rasterizer call",
     "lift": "Gaussian lifting (depth / MVSplat) throughput",
     "train": "distillation training step throughput",
+    "data": "synthetic scene rendering throughput (views/s)",
 }
 
 
