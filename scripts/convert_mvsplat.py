@@ -19,14 +19,9 @@ def main(argv=None) -> int:
     parser.add_argument("--input", required=True, help="official MVSplat checkpoint (.ckpt)")
     parser.add_argument("--output", required=True, help="new folder to write (config.json, model.safetensors)")
     parser.add_argument("--push-to-hub", metavar="REPO", help="also push the converted model to this Hub repo")
-    parser.add_argument(
-        "--trust-checkpoint",
-        action="store_true",
-        help="unpickle the checkpoint fully if the weights-only loader refuses it (can run code from the file)",
-    )
     args = parser.parse_args(argv)
     try:
-        report = convert_checkpoint(args.input, args.output, trusted=args.trust_checkpoint, push_to_hub=args.push_to_hub)
+        report = convert_checkpoint(args.input, args.output, push_to_hub=args.push_to_hub)
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -223,15 +223,29 @@ def test_unknown_format_and_not_a_dinov2_checkpoint():
         convert_backbone({"weight": torch.zeros(2)}, "torchhub")
 
 
-class NotATensor:  # pickled into a checkpoint: must be refused, not executed
-    pass
+class RunsCode:
+    """Pickles as a call to `Path.touch(marker)`: what a malicious checkpoint would do on a full unpickle."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
 
 
-def test_pickles_with_objects_are_refused(tmp_path):
-    path = tmp_path / "evil.pth"
-    torch.save({"cls_token": torch.zeros(1, 1, 32), "payload": NotATensor()}, path)
-    with pytest.raises(ConversionError, match="weights-only"):
-        convert_backbone(path, "torchhub")
+def test_pickled_objects_are_read_inert_never_run(tmp_path):
+    reference = transformers_reference(seed=13)
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "training_checkpoint.pth"
+    torch.save({"model": to_torchhub_layout(reference), "args": RunsCode(marker)}, path)
+    with pytest.raises(Exception):
+        torch.load(path, weights_only=True)  # weights-only refuses the extra object by itself
+    model, _ = convert_backbone(path, "torchhub", "tiny")
+    assert not marker.exists()
+    compare(model, reference, 0)
+    (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(ConversionError, match="garbage.pth: could not be read as a torch checkpoint"):
+        convert_backbone(tmp_path / "garbage.pth", "torchhub")
 
 
 def test_script_end_to_end_and_no_output_when_check_fails(tmp_path):

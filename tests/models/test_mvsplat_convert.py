@@ -140,14 +140,28 @@ class _ConfigObject:
         self.lr = 1e-4
 
 
-def test_non_tensor_pickles_are_refused_with_the_way_out(tiny, tmp_path):
+class _Payload:
+    """Pickles as a call to `Path.touch(marker)`: a stand-in for code a malicious checkpoint would run."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_non_tensor_pickles_load_without_running_code(tiny, tmp_path):
+    marker = tmp_path / "code-ran"
     path = tmp_path / "with_object.ckpt"
-    checkpoint = {"state_dict": {ours_to_official(k): v for k, v in tiny.state_dict().items()}, "hyper_parameters": _ConfigObject()}
-    torch.save(checkpoint, path)
-    with pytest.raises(ConversionError, match="--trust-checkpoint"):
-        load_official_checkpoint(path)
-    # Explicit opt-in only (the class is importable here, so full unpickling works).
-    assert len(load_official_checkpoint(path, trusted=True)) == len(tiny.state_dict())
+    state = {ours_to_official(k): v for k, v in tiny.state_dict().items()}
+    torch.save({"state_dict": state, "hyper_parameters": _ConfigObject(), "payload": _Payload(marker)}, path)
+    with pytest.raises(Exception):  # the weights-only loader refuses this file on its own
+        torch.load(path, weights_only=True)
+    loaded = load_official_checkpoint(path)
+    assert not marker.exists()  # the pickled call was never made
+    assert set(loaded) == set(state) and all(torch.equal(loaded[k], state[k]) for k in state)
 
 
 def test_not_an_mvsplat_checkpoint(tmp_path):

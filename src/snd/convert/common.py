@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from .pickles import load_checkpoint_safely
 from ..models.snd_dinov2 import PRESETS, SnDConfig, SnDModel, normalize_images
 
 _WRAPPER_KEYS = ("state_dict", "model", "teacher", "student", "model_state_dict")
@@ -54,10 +55,10 @@ def _read_file(path: Path) -> dict[str, torch.Tensor]:
 
         return load_file(str(path))
     try:
-        # Untrusted pickles must not run code: tensors and plain containers only.
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # Untrusted pickles must not run code: weights-only, or tensors with every other object inert.
+        state = load_checkpoint_safely(path)
     except Exception as error:  # noqa: BLE001 - re-raised with the file named
-        raise ConversionError(f"{path}: could not be read as a weights-only torch checkpoint ({error})") from error
+        raise ConversionError(f"{path}: could not be read as a torch checkpoint ({error})") from error
     if not isinstance(state, dict):
         raise ConversionError(f"{path}: expected a dict of tensors, got {type(state).__name__}")
     return _unwrap(state, str(path))

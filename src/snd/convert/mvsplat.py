@@ -17,6 +17,7 @@ import torch
 
 from ..models.mvsplat import MVSplatConfig, MVSplatModel
 from .common import ConversionError
+from .pickles import load_checkpoint_safely
 
 ENCODER_PREFIX = "encoder."
 
@@ -31,27 +32,20 @@ def ours_to_official(key: str) -> str:
     return ENCODER_PREFIX + key
 
 
-def load_official_checkpoint(path: str | os.PathLike, trusted: bool = False) -> dict[str, torch.Tensor]:
-    """Read the `state_dict` of an official MVSplat checkpoint with `torch.load(weights_only=True)`.
+def load_official_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read the `state_dict` of an official MVSplat checkpoint without running code from it.
 
-    Lightning checkpoints are pickles; the weights-only unpickler accepts tensors and plain containers, which is
-    all the released checkpoints hold. If a checkpoint carries other pickled objects (a saved config object,
-    for instance) the weights-only load fails and this raises, naming the object; pass `trusted=True`
-    (`--trust-checkpoint`) only for a file whose origin you trust, since full unpickling can run code.
+    Lightning checkpoints are pickles. `torch.load(weights_only=True)` reads tensors and plain containers; if a
+    checkpoint also carries other pickled objects (a saved config object, for instance), those are read as inert
+    placeholders instead (`snd.convert.pickles`), so nothing named in the file is imported or called.
     """
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"{path}: no such checkpoint file")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=not trusted)
-    except Exception as error:  # noqa: BLE001 - re-raised with the file and the way out named
-        if trusted:
-            raise ConversionError(f"{path}: could not be read as a torch checkpoint ({error})") from error
-        raise ConversionError(
-            f"{path}: could not be read with torch.load(weights_only=True): {error}\n"
-            "The file holds pickled objects other than tensors and plain containers. If you trust its origin, rerun "
-            "with --trust-checkpoint (trusted=True) to unpickle it fully; that can execute code from the file."
-        ) from error
+        state = load_checkpoint_safely(path)
+    except Exception as error:  # noqa: BLE001 - re-raised with the file named
+        raise ConversionError(f"{path}: could not be read as a torch checkpoint ({error})") from error
     if not isinstance(state, dict):
         raise ConversionError(f"{path}: expected a Lightning checkpoint dict, got {type(state).__name__}")
     if "state_dict" in state:
@@ -162,13 +156,13 @@ def convert_state_dict(
 
 
 def convert_checkpoint(
-    source: str | os.PathLike, output: str | os.PathLike, trusted: bool = False, push_to_hub: str | None = None
+    source: str | os.PathLike, output: str | os.PathLike, push_to_hub: str | None = None
 ) -> MVSplatConversionReport:
     """Read an official checkpoint, convert it and `save_pretrained` it to `output` (safetensors), atomically."""
     output = Path(output)
     if output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ConversionError(f"{output}: exists and is not an empty folder; choose a new output folder")
-    model, report = convert_state_dict(load_official_checkpoint(source, trusted=trusted))
+    model, report = convert_state_dict(load_official_checkpoint(source))
     output.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
     model.save_pretrained(staging, safe_serialization=True)
