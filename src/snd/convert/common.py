@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 
 from .pickles import load_checkpoint_safely
-from ..models.snd_dinov2 import PRESETS, SnDConfig, SnDModel, normalize_images
+from ..models.snd_dinov2 import PRESETS, SnDModel, normalize_images
 
 _WRAPPER_KEYS = ("state_dict", "model", "teacher", "student", "model_state_dict")
 _PREFIXES = ("module.", "backbone.", "encoder.backbone.", "dinov2.", "model.")
@@ -49,16 +49,20 @@ def strip_prefixes(state_dict: dict[str, torch.Tensor], prefixes=_PREFIXES) -> d
     return state_dict
 
 
+def read_torch_checkpoint(path: Path):
+    """Unpickle a torch checkpoint without running code from it (see `snd.convert.pickles`); errors name the file."""
+    try:
+        return load_checkpoint_safely(path)
+    except Exception as error:  # noqa: BLE001 - re-raised with the file named
+        raise ConversionError(f"{path}: could not be read as a torch checkpoint ({error})") from error
+
+
 def _read_file(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    try:
-        # Untrusted pickles must not run code: weights-only, or tensors with every other object inert.
-        state = load_checkpoint_safely(path)
-    except Exception as error:  # noqa: BLE001 - re-raised with the file named
-        raise ConversionError(f"{path}: could not be read as a torch checkpoint ({error})") from error
+    state = read_torch_checkpoint(path)
     if not isinstance(state, dict):
         raise ConversionError(f"{path}: expected a dict of tensors, got {type(state).__name__}")
     return _unwrap(state, str(path))
@@ -174,7 +178,3 @@ def verify_patch_tokens(
                 f"(max |patch token difference| = {difference:.3g} > {tolerance:g}); nothing was saved"
             )
     return worst
-
-
-def native_size(config: SnDConfig) -> tuple[int, int]:
-    return (config.image_size, config.image_size)

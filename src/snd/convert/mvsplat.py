@@ -16,8 +16,7 @@ from pathlib import Path
 import torch
 
 from ..models.mvsplat import MVSplatConfig, MVSplatModel
-from .common import ConversionError
-from .pickles import load_checkpoint_safely
+from .common import ConversionError, read_torch_checkpoint
 
 ENCODER_PREFIX = "encoder."
 
@@ -42,10 +41,7 @@ def load_official_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor]
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"{path}: no such checkpoint file")
-    try:
-        state = load_checkpoint_safely(path)
-    except Exception as error:  # noqa: BLE001 - re-raised with the file named
-        raise ConversionError(f"{path}: could not be read as a torch checkpoint ({error})") from error
+    state = read_torch_checkpoint(path)
     if not isinstance(state, dict):
         raise ConversionError(f"{path}: expected a Lightning checkpoint dict, got {type(state).__name__}")
     if "state_dict" in state:
