@@ -99,23 +99,24 @@ def isotropic_setup(opacity, scale, depth, focal=20.0, centre=16.5, size=33):
     )
 
 
-@pytest.mark.parametrize("opacity", [0.3, 0.8, 1.0])
-def test_single_isotropic_gaussian_closed_form(opacity):
+@pytest.mark.parametrize("opacity,max_alpha", [(0.3, 0.999), (0.8, 0.999), (1.0, 0.999), (0.995, 0.99), (1.0, 0.99)])
+def test_single_isotropic_gaussian_closed_form(opacity, max_alpha):
     focal, scale, depth = 20.0, 0.05, 2.0
     setup = isotropic_setup(opacity, scale, depth, focal)
     colors = torch.tensor([[0.25, -1.5, 3.0]], dtype=torch.float64)
     background = torch.tensor([[0.1, 0.2, 0.3]], dtype=torch.float64)
-    out = render_features(colors=colors, backgrounds=background, render_depth=True, **setup)
+    out = render_features(colors=colors, backgrounds=background, render_depth=True, max_alpha=max_alpha, **setup)
 
     variance = (focal * scale / depth) ** 2 + 0.3  # EWA: J S J^T + eps2d, J = f / z on the axis
     ys, xs = torch.meshgrid(torch.arange(33.0, dtype=torch.float64), torch.arange(33.0, dtype=torch.float64), indexing="ij")
     sigma = 0.5 * ((xs + 0.5 - 16.5) ** 2 + (ys + 0.5 - 16.5) ** 2) / variance
-    alpha = torch.clamp(opacity * torch.exp(-sigma), max=0.999)
+    alpha = torch.clamp(opacity * torch.exp(-sigma), max=max_alpha)
     radius = math.ceil(min(3.33, math.sqrt(2 * math.log(255 * opacity))) * math.sqrt(variance))
     alpha = torch.where((alpha >= 1 / 255) & ((xs - 16).abs() <= radius) & ((ys - 16).abs() <= radius), alpha, 0.0)
 
     peak = out.renders[0, 16, 16]
-    assert torch.allclose(peak, min(opacity, 0.999) * colors[0] + (1 - min(opacity, 0.999)) * background[0], atol=1e-12)
+    peak_alpha = min(opacity, max_alpha)
+    assert torch.allclose(peak, peak_alpha * colors[0] + (1 - peak_alpha) * background[0], atol=1e-12)
     assert torch.allclose(out.alphas[0, ..., 0], alpha, atol=1e-12)
     expected = alpha[..., None] * colors[0] + (1 - alpha[..., None]) * background[0]
     assert torch.allclose(out.renders[0], expected, atol=1e-12)

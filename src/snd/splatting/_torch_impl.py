@@ -252,6 +252,7 @@ def composite_tiles(
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     first_chunk: int = 64,
     max_chunk: int = 1024,
+    max_alpha: float = MAX_ALPHA,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Front-to-back alpha compositing of every tile.
 
@@ -300,6 +301,7 @@ def composite_tiles(
         accumulated, transmittance, depth_sum = _composite_group(
             tiles, intersections, gaussian_params, colors, color_ids, depths is not None,
             basis, tile_size, tiles_x, tiles_per_image, min(first_chunk, chunk_cap), chunk_cap, needs_grad,
+            max_alpha=max_alpha,
         )
         if needs_grad:
             all_accumulated = all_accumulated.index_copy(0, tiles, accumulated)
@@ -342,6 +344,7 @@ def _composite_group(
     chunk: int,
     chunk_cap: int,
     needs_grad: bool,
+    max_alpha: float = MAX_ALPHA,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Composite one group of tiles: ``(accumulated [g, P, D], transmittance [g, P], depth_sum [g, P] | None)``."""
     device, dtype = colors.device, colors.dtype
@@ -378,10 +381,10 @@ def _composite_group(
         # Far-away pairs have log alpha down to -1e4; exp() of such values is several times slower
         # (denormal/underflow paths), and anything below -80 is skipped anyway.
         if needs_grad:
-            alpha = torch.exp(log_alpha.clamp(min=LOG_ALPHA_FLOOR)).clamp(max=MAX_ALPHA)
+            alpha = torch.exp(log_alpha.clamp(min=LOG_ALPHA_FLOOR)).clamp(max=max_alpha)
             alpha = torch.nn.functional.threshold(alpha, skip_below, 0.0)
         else:
-            alpha = log_alpha.clamp_(min=LOG_ALPHA_FLOOR).exp_().clamp_(max=MAX_ALPHA)
+            alpha = log_alpha.clamp_(min=LOG_ALPHA_FLOOR).exp_().clamp_(max=max_alpha)
             alpha = torch.nn.functional.threshold_(alpha, skip_below, 0.0)
 
         start_t = transmittance if rows is None else transmittance[rows]  # [a, P]
@@ -440,6 +443,7 @@ def rasterize_torch(
     render_depth: bool,
     tile_size: int = 8,  # any size gives the same result (see render_features)
     max_elements: int = DEFAULT_MAX_ELEMENTS,
+    max_alpha: float = MAX_ALPHA,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Render ``[B, C, H, W, D]`` features, ``[B, C, H, W, 1]`` alphas and optional expected depth.
 
@@ -472,6 +476,7 @@ def rasterize_torch(
         tiles_x,
         depths=projected.depths.reshape(-1) if render_depth else None,
         max_elements=max_elements,
+        max_alpha=max_alpha,
     )
     accumulated = tiles_to_image(accumulated, images, tiles_y, tiles_x, tile_size, height, width)
     transmittance = tiles_to_image(transmittance[..., None], images, tiles_y, tiles_x, tile_size, height, width)

@@ -67,6 +67,7 @@ def render_features(
     tile_size: int | None = None,
     channel_chunk: int = 32,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
+    max_alpha: float = 0.999,
 ) -> RenderOutput:
     """Alpha-composite ``D``-channel Gaussian features into ``C`` cameras in one pass.
 
@@ -87,6 +88,10 @@ def render_features(
         channel_chunk: gsplat backend only: channels per kernel launch (1..513).
         max_elements: torch backend only: ``tiles x 256 x K`` elements per compositing step,
             the knob bounding its working memory.
+        max_alpha: per-pair alpha clamp, ``alpha = min(max_alpha, o exp(-sigma))``. 0.999 is gsplat's
+            (its kernels hard-code it); the graphdeco/LUDVIG rasterizer of the authors' release uses
+            0.99. Any other value than 0.999 renders with the torch backend, on whatever device the
+            inputs are (gsplat cannot honour it).
 
     Returns:
         ``RenderOutput(renders [..., C, H, W, D], alphas [..., C, H, W, 1], depths [..., C, H, W, 1] | None)``.
@@ -97,6 +102,8 @@ def render_features(
     if width is None or height is None or int(width) <= 0 or int(height) <= 0:
         raise ValueError(f"render_features: `width` and `height` must be positive integers, got {width} x {height}")
     width, height = int(width), int(height)
+    if not 0.0 < float(max_alpha) < 1.0:
+        raise ValueError(f"render_features: `max_alpha` must be in (0, 1), got {max_alpha}")
     if not near_plane > 0 or not far_plane > near_plane:
         raise ValueError(f"render_features: need 0 < near_plane < far_plane, got {near_plane}, {far_plane}")
     if means.dim() < 2 or means.shape[-1] != 3:
@@ -156,12 +163,19 @@ def render_features(
         render_depth=render_depth,
     )
     # An empty scene is just the background; gsplat's kernels are not needed (nor tested) for it.
-    if resolve_backend(backend, means.device) == "gsplat" and count > 0:
+    resolved = resolve_backend(backend, means.device)
+    if resolved == "gsplat" and float(max_alpha) != 0.999:
+        if backend == "gsplat":
+            raise ValueError(f"render_features: backend='gsplat' clamps alpha at 0.999; max_alpha={max_alpha} needs backend='torch'")
+        resolved = "torch"
+    if resolved == "gsplat" and count > 0:
         from ._gsplat import rasterize_gsplat  # lazy: touching gsplat's kernels may JIT-compile CUDA
 
         renders, alphas, depths = rasterize_gsplat(**arguments, tile_size=tile_size or 16, channel_chunk=channel_chunk)
     else:
-        renders, alphas, depths = rasterize_torch(**arguments, tile_size=tile_size or 8, max_elements=max_elements)
+        renders, alphas, depths = rasterize_torch(
+            **arguments, tile_size=tile_size or 8, max_elements=max_elements, max_alpha=float(max_alpha)
+        )
 
     image_dims = batch_dims + (cameras, height, width)
     return RenderOutput(
