@@ -29,13 +29,22 @@ class ModelConfig:
     """The student backbone (the teacher starts as a copy of it).
 
     Args:
-        pretrained: local directory, Hub id or torch.hub-layout ``.pth`` of SnD/DINOv2 weights.
-            None: random init from ``preset``. Default "facebook/dinov2-small".
-        preset: ``SnDConfig`` preset for random init ("tiny", "dinov2-s", ...). Default "tiny".
-        config_overrides: extra ``SnDConfig`` kwargs for random init. Default {}.
+        pretrained: local directory, Hub id or torch.hub-layout ``.pth`` of SnD/DINOv2 weights, or any
+            transformers ViT folder/Hub id (``facebook/dinov3-vits16-pretrain-lvd1689m``,
+            ``facebook/dinov2-with-registers-small``...; trained and saved in its own class, see
+            ``snd.backbones``). None: random init from ``preset``. Default "facebook/dinov2-small".
+        preset: random-init architecture: an ``SnDConfig`` preset ("tiny", "dinov2-s", ...) or one of
+            ``snd.backbones.RANDOM_PRESETS`` ("dinov3-tiny", "dinov2reg-tiny", ...). Default "tiny".
+        config_overrides: extra config kwargs for random init. Default {}.
         finetune: "lora" (peft adapters on ``lora_target_modules``, merged on save) or "full". Default "lora".
         lora_rank, lora_alpha, lora_dropout: LoRA hyper-parameters. Defaults 8, 8, 0.1.
-        lora_target_modules: module names the adapters wrap. Default ["qkv", "proj"].
+        lora_target_modules: module names the adapters wrap, or "auto": per architecture from
+            ``snd.backbones.default_lora_targets``. Default "auto".
+        dinov2_as_snd: transformers DINOv2 checkpoints (``Dinov2Model``, ``Dinov2WithRegistersModel``)
+            are converted to ``SnDModel`` (the release's architecture; the paper presets). False: kept
+            and saved in their own class. Default True.
+        rope_augmentation: DINOv3 students keep DINOv3's training-mode RoPE coordinate augmentation
+            (shift/jitter/rescale). Default False (same positions in training and evaluation).
     """
 
     pretrained: str | None = "facebook/dinov2-small"
@@ -45,7 +54,9 @@ class ModelConfig:
     lora_rank: int = 8
     lora_alpha: float = 8.0
     lora_dropout: float = 0.1
-    lora_target_modules: list = field(default_factory=lambda: ["qkv", "proj"])
+    lora_target_modules: list | str = "auto"
+    dinov2_as_snd: bool = True
+    rope_augmentation: bool = False
 
 
 @dataclass
@@ -446,6 +457,8 @@ def validate(config: DistillConfig) -> DistillConfig:
         raise ConfigError("lifter.kind='depth' needs depth maps, which RealEstate10K does not have; use lifter.kind='mvsplat'")
     if config.lifter.kind == "mvsplat" and not config.lifter.checkpoint:
         raise ConfigError("lifter.checkpoint is required for lifter.kind='mvsplat' (e.g. the MVSplat re10k.ckpt)")
+    if isinstance(config.model.lora_target_modules, str) and config.model.lora_target_modules != "auto":
+        raise ConfigError(f"model.lora_target_modules must be a list of module names or 'auto', got {config.model.lora_target_modules!r}")
     if config.model.finetune == "lora" and not config.model.lora_target_modules:
         raise ConfigError("model.lora_target_modules must name at least one module for finetune='lora'")
     return config

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .build import DistillStudent, PreloadedScenes, backbone_config, build_dataset, build_lifter, build_student, merged_backbone, move_lifter
+from ..backbones import backbone_spec
+from .build import DistillStudent, PreloadedScenes, build_dataset, build_lifter, build_student, merged_backbone, move_lifter
 from .checkpoints import atomic_save_pretrained, resolve_resume, save_checkpoint
 from .config import DistillConfig
 from .loss import CosineDistillLoss, PrototypeCrossEntropy
@@ -234,7 +235,7 @@ def train(
 
     # ---- parts
     student = build_student(config)
-    patch_size = backbone_config(student.backbone).patch_size
+    patch_size = backbone_spec(student.backbone).patch_size
     lifter = build_lifter(config.lifter)
     move_lifter(lifter, accelerator.device)
     trainable = [p for p in student.parameters() if p.requires_grad]
@@ -435,16 +436,20 @@ def _student_features(backbone: nn.Module, image: torch.Tensor, patch_size: int,
 def _export(config, student: DistillStudent, teacher: EMATeacher, output_dir: Path, image, patch_size, device) -> dict:
     from safetensors.torch import save_file
 
-    from ..models.snd_dinov2 import SnDImageProcessor
+    from ..backbones import default_image_processor
     from ..viz import pca_project, pca_image, save_image_grid
 
     student_model = merged_backbone(student.backbone)
     teacher_model = merged_backbone(teacher.backbone)
-    processor = SnDImageProcessor()  # default DINOv2 preprocessing, so AutoImageProcessor works on the exports
+    # The architecture's (or the source checkpoint's) preprocessing, so AutoImageProcessor and
+    # pipeline("image-feature-extraction") work on the exports.
+    source = config.model.pretrained if config.model.pretrained and not Path(config.model.pretrained).is_file() else None
+    processor = default_image_processor(student_model, source)
     files = {
         "student": atomic_save_pretrained(student_model, output_dir / "student", processor),
         "teacher": atomic_save_pretrained(teacher_model, output_dir / "teacher", processor),
     }
+    _write_card(config, student_model, output_dir / "student")
     if student.head is not None:
         heads = {f"student.{k}": v.detach().cpu().contiguous() for k, v in student.head.state_dict().items()}
         heads.update({f"teacher.{k}": v.detach().cpu().contiguous() for k, v in teacher.head.state_dict().items()})
@@ -462,6 +467,22 @@ def _export(config, student: DistillStudent, teacher: EMATeacher, output_dir: Pa
     pictures = [image, pca_image(before, basis=basis, size=size), pca_image(after, basis=basis, size=size)]
     files["pca"] = save_image_grid([pictures], output_dir / "pca_before_after.png", titles=["held-out view", "student before", "student after"])
     return files
+
+
+def _write_card(config: DistillConfig, model: nn.Module, folder: Path) -> None:
+    """A README.md model card in the exported folder naming the base model (best effort: a failure only warns)."""
+    try:
+        from ..hub.cards import render_model_card
+
+        repo_id = config.training.hub_model_id or f"local/{folder.parent.name or 'snd-distill'}"
+        info = card_info(config, repo_id, folder.parent)
+        text = str(render_model_card(info, model.config))
+    except Exception as error:  # the card is documentation; never lose a finished run over it
+        logger.warning("no model card written to %s: %s", folder, error)
+        return
+    temporary = folder / ".README.md.tmp"
+    temporary.write_text(text)
+    temporary.replace(folder / "README.md")
 
 
 def _push(config: DistillConfig, output_dir: Path, repo_id: str):
