@@ -75,13 +75,14 @@ class BackboneSpec:
         model_type: ``config.model_type`` (``snd_dinov2``, ``dinov2``, ``dinov2_with_registers``, ``dinov3_vit``...).
         patch_size: side of a square patch in pixels.
         num_prefix_tokens: tokens before the patch tokens (CLS + registers).
-        final_norm: attribute name of the final norm on the unwrapped model.
+        final_norm: attribute name of the final norm on the unwrapped model; None when it has none
+            under a known name (then only normed tokens, from the output's ``last_hidden_state``).
     """
 
     model_type: str
     patch_size: int
     num_prefix_tokens: int
-    final_norm: str
+    final_norm: str | None
 
     def grid(self, height: int, width: int) -> tuple[int, int]:
         """Patch grid ``(h, w)`` of an input of ``height x width`` (both must be multiples of the patch)."""
@@ -126,12 +127,7 @@ def backbone_spec(model: nn.Module) -> BackboneSpec:
         prefix = base.num_prefix_tokens
     else:
         prefix = 1 + int(getattr(config, "num_register_tokens", 0) or 0)
-    for name in FINAL_NORM_NAMES:
-        if isinstance(getattr(base, name, None), (nn.LayerNorm, nn.RMSNorm)):
-            final_norm = name
-            break
-    else:
-        raise ValueError(f"{type(base).__name__}: no final norm found (looked for attributes {FINAL_NORM_NAMES})")
+    final_norm = next((name for name in FINAL_NORM_NAMES if isinstance(getattr(base, name, None), (nn.LayerNorm, nn.RMSNorm))), None)
     return BackboneSpec(str(model_type), _square_patch(patch_size, model_type), prefix, final_norm)
 
 
@@ -149,20 +145,28 @@ def backbone_tokens(model: nn.Module, pixel_values: torch.Tensor, final_norm: bo
     """
     spec = spec or backbone_spec(model)
     grid = spec.grid(*pixel_values.shape[-2:])
-    norm = getattr(unwrap_backbone(model), spec.final_norm)
-    captured = []
+    if spec.final_norm is None:  # a wrapper without a known norm: its normed output tokens
+        if not final_norm:
+            raise ValueError(f"{type(unwrap_backbone(model)).__name__}: pre-norm tokens asked for, but no final norm "
+                             f"found under {FINAL_NORM_NAMES}")
+        tokens = getattr(model(pixel_values=pixel_values), "last_hidden_state", None)
+        if tokens is None:
+            raise ValueError(f"{type(unwrap_backbone(model)).__name__} output has no last_hidden_state [B, T, C]")
+    else:
+        norm = getattr(unwrap_backbone(model), spec.final_norm)
+        captured = []
 
-    def hook(module, inputs, output):
-        captured.append(output if final_norm else inputs[0])
+        def hook(module, inputs, output):
+            captured.append(output if final_norm else inputs[0])
 
-    handle = norm.register_forward_hook(hook)
-    try:
-        model(pixel_values=pixel_values)
-    finally:
-        handle.remove()
-    if len(captured) != 1:
-        raise RuntimeError(f"{spec.model_type}: the final norm {spec.final_norm!r} ran {len(captured)} times in one forward (expected once)")
-    tokens = captured[0]  # [B, prefix + h * w, C]
+        handle = norm.register_forward_hook(hook)
+        try:
+            model(pixel_values=pixel_values)
+        finally:
+            handle.remove()
+        if len(captured) != 1:
+            raise RuntimeError(f"{spec.model_type}: the final norm {spec.final_norm!r} ran {len(captured)} times in one forward (expected once)")
+        tokens = captured[0]  # [B, prefix + h * w, C]
     if tokens.ndim != 3 or tokens.shape[1] != spec.num_prefix_tokens + grid[0] * grid[1]:
         raise ValueError(
             f"{spec.model_type}: final norm saw tokens {tuple(tokens.shape)}; expected [B, {spec.num_prefix_tokens} prefix + "
