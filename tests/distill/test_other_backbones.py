@@ -79,7 +79,7 @@ def _check_export(out, class_name: str, lora_leaves: set[str], image_size: tuple
     name = base_keys[0].split("base_model.model.", 1)[1].replace(".base_layer", "")
     assert not torch.allclose(merged[name], state[base_keys[0]])
     card = (out / "student" / "README.md").read_text()
-    assert "image-feature-extraction" in card
+    assert "image-feature-extraction" in card and f"{class_name} (model_type" in card
     return exported, card
 
 

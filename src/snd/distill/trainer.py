@@ -475,7 +475,7 @@ def _write_card(config: DistillConfig, model: nn.Module, folder: Path) -> None:
         from ..hub.cards import render_model_card
 
         repo_id = config.training.hub_model_id or f"local/{folder.parent.name or 'snd-distill'}"
-        info = card_info(config, repo_id, folder.parent)
+        info = card_info(config, repo_id, folder.parent, model_config=model.config)
         text = str(render_model_card(info, model.config))
     except Exception as error:  # the card is documentation; never lose a finished run over it
         logger.warning("no model card written to %s: %s", folder, error)
@@ -487,21 +487,21 @@ def _write_card(config: DistillConfig, model: nn.Module, folder: Path) -> None:
 
 def _push(config: DistillConfig, output_dir: Path, repo_id: str):
     """Push the exported student (weights, image processor, model card) with ``snd.hub.push_model``."""
-    from transformers import AutoModel
+    from transformers import AutoImageProcessor, AutoModel
 
     from ..hub import push_model
-    from ..models.snd_dinov2 import SnDImageProcessor
 
     model = AutoModel.from_pretrained(str(output_dir / "student"))
-    processor = SnDImageProcessor.from_pretrained(str(output_dir / "student"))
-    return push_model(model, processor, repo_id, card=card_info(config, repo_id, output_dir), commit_message="Upload SnD student (snd distill)")
+    processor = AutoImageProcessor.from_pretrained(str(output_dir / "student"))  # the export's own class (SnD, Bit...)
+    return push_model(model, processor, repo_id, card=card_info(config, repo_id, output_dir, model_config=model.config), commit_message="Upload SnD student (snd distill)")
 
 
-def card_info(config: DistillConfig, repo_id: str, output_dir: Path | None = None):
+def card_info(config: DistillConfig, repo_id: str, output_dir: Path | None = None, model_config=None):
     """Model-card facts of a run: variant, base model, data, lifter, schedule; results from ``eval_results.json`` when present.
 
     ``eval_results.json`` (written next to the run by the user or ``scripts/evaluate.py``) holds a list of
-    ``{"task", "dataset", "metric", "value"}`` records.
+    ``{"task", "dataset", "metric", "value"}`` records. ``model_config`` (the student's config) adds its
+    architecture (class and ``model_type``) to the card.
     """
     from ..hub import ModelCardInfo, ProbeResult
 
@@ -520,8 +520,14 @@ def card_info(config: DistillConfig, repo_id: str, output_dir: Path | None = Non
     results_file = None if output_dir is None else Path(output_dir) / "eval_results.json"
     if results_file is not None and results_file.exists():
         results = [ProbeResult(**record) for record in json.loads(results_file.read_text())]
+    tags = []
+    if model_config is not None:
+        architecture = ", ".join(getattr(model_config, "architectures", None) or []) or model_config.model_type
+        provenance["architecture"] = f"{architecture} (model_type {model_config.model_type}), loads with transformers AutoModel"
+        tags.append(model_config.model_type)
     return ModelCardInfo(
         repo_id=repo_id,
+        tags=tags,
         blend_alpha=config.teacher.blend_alpha,
         base_model=base_model,
         summary="An SnD backbone distilled with `snd distill` (Splat and Distill, ICLR 2026).",
