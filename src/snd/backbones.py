@@ -229,7 +229,17 @@ def _warn_on_other_normalisation(source: str) -> None:
     """Training and evaluation normalise with ImageNet statistics; say so if the checkpoint's processor differs."""
     path = Path(source) / "preprocessor_config.json"
     if not path.is_file():
-        return
+        if Path(source).exists():
+            return
+        from transformers.utils import cached_file
+
+        try:  # a Hub id: the file is in the cache after from_pretrained, or fetched like the weights were
+            found = cached_file(source, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
+        except OSError:
+            return
+        if found is None:
+            return
+        path = Path(found)
     values = json.loads(path.read_text())
     mean, std = values.get("image_mean"), values.get("image_std")
     if mean is not None and std is not None:

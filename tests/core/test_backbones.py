@@ -138,3 +138,21 @@ def test_default_image_processors_per_architecture(tmp_path):
     BitImageProcessorPil(size={"height": 320, "width": 320}, do_center_crop=False, image_mean=[0.43, 0.41, 0.3], image_std=[0.2, 0.15, 0.14]).save_pretrained(tmp_path / "src")
     kept = default_image_processor(random_backbone("dinov3-tiny"), str(tmp_path / "src"))
     assert kept.size == {"height": 320, "width": 320} and list(kept.image_mean) == pytest.approx([0.43, 0.41, 0.3])
+
+
+def test_pretrained_folder_loads_in_its_class_and_other_normalisation_warns(tmp_path, caplog):
+    import logging
+
+    from transformers import BitImageProcessorPil
+
+    from snd.backbones import pretrained_backbone
+
+    random_backbone("dinov3-tiny").save_pretrained(tmp_path / "lvd")
+    BitImageProcessorPil(image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(tmp_path / "lvd")
+    random_backbone("dinov3-tiny").save_pretrained(tmp_path / "sat")
+    BitImageProcessorPil(image_mean=[0.430, 0.411, 0.296], image_std=[0.213, 0.156, 0.143]).save_pretrained(tmp_path / "sat")
+    with caplog.at_level(logging.WARNING, logger="snd.backbones"):
+        assert type(pretrained_backbone(str(tmp_path / "lvd"))).__name__ == "DINOv3ViTModel"
+        assert not caplog.records
+        pretrained_backbone(str(tmp_path / "sat"))
+    assert "ImageNet" in caplog.text and "0.43" in caplog.text
