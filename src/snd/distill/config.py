@@ -457,6 +457,12 @@ def validate(config: DistillConfig) -> DistillConfig:
         raise ConfigError("lifter.kind='depth' needs depth maps, which RealEstate10K does not have; use lifter.kind='mvsplat'")
     if config.lifter.kind == "mvsplat" and not config.lifter.checkpoint:
         raise ConfigError("lifter.checkpoint is required for lifter.kind='mvsplat' (e.g. the MVSplat re10k.ckpt)")
+    if config.model.pretrained is None:
+        from ..backbones import RANDOM_PRESETS
+        from ..models.snd_dinov2 import PRESETS
+
+        if config.model.preset not in {**PRESETS, **RANDOM_PRESETS}:
+            raise ConfigError(f"model.preset must be one of {sorted(PRESETS) + sorted(RANDOM_PRESETS)}, got {config.model.preset!r}")
     if isinstance(config.model.lora_target_modules, str) and config.model.lora_target_modules != "auto":
         raise ConfigError(f"model.lora_target_modules must be a list of module names or 'auto', got {config.model.lora_target_modules!r}")
     if config.model.finetune == "lora" and not config.model.lora_target_modules:
