@@ -134,6 +134,8 @@ def test_unrepresentable_or_foreign_checkpoints_are_refused_with_the_reason():
     untied = dict(state, **{"cls_norm.weight": torch.ones(32), "cls_norm.bias": torch.zeros(32)})
     with pytest.raises(ConversionError, match="cls_norm"):
         dinov3_hub_to_transformers(untied)
+    with pytest.raises(ConversionError, match=r"does not have \(1\): \['blocks.0.mlp.w3.weight'\]"):
+        dinov3_hub_to_transformers(dict(state, **{"blocks.0.mlp.w3.weight": torch.zeros(32, 128)}))
     odd = dict(state, **{"rope_embed.periods": torch.tensor([1.0, 2.0, 7.0, 9.0])})
     with pytest.raises(ConversionError, match="min/max-period"):
         dinov3_hub_to_transformers(odd)

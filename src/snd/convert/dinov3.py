@@ -133,6 +133,15 @@ def dinov3_hub_to_transformers(state: dict[str, torch.Tensor], layer_norm_eps: f
                     out[f"{new}.mlp.{renamed}.{suffix}"] = state[f"{old}.mlp.{original}.{suffix}"]
         for scale in ("1", "2"):  # no LayerScale in the checkpoint -> identity (ones)
             out[f"{new}.layer_scale{scale}.lambda1"] = state.get(f"{old}.ls{scale}.gamma", torch.ones(hidden))
+    used = {"cls_token", "mask_token", "storage_tokens", "patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight",
+            "norm.bias", "rope_embed.periods", "local_cls_norm.weight", "local_cls_norm.bias"}
+    for index in range(depth):
+        block = f"blocks.{index}"
+        used |= {f"{block}.attn.qkv.{s}" for s in ("weight", "bias", "bias_mask")} | {f"{block}.ls1.gamma", f"{block}.ls2.gamma"}
+        used |= {f"{block}.{part}.{s}" for part in ("norm1", "norm2", "attn.proj", *(f"mlp.{m}" for m in mlp_names)) for s in ("weight", "bias")}
+    leftover = sorted(set(state) - used)
+    if leftover:
+        raise ConversionError(f"{source}: keys the DINOv3 ViT layout does not have ({len(leftover)}): {leftover[:10]}")
     return config, out
 
 
