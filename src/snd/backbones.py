@@ -225,21 +225,29 @@ def pretrained_backbone(source: str) -> nn.Module:
     return model
 
 
+def _preprocessor_config(source: str | None) -> Path | None:
+    """``preprocessor_config.json`` of a folder or Hub id (from the cache, or fetched like the weights were), or None."""
+    if source is None:
+        return None
+    path = Path(source) / "preprocessor_config.json"
+    if path.is_file():
+        return path
+    if Path(source).exists():
+        return None
+    from transformers.utils import cached_file
+
+    try:
+        found = cached_file(source, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
+    except OSError:
+        return None
+    return Path(found) if found else None
+
+
 def _warn_on_other_normalisation(source: str) -> None:
     """Training and evaluation normalise with ImageNet statistics; say so if the checkpoint's processor differs."""
-    path = Path(source) / "preprocessor_config.json"
-    if not path.is_file():
-        if Path(source).exists():
-            return
-        from transformers.utils import cached_file
-
-        try:  # a Hub id: the file is in the cache after from_pretrained, or fetched like the weights were
-            found = cached_file(source, "preprocessor_config.json", _raise_exceptions_for_missing_entries=False)
-        except OSError:
-            return
-        if found is None:
-            return
-        path = Path(found)
+    path = _preprocessor_config(source)
+    if path is None:
+        return
     values = json.loads(path.read_text())
     mean, std = values.get("image_mean"), values.get("image_std")
     if mean is not None and std is not None:
@@ -265,28 +273,29 @@ def without_rope_augmentation(model: nn.Module) -> nn.Module:
 
 
 def default_image_processor(model: nn.Module, source: str | None = None):
-    """The image processor to save next to ``model``: the source checkpoint's when it loads here, else the
-    architecture's standard preprocessing as a PIL-backend processor (no torchvision needed).
-
-    SnD: ``SnDImageProcessor``. transformers DINOv2 (with registers): DINOv2's transform (shorter side
-    256 bicubic, centre crop 224). DINOv3: DINOv3's (resize to 224 x 224 bilinear, no crop). All
-    normalise with ImageNet statistics.
+    """The image processor to save next to ``model``: ``SnDImageProcessor`` for SnD models (as before);
+    otherwise the source checkpoint's (folder or Hub id) when it loads here, else the architecture's
+    standard preprocessing as a PIL-backend processor (no torchvision needed), keeping the source's
+    mean/std/size when it has a processor this machine cannot load. Standard: transformers DINOv2
+    (with registers) DINOv2's transform (shorter side 256 bicubic, centre crop 224); DINOv3 DINOv3's
+    (resize to 224 x 224 bilinear, no crop); ImageNet statistics.
     """
     from transformers import AutoImageProcessor, BitImageProcessorPil
     from transformers.image_utils import PILImageResampling
 
-    stored = None
-    if source is not None and (Path(source) / "preprocessor_config.json").is_file():
-        try:
-            return AutoImageProcessor.from_pretrained(source)
-        except (ImportError, ValueError, OSError) as error:  # e.g. a torchvision-only processor class
-            stored = json.loads((Path(source) / "preprocessor_config.json").read_text())
-            logger.info("%s: image processor not loadable here (%s); saving an equivalent PIL processor", source, error)
     spec = backbone_spec(model)
-    if spec.model_type == "snd_dinov2" and stored is None:
+    if spec.model_type == "snd_dinov2":
         from .models.snd_dinov2 import SnDImageProcessor
 
         return SnDImageProcessor()
+    stored = None
+    path = _preprocessor_config(source)
+    if path is not None:
+        try:
+            return AutoImageProcessor.from_pretrained(str(path.parent))
+        except (ImportError, ValueError, OSError) as error:  # e.g. a torchvision-only processor class
+            stored = json.loads(path.read_text())
+            logger.info("%s: image processor not loadable here (%s); saving an equivalent PIL processor", source, error)
     mean = list((stored or {}).get("image_mean", IMAGENET_MEAN))
     std = list((stored or {}).get("image_std", IMAGENET_STD))
     if spec.model_type == "dinov3_vit":

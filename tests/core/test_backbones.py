@@ -156,3 +156,22 @@ def test_pretrained_folder_loads_in_its_class_and_other_normalisation_warns(tmp_
         assert not caplog.records
         pretrained_backbone(str(tmp_path / "sat"))
     assert "ImageNet" in caplog.text and "0.43" in caplog.text
+
+
+def test_a_torchvision_only_source_processor_is_replaced_by_a_pil_equivalent(tmp_path):
+    import json
+
+    # what the Hub's DINOv3 folders carry: a torchvision ("fast") processor class
+    (tmp_path / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "DINOv3ViTImageProcessorFast", "size": {"height": 256, "width": 256},
+        "image_mean": [0.430, 0.411, 0.296], "image_std": [0.213, 0.156, 0.143], "do_resize": True,
+    }))
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:
+        processor = default_image_processor(random_backbone("dinov3-tiny"), str(tmp_path))
+        assert type(processor).__name__ == "BitImageProcessorPil"
+        assert processor.size == {"height": 256, "width": 256} and list(processor.image_std) == pytest.approx([0.213, 0.156, 0.143])
+    else:  # pragma: no cover - with torchvision the source's own class loads
+        assert "DINOv3" in type(default_image_processor(random_backbone("dinov3-tiny"), str(tmp_path))).__name__
+    assert type(default_image_processor(random_backbone("tiny"), str(tmp_path))).__name__ == "SnDImageProcessor"
