@@ -145,13 +145,18 @@ def backbone_tokens(model: nn.Module, pixel_values: torch.Tensor, final_norm: bo
     """
     spec = spec or backbone_spec(model)
     grid = spec.grid(*pixel_values.shape[-2:])
-    if spec.final_norm is None:  # a wrapper without a known norm: its normed output tokens
-        if not final_norm:
-            raise ValueError(f"{type(unwrap_backbone(model)).__name__}: pre-norm tokens asked for, but no final norm "
-                             f"found under {FINAL_NORM_NAMES}")
-        tokens = getattr(model(pixel_values=pixel_values), "last_hidden_state", None)
-        if tokens is None:
-            raise ValueError(f"{type(unwrap_backbone(model)).__name__} output has no last_hidden_state [B, T, C]")
+    if spec.final_norm is None:  # a wrapper without a known norm: its output tokens
+        name = type(unwrap_backbone(model)).__name__
+        if final_norm:
+            tokens = getattr(model(pixel_values=pixel_values), "last_hidden_state", None)
+            if tokens is None:
+                raise ValueError(f"{name} output has no last_hidden_state [B, T, C]")
+        else:  # the last block's output, as transformers models report it
+            hidden_states = getattr(model(pixel_values=pixel_values, output_hidden_states=True), "hidden_states", None)
+            if not hidden_states:
+                raise ValueError(f"{name} has no final norm under {FINAL_NORM_NAMES} and returned no hidden_states: "
+                                 "pre-norm tokens need one or the other")
+            tokens = hidden_states[-1]
     else:
         norm = getattr(unwrap_backbone(model), spec.final_norm)
         captured = []

@@ -35,3 +35,21 @@ def test_extractor_grid_prefix_and_norm(preset, patch, prefix):
 def test_wrong_patch_size_is_refused():
     with pytest.raises(ValueError, match="patch_size=14 but the dinov3_vit backbone has 16"):
         FeatureExtractor(random_backbone("dinov3-tiny"), patch_size=14)
+
+
+def test_probe3d_padding_on_dinov3_feeds_zeros_and_skips_registers():
+    model = random_backbone("dinov3-tiny").eval()
+    seen = {}
+    model.register_forward_pre_hook(lambda module, args, kwargs: seen.__setitem__("input", kwargs["pixel_values"]), with_kwargs=True)
+    extractor = FeatureExtractor(model, pad=True, final_norm=False)
+    assert extractor.input_size(480, 640) == (480, 640)  # multiples of 16: no padding
+    assert extractor.padding(40, 44) == (2, 2, 4, 4)  # 8 rows, 4 columns of padding (Probe3D split)
+    images = torch.rand(1, 3, 40, 44)
+    features = extractor(images)
+    padded = seen["input"]
+    assert padded.shape[-2:] == (48, 48)
+    assert padded[..., :4, :].abs().max() == 0 and padded[..., -4:, :].abs().max() == 0
+    assert padded[..., :, :2].abs().max() == 0 and padded[..., :, -2:].abs().max() == 0
+    with torch.no_grad():
+        out = model(pixel_values=padded, output_hidden_states=True)
+    torch.testing.assert_close(features.patches, out.hidden_states[-1][:, 5:].transpose(1, 2).reshape(1, 32, 3, 3))

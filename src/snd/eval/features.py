@@ -90,11 +90,17 @@ class FeatureExtractor:
         image_mean, image_std: input normalisation; ImageNet statistics by default (DINOv2/SnD/DINOv3).
         resize: ``"round"`` resizes images (bilinear, antialiased) to the nearest multiple of the
             patch size on each side; ``"none"`` requires the input to be a multiple already.
-        final_norm: patch features after the backbone's final norm (default True) or before it.
+            Ignored when ``pad`` is set.
+        final_norm: ``True`` (default) returns tokens after the backbone's final norm; ``False`` the
+            last block's output before it (patches and CLS), as Probe3D and the SnD authors' probes read them.
+        pad: zero-pad the normalised image to patch multiples instead of resizing, split as Probe3D's
+            ``center_padding``: ``pad = patch - (size % patch)`` per side, ``pad // 2`` on top / left and
+            the rest on bottom / right (480 x 640 -> 490 x 644 at patch 14; unchanged at patch 16); once
+            either side needs padding, a side that is already a multiple gets a whole patch, as in Probe3D.
     """
 
     def __init__(self, model: torch.nn.Module, patch_size: int | None = None, image_mean=IMAGENET_MEAN,
-                 image_std=IMAGENET_STD, resize: str = "round", final_norm: bool = True):
+                 image_std=IMAGENET_STD, resize: str = "round", final_norm: bool = True, pad: bool = False):
         from ..backbones import backbone_spec
 
         self.model = model.eval()
@@ -103,15 +109,27 @@ class FeatureExtractor:
         if self.patch_size != self.spec.patch_size:
             raise ValueError(f"FeatureExtractor: patch_size={patch_size} but the {self.spec.model_type} backbone has {self.spec.patch_size}")
         self.num_prefix_tokens = self.spec.num_prefix_tokens
-        self.final_norm = final_norm
+        self.final_norm = bool(final_norm)
+        self.pad = bool(pad)
         self.mean = torch.tensor(image_mean).view(1, 3, 1, 1)
         self.std = torch.tensor(image_std).view(1, 3, 1, 1)
         if resize not in ("round", "none"):
             raise ValueError(f"FeatureExtractor: resize must be 'round' or 'none', got {resize!r}")
         self.resize = resize
 
+    def padding(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """Zero padding ``(left, right, top, bottom)`` that ``pad=True`` adds to a ``height x width`` image."""
+        p = self.patch_size
+        if height % p == 0 and width % p == 0:
+            return 0, 0, 0, 0
+        pad_h, pad_w = p - height % p, p - width % p  # a whole patch where the side is a multiple (Probe3D)
+        return pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2
+
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """Backbone input size for an image of ``height x width``."""
+        if self.pad:
+            left, right, top, bottom = self.padding(height, width)
+            return height + top + bottom, width + left + right
         if self.resize == "none":
             if height % self.patch_size or width % self.patch_size:
                 raise ValueError(f"image {height}x{width} is not a multiple of the patch size {self.patch_size}")
@@ -128,9 +146,11 @@ class FeatureExtractor:
         device = next(self.model.parameters()).device
         images = images.to(device=device, dtype=torch.float32)
         height, width = self.input_size(*images.shape[-2:])
-        if (height, width) != tuple(images.shape[-2:]):
+        if not self.pad and (height, width) != tuple(images.shape[-2:]):
             images = F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
         pixel_values = (images - self.mean.to(device)) / self.std.to(device)
+        if self.pad:  # zeros in normalised space, after normalisation (Probe3D pads the normalised tensor)
+            pixel_values = F.pad(pixel_values, self.padding(*images.shape[-2:]))  # [B, 3, height, width]
         tokens = backbone_tokens(self.model, pixel_values, final_norm=self.final_norm, spec=self.spec)
         return FeatureBatch(tokens.patches.float().cpu(), tokens.cls.float().cpu())
 
