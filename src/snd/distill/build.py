@@ -171,7 +171,9 @@ def move_lifter(lifter, device) -> None:
 def _view_sampler(config: DataConfig, seed: int):
     from ..data.sampler import ViewSampler
 
-    return ViewSampler(min_gap=config.min_gap, max_gap=config.max_gap, num_target=config.num_target_views, seed=seed)
+    return ViewSampler(
+        min_gap=config.min_gap, max_gap=config.max_gap, num_target=config.num_target_views, seed=seed, context_gap=config.context_gap
+    )
 
 
 def build_dataset(config: DataConfig, seed: int, held_out: bool = False, load_depth: bool = False):
@@ -207,7 +209,9 @@ def build_dataset(config: DataConfig, seed: int, held_out: bool = False, load_de
     if config.dataset == "scannetpp":
         from ..data import ScanNetPPDataset as dataset_class
 
-        kwargs["load_depth"] = load_depth
+        kwargs.update(load_depth=load_depth, keep_bad_frames=config.keep_bad_frames, reject_frame_gaps=config.reject_frame_gaps)
+        if config.scene_selection == "instance_masks" and not held_out:
+            split = None  # every scene folder with instance_segmentation/ (the release has no split list)
     else:
         from ..data import RE10KDataset as dataset_class
     try:
