@@ -114,9 +114,9 @@ class TeacherConfig:
             forwards (the release never calls ``eval()`` on it). Default False (teacher in eval mode).
         holes: which target pixels are holes (features zeroed on both sides of the loss).
             "alpha" (default): where no feature Gaussian reaches the pixel (rendered alpha 0).
-            "rgb": where the RGB render of the lifter's Gaussians (their own covariances, DC colour of
-            MVSplat's harmonics, or the context images' colours for the depth lifter) is exactly 0 in
-            every channel, as the release (``output.color == 0``).
+            "rgb": where the RGB render of the lifter's Gaussians (their own covariances; MVSplat's
+            view-dependent colour as the release's rasterizer evaluates it, or the context images'
+            colours for the depth lifter) is exactly 0 in every channel, as the release (``output.color == 0``).
     """
 
     momentum: float = 0.999

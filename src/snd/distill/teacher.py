@@ -311,9 +311,58 @@ def centered_intrinsics(intrinsics: torch.Tensor) -> torch.Tensor:
     return result
 
 
-def lifter_colors(gaussians, context) -> torch.Tensor:
-    """``[B, N, 3]`` RGB of the lifter's Gaussians: MVSplat's DC colour, else the context pixels' colours."""
+_SH_C0 = 0.28209479177387814
+_SH_C1 = 0.4886025119029199
+_SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
+_SH_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154, -0.4570457994644658,
+          1.445305721320277, -0.5900435899266435)
+
+
+def release_sh_colors(harmonics: torch.Tensor, means: torch.Tensor, camera_centers: torch.Tensor) -> torch.Tensor:
+    """The RGB each MVSplat Gaussian has in each target view of the authors' release.
+
+    MVSplat's rasterizer (dcharatan/diff-gaussian-rasterization-modified, ``computeColorFromSH``) evaluates
+    the 3DGS real SH polynomials of degree <= 3 (degree-4 coefficients are passed but ignored) at the
+    view direction ``normalize(mean - camera_centre)`` with its axes permuted to e3nn's order
+    ``(x, y, z) = (d_z, d_x, d_y)``, adds 0.5 and clamps at 0.
+
+    Args:
+        harmonics: ``[B, N, 3, K]`` SH coefficients (MVSplat's, world space).
+        means: ``[B, N, 3]`` Gaussian centres.
+        camera_centers: ``[B, T, 3]`` target camera centres (world).
+    Returns:
+        ``[B, T, N, 3]`` colours in [0, inf).
+    """
+    directions = means[:, None] - camera_centers[:, :, None]  # [B, T, N, 3]
+    directions = directions / directions.norm(dim=-1, keepdim=True)
+    x, y, z = (directions[..., index, None] for index in (2, 0, 1))  # [B, T, N, 1] each, e3nn's axis order
+    sh = harmonics[:, None]  # [B, 1, N, 3, K]
+    degree = min(round(harmonics.shape[-1] ** 0.5) - 1, 3)
+    result = _SH_C0 * sh[..., 0]
+    if degree > 0:
+        result = result - _SH_C1 * y * sh[..., 1] + _SH_C1 * z * sh[..., 2] - _SH_C1 * x * sh[..., 3]
+    if degree > 1:
+        xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
+        result = (result + _SH_C2[0] * xy * sh[..., 4] + _SH_C2[1] * yz * sh[..., 5] + _SH_C2[2] * (2 * zz - xx - yy) * sh[..., 6]
+                  + _SH_C2[3] * xz * sh[..., 7] + _SH_C2[4] * (xx - yy) * sh[..., 8])
+    if degree > 2:
+        result = (result + _SH_C3[0] * y * (3 * xx - yy) * sh[..., 9] + _SH_C3[1] * xy * z * sh[..., 10]
+                  + _SH_C3[2] * y * (4 * zz - xx - yy) * sh[..., 11] + _SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy) * sh[..., 12]
+                  + _SH_C3[4] * x * (4 * zz - xx - yy) * sh[..., 13] + _SH_C3[5] * z * (xx - yy) * sh[..., 14]
+                  + _SH_C3[6] * x * (xx - 3 * yy) * sh[..., 15])
+    return (result + 0.5).clamp_min(0.0)
+
+
+def lifter_colors(gaussians, context, target_extrinsics: torch.Tensor | None = None) -> torch.Tensor:
+    """RGB of the lifter's Gaussians for the hole render.
+
+    With MVSplat harmonics and ``target_extrinsics [B, T, 4, 4]`` (camera-to-world): the view-dependent
+    colours of the release's rasterizer, ``[B, T, N, 3]`` (:func:`release_sh_colors`); with harmonics only:
+    the DC colour ``[B, N, 3]``; without harmonics (depth lifter): the context pixels' colours ``[B, N, 3]``.
+    """
     if gaussians.harmonics is not None:
+        if target_extrinsics is not None:
+            return release_sh_colors(gaussians.harmonics, gaussians.means, target_extrinsics[..., :3, 3].to(gaussians.means.dtype))
         from ..models.mvsplat.lifting_mvsplat import harmonics_to_rgb
 
         return harmonics_to_rgb(gaussians.harmonics)
@@ -371,7 +420,7 @@ class SplatTeacher(nn.Module):
         opacity_clamp: the renderer's per-pair alpha clamp. Default 0.999 (gsplat); 0.99 the release.
         principal_point: ``"intrinsics"`` (default) or ``"centered"`` (:func:`centered_intrinsics`).
         holes: ``"alpha"`` (default: feature render's alpha is 0) or ``"rgb"`` (an RGB render of the
-            lifter's Gaussians with their own covariances, :func:`lifter_colors`, is exactly 0).
+            lifter's Gaussians with their own covariances and :func:`lifter_colors`, is exactly 0).
     """
 
     def __init__(
@@ -475,7 +524,7 @@ class SplatTeacher(nn.Module):
             )
             features = rendered.renders.permute(0, 1, 4, 2, 3).flatten(0, 1)  # [B*T, C, H', W']
             if self.holes == "rgb":
-                colors = lifter_colors(gaussians, context).float()  # [B, N, 3]
+                colors = lifter_colors(gaussians, context, target.extrinsics).float()  # [B, T, N, 3] or [B, N, 3]
                 rgb = render_gaussians(gaussians, colors, target.extrinsics, intrinsics, target_height, target_width, **settings)
                 holes = (rgb.renders == 0).all(dim=-1).flatten(0, 1)  # [B*T, H', W']
             else:
