@@ -105,7 +105,7 @@ class ViewSampler:
         if num_frames < self.min_frames:
             raise SceneDataError(
                 f"has {num_frames} usable frames; the view sampler needs at least {self.min_frames} "
-                f"(context views {self.min_gap} to {self.max_gap} frames apart)",
+                + (f"(context views {self.min_gap} frames apart)" if self.context_gap == "release_min" else f"(context views {self.min_gap} to {self.max_gap} frames apart)"),
                 scene=scene,
                 field="frames",
             )

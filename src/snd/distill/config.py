@@ -164,7 +164,7 @@ class DataConfig:
             [min_gap, max_gap]. "release_min": always min_gap, as the release's bounded sampler
             computes (it sets ``max_gap = min(num_views - 1, min_gap)``, "we keep the bug", so its
             configured maximum 12 is never used).
-        scene_selection: ScanNet++ training scenes. "split_file" (default): ``metadata/nvs_sem_<split>.txt``.
+        scene_selection: ScanNet++ training scenes (this and the next two fields apply to ScanNet++ only). "split_file" (default): ``metadata/nvs_sem_<split>.txt``.
             "instance_masks": every scene folder that has ``instance_segmentation/`` (the release).
         keep_bad_frames: keep ScanNet++ frames marked ``is_bad`` (the release keeps them). Default False.
         reject_frame_gaps: redraw a context pair when frame numbers between its two frames are missing
