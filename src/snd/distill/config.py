@@ -153,8 +153,12 @@ class LifterConfig:
 @dataclass
 class DataConfig:
     """Args:
-        dataset: "synthetic", "scannetpp" or "re10k". Default "scannetpp".
+        dataset: "synthetic", "scannetpp", "re10k" or "nerfstudio" (your own captures: a folder with
+            ``transforms.json``, or a folder of such scene folders). Default "scannetpp".
         root: dataset root (unused for synthetic). Default None.
+        near, far: depth bounds handed to the lifter with every view (ScanNet++ and nerfstudio), in the
+            poses' units. Defaults 1.0 / 100.0 (the release's ScanNet++ setting); COLMAP poses have an
+            arbitrary scale, so set them to bracket your scene.
         split: split name. Default "train".
         image_height, image_width: training resolution. Default 576 x 880 (ScanNet++ release).
         num_scenes, num_frames: synthetic scenes and frames per scene. Defaults 8 / 24.
@@ -177,6 +181,8 @@ class DataConfig:
 
     dataset: str = "scannetpp"
     root: str | None = None
+    near: float = 1.0
+    far: float = 100.0
     split: str = "train"
     image_height: int = 576
     image_width: int = 880
@@ -291,7 +297,7 @@ _CHOICES = {
     "data.context_gap": ("uniform", "release_min"),
     "data.scene_selection": ("split_file", "instance_masks"),
     "lifter.kind": ("depth", "mvsplat"),
-    "data.dataset": ("synthetic", "scannetpp", "re10k"),
+    "data.dataset": ("synthetic", "scannetpp", "re10k", "nerfstudio"),
     "training.schedule": ("one_cycle_cosine", "constant"),
     "training.mixed_precision": ("no", "fp16", "bf16"),
     "training.nonfinite_loss": ("raise", "skip"),
@@ -496,6 +502,8 @@ def validate(config: DistillConfig) -> DistillConfig:
         raise ConfigError(f"teacher.blend_alpha must be in [0, 1] (0.5 with blending, 1.0 without), got {config.teacher.blend_alpha}")
     if not 0.0 <= config.training.warmup_fraction < 1.0:
         raise ConfigError(f"training.warmup_fraction must be in [0, 1), got {config.training.warmup_fraction}")
+    if not 0.0 < config.data.near < config.data.far:
+        raise ConfigError(f"data.near and data.far must satisfy 0 < near < far, got {config.data.near}, {config.data.far}")
     if not 0.0 < config.teacher.opacity_clamp < 1.0:
         raise ConfigError(f"teacher.opacity_clamp must be in (0, 1) (0.999 gsplat, 0.99 the release), got {config.teacher.opacity_clamp}")
     if config.teacher.opacity_clamp != 0.999 and config.teacher.render_backend == "gsplat":
