@@ -139,6 +139,15 @@ def test_distorted_cameras_and_missing_files_are_refused_clearly(capture, tmp_pa
         NerfstudioDataset(tmp_path / "k1" / "images")
 
 
+def test_near_far_are_validated():
+    from snd.distill import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="data.near"):
+        load_config(None, ["data.near=5", "data.far=1"])
+    with pytest.raises(ValueError, match="near < far"):
+        NerfstudioDataset("unused", near=2.0, far=1.0)
+
+
 def test_a_folder_of_captures_trains_three_steps_with_the_mvsplat_lifter(tmp_path):
     """`--data.dataset nerfstudio --data.root DIR` end to end: two depth-less captures, a tiny random MVSplat."""
     from safetensors.torch import load_file
