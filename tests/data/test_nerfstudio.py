@@ -173,3 +173,23 @@ def test_a_folder_of_captures_trains_three_steps_with_the_mvsplat_lifter(tmp_pat
     assert summary["steps"] == 3
     student = load_file(str(tmp_path / "run" / "student" / "model.safetensors"))
     assert all(torch.isfinite(v).all() for v in student.values())
+
+
+def test_depth_lifter_teacher_targets_on_a_capture(capture):
+    """With depth files the depth lifter lifts the capture's context views into a target view: almost no holes."""
+    from snd import SnDConfig, SnDModel
+    from snd.data import collate_multiview
+    from snd.distill.build import build_dataset, build_lifter
+    from snd.distill.config import DataConfig, LifterConfig
+    from snd.distill.teacher import EMATeacher, SplatTeacher
+
+    folder, _, _ = capture
+    data = DataConfig(dataset="nerfstudio", root=str(folder), image_height=28, image_width=42, min_gap=4, max_gap=6)
+    dataset = build_dataset(data, seed=0, load_depth=True)
+    batch = collate_multiview([dataset[0]])
+    assert batch.context.depths is not None and (batch.context.depths > 0).float().mean() > 0.9
+    torch.manual_seed(0)
+    splat = SplatTeacher(EMATeacher(SnDModel(SnDConfig.tiny())), build_lifter(LifterConfig(kind="depth")), patch_size=14)
+    targets = splat(batch.context, batch.target, grid_size=(2, 3))
+    assert targets.features.shape[-2:] == (2, 3) and torch.isfinite(targets.features).all()
+    assert targets.holes.float().mean() < 0.2
