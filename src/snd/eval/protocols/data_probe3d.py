@@ -78,7 +78,9 @@ def _matrix(payload: bytes, endian: str, path):
     name = parts[2][1].decode("latin-1")
     if mx_class not in _MX_CLASSES or complex_flag or len(parts) < 4:
         return name, None  # cells, structs, chars, sparse, complex: not part of the GeoNet files
-    data = _numeric(*parts[3], endian, path).astype(_MX_CLASSES[mx_class])  # stored type -> class type
+    # The stored type, not the class type: what scipy.io.loadmat returns by default (mat_dtype=False),
+    # hence what Probe3D computed with.
+    data = _numeric(*parts[3], endian, path).astype(_MI_DTYPES[parts[3][0]])  # native byte order
     if data.size != int(np.prod(dims)):
         raise ValueError(f"{path}: variable {name!r} has {data.size} values for dimensions {dims}")
     return name, data.reshape(dims, order="F")  # MATLAB arrays are column-major
@@ -87,8 +89,8 @@ def _matrix(payload: bytes, endian: str, path):
 def load_mat_v5(path: str | Path) -> dict[str, np.ndarray]:
     """Numeric variables of a MATLAB level-5 (v5 / v6 / v7, zlib-compressed or not) ``.mat`` file.
 
-    What ``scipy.io.loadmat`` returns for real numeric arrays (class dtype, MATLAB dimensions),
-    without scipy. v7.3 files are HDF5 and are refused with a clear error.
+    What ``scipy.io.loadmat`` returns for real numeric arrays (the stored dtype, MATLAB
+    dimensions, as scipy's default ``mat_dtype=False``), without scipy. v7.3 files are HDF5 and are refused with a clear error.
     """
     path = Path(path)
     data = path.read_bytes()
@@ -138,6 +140,7 @@ class GeoNetNormals(torch.utils.data.Dataset):
     """
 
     name = "nyu-geonet-trainval"
+    BAD_INDICES = GEONET_BAD_INDICES
 
     def __init__(self, root: str | Path, drop_bad_indices: bool | str = "auto"):
         self.root = Path(root)
@@ -146,21 +149,22 @@ class GeoNetNormals(torch.utils.data.Dataset):
         files = sorted(p.name for p in self.root.iterdir() if p.is_file() and p.suffix == ".mat")
         if not files:
             raise ValueError(f"NYU GeoNet: no .mat file in {self.root}")
-        enough = len(files) > max(GEONET_BAD_INDICES)
+        bad_indices = self.BAD_INDICES
+        enough = len(files) > max(bad_indices)
         if drop_bad_indices is True and not enough:
             raise ValueError(
-                f"NYU GeoNet: {self.root} has {len(files)} files; Probe3D's bad indices {GEONET_BAD_INDICES} need the full set"
+                f"NYU GeoNet: {self.root} has {len(files)} files; Probe3D's bad indices {bad_indices} need the full set"
             )
         self.dropped: tuple[str, ...] = ()
         if drop_bad_indices is True or (drop_bad_indices == "auto" and enough):
             dropped = []
-            for index in GEONET_BAD_INDICES:  # 21181 first, so 6919 still refers to the sorted listing
+            for index in bad_indices:  # 21181 first, so 6919 still refers to the sorted listing
                 dropped.append(files.pop(index))
             self.dropped = tuple(dropped)
         elif drop_bad_indices == "auto":
             warnings.warn(
                 f"NYU GeoNet: {self.root} has {len(files)} .mat files, not the full GeoNet set; Probe3D's bad-index "
-                f"removal {GEONET_BAD_INDICES} is skipped",
+                f"removal {bad_indices} is skipped",
                 stacklevel=2,
             )
         elif drop_bad_indices is not False:
@@ -176,8 +180,8 @@ class GeoNetNormals(torch.utils.data.Dataset):
         for key in ("img", "depth", "norm"):
             if key not in variables:
                 raise ValueError(f"NYU GeoNet: {path} has no numeric variable {key!r} (has {sorted(variables)})")
-        image = np.array(variables["img"][:480, :640], copy=True)  # [480, 640, 3]
-        depth = np.array(variables["depth"][:480, :640], dtype=np.float32, copy=True)  # [480, 640]
+        image = np.array(variables["img"][:480, :640], copy=True)  # [480, 640, 3], stored dtype (sums truncate to it)
+        depth = np.array(variables["depth"][:480, :640], copy=True)  # [480, 640], stored dtype
         normals = np.asarray(variables["norm"][:480, :640], dtype=np.float32)  # [480, 640, 3]
         if image.shape != (480, 640, 3) or depth.shape != (480, 640) or normals.shape != (480, 640, 3):
             raise ValueError(
@@ -187,10 +191,10 @@ class GeoNetNormals(torch.utils.data.Dataset):
         for channel, mean in enumerate(GEONET_MEAN_RGB):
             image[:, :, channel] = image[:, :, channel] + 2 * mean
         image = image.astype(np.uint8)  # as Probe3D (values outside [0, 255] wrap as numpy casts them)
-        depth[depth > NYU_MAX_DEPTH] = 0
+        depth[depth > NYU_MAX_DEPTH] = 0  # in the stored dtype, as Probe3D
         return {
             "image": torch.from_numpy(image).permute(2, 0, 1).float() / 255.0,  # [3, 480, 640]
-            "depth": torch.from_numpy(depth)[None],  # [1, 480, 640]
+            "depth": torch.from_numpy(depth.astype(np.float32))[None],  # [1, 480, 640]
             "snorm": torch.from_numpy(normals.copy()).permute(2, 0, 1),  # [3, 480, 640]
             "file": self.files[index],
         }
@@ -235,8 +239,9 @@ class NYUTestNormals(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         i = self.indices[index]
         image = torch.from_numpy(np.asarray(self.images[i], dtype=np.uint8).copy()).float() / 255.0  # [3, H, W]
-        depth = torch.from_numpy(np.array(self.depths[i], dtype=np.float32, copy=True))
-        depth[depth > NYU_MAX_DEPTH] = 0
+        depth = np.array(self.depths[i], copy=True)
+        depth[depth > NYU_MAX_DEPTH] = 0  # in the stored dtype, as Probe3D
+        depth = torch.from_numpy(depth.astype(np.float32))
         snorm = torch.from_numpy(np.array(self.snorms[i], dtype=np.float32, copy=True))
         if snorm.shape != (3,) + tuple(depth.shape) or tuple(image.shape[-2:]) != tuple(depth.shape):
             raise ValueError(

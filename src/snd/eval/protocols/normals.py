@@ -386,7 +386,7 @@ def run(backbone, data_dir, *, dataset: str, max_iters: int | None, output_dir, 
             loss.backward()
             optimizer.step()
             scheduler.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
             step += 1
             bar.update(1)
     bar.close()
