@@ -108,3 +108,17 @@ def test_prenorm_needs_hidden_states():
 
     with pytest.raises(ValueError, match="hidden_states"):
         FeatureExtractor(NoHidden(), final_norm=False)(torch.rand(1, 3, 28, 28))
+
+
+def test_prenorm_features_of_transformers_dinov2():
+    from transformers import Dinov2Config, Dinov2Model
+
+    torch.manual_seed(0)
+    model = Dinov2Model(Dinov2Config(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                     image_size=56, patch_size=14)).eval()
+    captured = {}
+    model.encoder.layer[-1].register_forward_hook(lambda m, a, out: captured.__setitem__("x", out[0] if isinstance(out, tuple) else out))
+    features = FeatureExtractor(model, final_norm=False, pad=True)(torch.rand(1, 3, 30, 40))
+    tokens = captured["x"]  # [1, 1 + 3 * 3, 32]
+    torch.testing.assert_close(features.patches, tokens[:, 1:].transpose(1, 2).reshape(1, 32, 3, 3))
+    torch.testing.assert_close(features.cls, tokens[:, 0])
