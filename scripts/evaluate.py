@@ -45,6 +45,8 @@ def parse_args(argv=None):
     parser.add_argument("--max-test-images", type=int, default=None, help="snd protocol: evaluate the first N test images")
     parser.add_argument("--train-batch-size", type=int, default=None,
                         help="snd protocol: override the official training batch size (changes the protocol)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="snd protocol: data loader processes (default 0 on CPU, 4 on GPU; results do not depend on it)")
     parser.add_argument("--output-dir", default="evaluation")
     parser.add_argument("--probe-epochs", type=int, default=None, help="override every probe's epochs")
     parser.add_argument("--probe-max-steps", type=int, default=None, help="cap every probe's optimiser steps")
@@ -84,6 +86,7 @@ def main(argv=None):
         evaluate_snd(args.model, tasks=args.task or ["all"], dataset=args.dataset, data_dir=args.data_dir,
                      output_dir=args.output_dir, max_iters=args.max_iters, device=args.device, seed=args.seed,
                      batch_size=args.train_batch_size, max_test_images=args.max_test_images,
+                     num_workers=args.num_workers,
                      warn=lambda message: print(message, file=sys.stderr))
         with open(os.path.join(args.output_dir, "comparison.md")) as table:
             print(table.read())

@@ -36,12 +36,8 @@ TASK_DATASETS = {
     "depth": ("nyuv2", "scannet", "scannetpp"),
     "segmentation": ("nyuv2", "scannet", "scannetpp"),
     "normals": ("nyuv2",),
-    "correspondence": ("scannet", "scannet_pairs"),
+    "correspondence": ("scannet_pairs",),
 }
-
-# The authors' per-task model choice (README of the release): with-blending weights for the
-# dense tasks, without-blending weights for correspondence.
-DENSE_TASKS = ("depth", "normals", "segmentation")
 
 
 def task_module(task: str):
@@ -69,19 +65,6 @@ def resolve_tasks(tasks, dataset: str) -> list[str]:
     return tasks
 
 
-def blending_warning(model_name: str, task: str) -> str | None:
-    """A warning when a model's name says it is the wrong SnD variant for ``task`` (authors' choice)."""
-    name = str(model_name).lower().replace("_", "-")
-    no_blending = "no-blending" in name or "without-blending" in name
-    if no_blending and task in DENSE_TASKS:
-        return (f"{model_name} looks like a without-blending SnD model; the authors evaluate {task} with the "
-                "with-blending weights")
-    if task == "correspondence" and ("snd" in name and not no_blending and "blending" in name):
-        return (f"{model_name} looks like a with-blending SnD model; the authors evaluate correspondence with the "
-                "without-blending weights")
-    return None
-
-
 def run_task(task: str, backbone, data_dir, *, dataset: str, max_iters: int | None = None, output_dir=None,
              device=None, seed: int = 0, batch_size: int | None = None, **kwargs) -> dict:
     """Run one task of the snd protocol (see the task modules) and return its result dict."""
@@ -95,7 +78,7 @@ def run_task(task: str, backbone, data_dir, *, dataset: str, max_iters: int | No
 
 def evaluate_snd(models, *, tasks, dataset: str, data_dir, output_dir, max_iters: int | None = None, device=None,
                  seed: int = 0, batch_size: int | None = None, max_test_images: int | None = None,
-                 warn=print) -> dict:
+                 num_workers: int | None = None, warn=print) -> dict:
     """Every model x task under the snd protocol; writes ``results.json`` and ``comparison.md``.
 
     ``models``: names or paths (loaded with :func:`snd.eval.features.load_backbone`) or a dict
@@ -104,6 +87,7 @@ def evaluate_snd(models, *, tasks, dataset: str, data_dir, output_dir, max_iters
     from ..features import load_backbone, model_display_name
     from ..report import protocol_table, write_json, write_text
     from .common import resolve_device
+    from .models import model_choice_warning
 
     device = resolve_device(device)
     output_dir = Path(output_dir)
@@ -115,10 +99,14 @@ def evaluate_snd(models, *, tasks, dataset: str, data_dir, output_dir, max_iters
         backbone = load_backbone(model, device=device) if isinstance(model, str) else model
         results[name] = {}
         for task in tasks:
-            message = blending_warning(str(source_name), task)
+            message = model_choice_warning(str(source_name), task)
             if message:
                 warn(f"warning: {message}")
-            extra = {"max_test_images": max_test_images} if max_test_images is not None else {}
+            extra = {}
+            if max_test_images is not None and task in ("depth", "segmentation"):
+                extra["max_test_images"] = max_test_images
+            if num_workers is not None and task in ("depth", "segmentation", "normals"):
+                extra["num_workers"] = num_workers
             results[name][task] = run_task(task, backbone, data_dir, dataset=dataset, max_iters=max_iters,
                                            output_dir=output_dir / name, device=device, seed=seed,
                                            batch_size=batch_size, **extra)

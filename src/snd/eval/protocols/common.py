@@ -79,6 +79,47 @@ class EpochSampler:
         return batch
 
 
+def sample_plan(size: int, batch_size: int, iterations: int, seed: int) -> np.ndarray:
+    """``[iterations, batch_size, 2]``: the dataset index and an augmentation seed of every training sample.
+
+    Indices follow :class:`EpochSampler` (shuffled epochs, ``drop_last=True``); every sample gets
+    its own seed, so augmentation does not depend on how many loader workers run it.
+    """
+    rng = np.random.default_rng(seed)
+    sampler = EpochSampler(size, batch_size, rng)
+    indices = np.array([sampler.next() for _ in range(iterations)], dtype=np.int64).reshape(iterations, batch_size)
+    seeds = rng.integers(0, 2**63 - 1, size=(iterations, batch_size), dtype=np.int64)
+    return np.stack([indices, seeds], axis=-1)
+
+
+class AugmentedSamples(torch.utils.data.Dataset):
+    """Sample ``k`` of a plan (iteration ``k // B``, slot ``k % B``): ``augment(item, rng)`` of its dataset item."""
+
+    def __init__(self, dataset, plan: np.ndarray, augment):
+        self.dataset, self.plan, self.augment = dataset, plan.reshape(-1, 2), augment
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, k: int):
+        index, seed = (int(v) for v in self.plan[k])
+        return self.augment(self.dataset[index], np.random.default_rng(seed))
+
+
+def training_batches(dataset, plan: np.ndarray, augment, num_workers: int = 0):
+    """Batches (tuples of stacked tensors) of a :func:`sample_plan`, loaded by ``num_workers`` processes."""
+    loader = torch.utils.data.DataLoader(AugmentedSamples(dataset, plan, augment), batch_size=plan.shape[1],
+                                         shuffle=False, num_workers=num_workers,
+                                         persistent_workers=False, pin_memory=torch.cuda.is_available())
+    return iter(loader)
+
+
+def default_workers(device: torch.device, num_workers: int | None) -> int:
+    if num_workers is not None:
+        return int(num_workers)
+    return 0 if device.type == "cpu" else 4
+
+
 class Timer:
     def __init__(self):
         self.start = time.perf_counter()

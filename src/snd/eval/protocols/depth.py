@@ -30,7 +30,8 @@ From ``baseline_configs/vits_{nyu,scannet,scannetpp}_depth_linear_config.py`` an
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,8 @@ import torch.nn.functional as F
 from ...metrics import depth_metrics
 from ..probes import DepthBinsHead
 from . import augment, schedules
-from .common import EpochSampler, FrozenFeatures, Timer, resolve_device, save_head
+from .common import (FrozenFeatures, Timer, default_workers, resolve_device, sample_plan, save_head,
+                     training_batches)
 from .data import DepthDataSpec, depth_datasets
 
 # rows 45:471, cols 41:601: the evaluation mask of the datasets with eigen_crop=True
@@ -76,7 +78,7 @@ class DepthProtocol:
     gradient_loss_weight: float = 0.5
     gradient_loss_as_called: bool = True  # the official [B, 1, H, W] call (identically 0 at batch 2)
     flip_test: bool = True
-    extra: dict = field(default_factory=dict)
+    eval_interval: int = 38_400  # EvalHook(by_epoch=False, interval=38400, save_best="abs_rel")
 
 
 # ------------------------------------------------------------------------------------ losses
@@ -151,45 +153,74 @@ def per_image_metrics(prediction: torch.Tensor, target: torch.Tensor) -> dict | 
 
 
 # ------------------------------------------------------------------------------------ run
+def _augmented_sample(item: dict, rng: np.random.Generator, *, nyu_train_crop: bool, protocol: "DepthProtocol"):
+    return augment.depth_train_augment(
+        item["image"], item["depth"], rng, nyu_train_crop=nyu_train_crop, crop_size=protocol.crop_size,
+        rotate_prob=protocol.rotate_prob, rotate_degrees=protocol.rotate_degrees, flip_prob=protocol.flip_prob,
+        color_prob=protocol.color_prob)
+
+
+def evaluate(head: DepthBinsHead, features: FrozenFeatures, test, spec: DepthDataSpec, protocol: "DepthProtocol",
+             device, max_test_images: int | None = None) -> dict:
+    """The official test: whole images, flip-averaged, per-image metrics then their mean (NaN images skipped)."""
+    head.eval()
+    per_image = []
+    count = len(test) if max_test_images is None else min(len(test), int(max_test_images))
+    with torch.no_grad():
+        for index in range(count):
+            item = test[index]
+            prediction = predict_depth(head, features, item["image"][None].to(device), flip=protocol.flip_test,
+                                       min_depth=spec.min_depth, max_depth=spec.max_depth)[0]
+            result = per_image_metrics(prediction.cpu(), evaluation_target(item["depth"], spec))
+            if result is not None:
+                per_image.append(result)
+    head.train()
+    if not per_image:
+        raise ValueError("depth: no test image has a valid ground-truth pixel")
+    metrics = {key: float(np.mean([r[key] for r in per_image])) for key in ("rmse", "abs_rel", "d1", "d2", "d3")}
+    metrics["num_images"] = len(per_image)
+    return metrics
+
+
 def run(backbone: torch.nn.Module, data_dir, *, dataset: str, max_iters: int | None = None, output_dir=None,
         device=None, seed: int = 0, batch_size: int | None = None, max_test_images: int | None = None,
-        protocol: DepthProtocol | None = None, progress: bool = False) -> dict:
+        num_workers: int | None = None, protocol: DepthProtocol | None = None, progress: bool = False) -> dict:
     """Train the authors' depth probe on ``dataset`` and evaluate it; returns metrics and ``settings``.
 
     ``max_iters`` stops training after that many iterations of the *official* schedule (the
     learning rate and momentum still follow the 307,200-iteration curves), for smoke runs.
     ``batch_size`` overrides the official 2 (note: with more than 2 the official gradient-loss
     call stops being 0). ``max_test_images`` evaluates only the first test images.
+    The test set is evaluated every ``protocol.eval_interval`` iterations (the official EvalHook:
+    38,400) and at the end; ``metrics`` are the last evaluation's, ``evaluations`` lists all and
+    ``best`` is the one with the lowest AbsRel (the official ``save_best="abs_rel"``).
+    ``num_workers`` loader processes augment the training images (default 0 on CPU, 4 on GPU);
+    each sample has its own seed, so results do not depend on it.
     """
     protocol = protocol or DepthProtocol()
     if batch_size is not None:
-        protocol = DepthProtocol(**{**asdict(protocol), "batch_size": int(batch_size)})
+        protocol = replace(protocol, batch_size=int(batch_size))
     device = resolve_device(device)
     train, test, spec = depth_datasets(dataset, data_dir)
     features = FrozenFeatures(backbone, final_norm=protocol.final_norm, device=device)
-    rng = np.random.default_rng(seed)
-    sampler = EpochSampler(len(train), protocol.batch_size, rng)
     lr_schedule = schedules.CosineAnnealingLR(protocol.lr, protocol.max_iters, protocol.warmup_iters,
                                               protocol.warmup_ratio, protocol.min_lr_ratio)
     momentum = schedules.OneCycleMomentum(protocol.max_iters, protocol.momentum_cycle[0], protocol.momentum_cycle[1],
                                           protocol.momentum_pct_start)
     iterations = protocol.max_iters if max_iters is None else min(int(max_iters), protocol.max_iters)
+    if iterations < 1:
+        raise ValueError("depth: max_iters must be >= 1")
+    plan = sample_plan(len(train), protocol.batch_size, iterations, seed)
+    batches = training_batches(train, plan, partial(_augmented_sample, nyu_train_crop=spec.nyu_train_crop,
+                                                    protocol=protocol),
+                               num_workers=default_workers(device, num_workers))
 
     head = optimizer = None
-    losses, timer = [], Timer()
-    sig_calls = 0
+    losses, evaluations, timer, eval_seconds = [], [], Timer(), 0.0
     for iteration in range(iterations):
-        images, depths = [], []
-        for index in sampler.next():
-            item = train[index]
-            image, depth = augment.depth_train_augment(
-                item["image"], item["depth"], rng, nyu_train_crop=spec.nyu_train_crop, crop_size=protocol.crop_size,
-                rotate_prob=protocol.rotate_prob, rotate_degrees=protocol.rotate_degrees,
-                flip_prob=protocol.flip_prob, color_prob=protocol.color_prob)
-            images.append(image)
-            depths.append(depth)
-        images = torch.stack(images).to(device)  # [B, 3, h, w]
-        target = torch.stack(depths)[:, None].to(device)  # [B, 1, h, w]
+        images, depths = next(batches)
+        images = images.to(device)  # [B, 3, h, w]
+        target = depths[:, None].to(device)  # [B, 1, h, w]
         patches, cls = features(images)
         if head is None:
             torch.manual_seed(seed)
@@ -200,8 +231,7 @@ def run(backbone: torch.nn.Module, data_dir, *, dataset: str, max_iters: int | N
                                           weight_decay=protocol.weight_decay)
         schedules.apply(optimizer, lr_schedule(iteration), momentum(iteration))
         prediction = head(patches, cls, target.shape[-2:])[:, None]  # [B, 1, h, w]
-        warm = sig_calls < protocol.sigloss_warmup_calls
-        sig_calls += 1
+        warm = iteration < protocol.sigloss_warmup_calls  # SigLoss counts its own calls: one per iteration
         loss_sig = official_sig_loss(prediction, target, warm_up=warm, unbiased=protocol.sigloss_unbiased_variance)
         if protocol.gradient_loss_as_called:
             loss_grad = official_gradient_loss(prediction, target)
@@ -214,29 +244,20 @@ def run(backbone: torch.nn.Module, data_dir, *, dataset: str, max_iters: int | N
         optimizer.step()
         losses.append({"iteration": iteration, "loss": loss.item(), "sig": loss_sig.item(), "grad": loss_grad.item(),
                        "lr": lr_schedule(iteration), "beta1": momentum(iteration)})
-    train_seconds = timer.seconds()
-    if head is None:
-        raise ValueError("depth: no training iteration ran (max_iters must be >= 1)")
+        done = iteration + 1
+        if done == iterations or (protocol.eval_interval and done % protocol.eval_interval == 0):
+            eval_timer = Timer()
+            metrics = evaluate(head, features, test, spec, protocol, device, max_test_images)
+            eval_seconds += eval_timer.seconds()
+            evaluations.append({"iteration": done, "metrics": metrics})
+    train_seconds = timer.seconds() - eval_seconds
 
-    head.eval()
-    per_image, count = [], len(test) if max_test_images is None else min(len(test), int(max_test_images))
-    with torch.no_grad():
-        for index in range(count):
-            item = test[index]
-            prediction = predict_depth(head, features, item["image"][None].to(device), flip=protocol.flip_test,
-                                       min_depth=spec.min_depth, max_depth=spec.max_depth)[0]
-            result = per_image_metrics(prediction.cpu(), evaluation_target(item["depth"], spec))
-            if result is not None:
-                per_image.append(result)
-    if not per_image:
-        raise ValueError(f"depth: no test image of {dataset} has a valid ground-truth pixel")
-    metrics = {key: float(np.mean([r[key] for r in per_image])) for key in ("rmse", "abs_rel", "d1", "d2", "d3")}
-    metrics["num_images"] = len(per_image)
-
+    metrics = evaluations[-1]["metrics"]
+    best = min(evaluations, key=lambda entry: entry["metrics"]["abs_rel"])
     settings = protocol_settings(protocol, spec, features, dataset, iterations)
-    result = {"task": "depth", "dataset": dataset, "metrics": metrics, "settings": settings,
-              "iterations_run": iterations, "train_seconds": train_seconds,
-              "iterations_per_second": iterations / max(train_seconds, 1e-9),
+    result = {"task": "depth", "dataset": dataset, "metrics": metrics, "best": best, "evaluations": evaluations,
+              "settings": settings, "iterations_run": iterations, "train_seconds": train_seconds,
+              "eval_seconds": eval_seconds, "iterations_per_second": iterations / max(train_seconds, 1e-9),
               "final_loss": losses[-1]["loss"], "loss_log": losses[-50:]}
     if output_dir is not None:
         output_dir = Path(output_dir)
@@ -248,7 +269,7 @@ def run(backbone: torch.nn.Module, data_dir, *, dataset: str, max_iters: int | N
 
 def protocol_settings(protocol: DepthProtocol, spec: DepthDataSpec, features: FrozenFeatures, dataset: str,
                       iterations: int) -> dict:
-    settings = {key: value for key, value in asdict(protocol).items() if key != "extra"}
+    settings = dict(asdict(protocol))
     settings.update(
         dataset=dataset, iterations_run=iterations, optimizer="AdamW (weight decay on all head parameters)",
         lr_schedule=f"mmcv CosineAnnealing from iteration 0, linear warm-up {protocol.warmup_iters} it "

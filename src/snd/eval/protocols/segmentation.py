@@ -25,7 +25,8 @@ From ``baseline_configs/vits_{nyu,scannet,scannetpp}_sem_linear_config.py`` and 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import augment, schedules
-from .common import EpochSampler, FrozenFeatures, Timer, resolve_device, save_head
+from .common import (FrozenFeatures, Timer, default_workers, resolve_device, sample_plan, save_head,
+                     training_batches)
 from .data import IGNORE_INDEX, segmentation_datasets
 from .sliding import slide_inference
 
@@ -62,6 +64,7 @@ class SegmentationProtocol:
     batch_norm: bool = False  # SnD's head; FiT3D's own head has SyncBN
     final_norm: bool = True
     init_std: float = 0.01
+    eval_interval: int = 40_000  # evaluation=dict(interval=40000, metric="mIoU")
 
 
 class LinearSegmentationHead(nn.Module):
@@ -118,40 +121,63 @@ def miou_from_confusion(matrix: np.ndarray) -> dict:
             "per_class_iou": [float(v * 100) for v in iou]}
 
 
+def _augmented_sample(item: dict, rng: np.random.Generator, *, protocol: SegmentationProtocol, pad_fill):
+    return augment.segmentation_train_augment(
+        item["image"], item["labels"], rng, img_scale=protocol.img_scale, ratio_range=protocol.ratio_range,
+        crop_size=protocol.crop_size, cat_max_ratio=protocol.cat_max_ratio, flip_prob=protocol.flip_prob,
+        pad_fill=pad_fill)
+
+
+def evaluate(head: LinearSegmentationHead, features: FrozenFeatures, test, num_classes: int,
+             protocol: SegmentationProtocol, device, max_test_images: int | None = None) -> dict:
+    """The official test pipeline over the test set; mmseg mIoU from dataset-level sums."""
+    head.eval()
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    count = len(test) if max_test_images is None else min(len(test), int(max_test_images))
+    with torch.no_grad():
+        for index in range(count):
+            item = test[index]
+            probabilities = predict_logits(head, features, item["image"][None].to(device), protocol, num_classes)
+            prediction = probabilities.argmax(dim=1)[0].cpu().numpy()
+            matrix += confusion(prediction, item["labels"].numpy(), num_classes)
+    head.train()
+    metrics = miou_from_confusion(matrix)
+    metrics["num_images"] = count
+    return metrics
+
+
 def run(backbone: torch.nn.Module, data_dir, *, dataset: str, max_iters: int | None = None, output_dir=None,
         device=None, seed: int = 0, batch_size: int | None = None, max_test_images: int | None = None,
-        protocol: SegmentationProtocol | None = None, progress: bool = False) -> dict:
+        num_workers: int | None = None, protocol: SegmentationProtocol | None = None, progress: bool = False) -> dict:
     """Train the authors' segmentation probe on ``dataset`` and evaluate it; returns metrics and ``settings``.
 
     ``max_iters`` stops after that many iterations of the *official* schedule (the learning rate
     still follows the 320,000-iteration poly curve); ``batch_size`` overrides the official 2.
+    The test set is evaluated every ``protocol.eval_interval`` iterations (official: 40,000) and
+    at the end; ``metrics`` are the last evaluation's, ``evaluations`` lists all.
+    ``num_workers``: loader processes for the augmentation (default 0 on CPU, 4 on GPU).
     """
     protocol = protocol or SegmentationProtocol()
     if batch_size is not None:
-        protocol = SegmentationProtocol(**{**asdict(protocol), "batch_size": int(batch_size)})
+        protocol = replace(protocol, batch_size=int(batch_size))
     device = resolve_device(device)
     train, test, spec = segmentation_datasets(dataset, data_dir)
     features = FrozenFeatures(backbone, final_norm=protocol.final_norm, device=device)
-    rng = np.random.default_rng(seed)
-    sampler = EpochSampler(len(train), protocol.batch_size, rng)
     lr_schedule = schedules.PolyLR(protocol.lr, protocol.max_iters, protocol.poly_power, protocol.min_lr,
                                    protocol.warmup_iters, protocol.warmup_ratio)
     iterations = protocol.max_iters if max_iters is None else min(int(max_iters), protocol.max_iters)
+    if iterations < 1:
+        raise ValueError("segmentation: max_iters must be >= 1")
+    plan = sample_plan(len(train), protocol.batch_size, iterations, seed)
+    batches = training_batches(train, plan, partial(_augmented_sample, protocol=protocol, pad_fill=features.mean),
+                               num_workers=default_workers(device, num_workers))
 
     head = optimizer = None
-    losses, timer = [], Timer()
+    losses, evaluations, timer, eval_seconds = [], [], Timer(), 0.0
     for iteration in range(iterations):
-        images, labels = [], []
-        for index in sampler.next():
-            item = train[index]
-            image, label = augment.segmentation_train_augment(
-                item["image"], item["labels"], rng, img_scale=protocol.img_scale, ratio_range=protocol.ratio_range,
-                crop_size=protocol.crop_size, cat_max_ratio=protocol.cat_max_ratio, flip_prob=protocol.flip_prob,
-                pad_fill=features.mean)
-            images.append(image)
-            labels.append(label)
-        images = torch.stack(images).to(device)  # [B, 3, 512, 512]
-        labels = torch.stack(labels).to(device)  # [B, 512, 512]
+        images, labels = next(batches)
+        images = images.to(device)  # [B, 3, 512, 512]
+        labels = labels.to(device)  # [B, 512, 512]
         patches, _ = features(images)
         if head is None:
             torch.manual_seed(seed)
@@ -166,23 +192,16 @@ def run(backbone: torch.nn.Module, data_dir, *, dataset: str, max_iters: int | N
         loss.backward()
         optimizer.step()
         losses.append({"iteration": iteration, "loss": loss.item(), "lr": lr_schedule(iteration)})
-    train_seconds = timer.seconds()
-    if head is None:
-        raise ValueError("segmentation: no training iteration ran (max_iters must be >= 1)")
+        done = iteration + 1
+        if done == iterations or (protocol.eval_interval and done % protocol.eval_interval == 0):
+            eval_timer = Timer()
+            metrics = evaluate(head, features, test, spec.num_classes, protocol, device, max_test_images)
+            eval_seconds += eval_timer.seconds()
+            evaluations.append({"iteration": done, "metrics": metrics})
+    train_seconds = timer.seconds() - eval_seconds
+    metrics = evaluations[-1]["metrics"]
 
-    head.eval()
-    matrix = np.zeros((spec.num_classes, spec.num_classes), dtype=np.int64)
-    count = len(test) if max_test_images is None else min(len(test), int(max_test_images))
-    with torch.no_grad():
-        for index in range(count):
-            item = test[index]
-            probabilities = predict_logits(head, features, item["image"][None].to(device), protocol, spec.num_classes)
-            prediction = probabilities.argmax(dim=1)[0].cpu().numpy()
-            matrix += confusion(prediction, item["labels"].numpy(), spec.num_classes)
-    metrics = miou_from_confusion(matrix)
-    metrics["num_images"] = count
-
-    settings = {key: value for key, value in asdict(protocol).items()}
+    settings = dict(asdict(protocol))
     settings.update(
         dataset=dataset, num_classes=spec.num_classes, iterations_run=iterations,
         optimizer="AdamW, no gradient clipping",
@@ -196,9 +215,9 @@ def run(backbone: torch.nn.Module, data_dir, *, dataset: str, max_iters: int | N
         metric="mmseg mIoU (dataset-level intersections / unions)",
         **{"features_" + key: value for key, value in features.settings().items()},
     )
-    result = {"task": "segmentation", "dataset": dataset, "metrics": metrics, "settings": settings,
-              "iterations_run": iterations, "train_seconds": train_seconds,
-              "iterations_per_second": iterations / max(train_seconds, 1e-9),
+    result = {"task": "segmentation", "dataset": dataset, "metrics": metrics, "evaluations": evaluations,
+              "settings": settings, "iterations_run": iterations, "train_seconds": train_seconds,
+              "eval_seconds": eval_seconds, "iterations_per_second": iterations / max(train_seconds, 1e-9),
               "final_loss": losses[-1]["loss"], "loss_log": losses[-50:]}
     if output_dir is not None:
         output_dir = Path(output_dir)
