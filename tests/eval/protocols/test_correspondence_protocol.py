@@ -148,17 +148,18 @@ def test_run_end_to_end(tmp_path):
     assert inputs[0][0, :, :5].abs().max() == 0
     settings = result["settings"]
     assert settings["pairs_evaluated"] == 2 and settings["matches_per_pair"] == 1000 and settings["image_mean"] == [0.5] * 3
+    metrics = result["metrics"]
     for key in ("recall_5px", "recall_10px", "recall_20px"):
-        assert 0 <= result[key] <= 100
-    assert result["recall_5px"] <= result["recall_10px"] <= result["recall_20px"]
+        assert 0 <= metrics[key] <= 100
+    assert metrics["recall_5px"] <= metrics["recall_10px"] <= metrics["recall_20px"]
     # pair rotations 5 and 40 degrees: bins 0-15 and 30-60 are filled, the others empty (NaN, as Probe3D)
-    assert np.isfinite(result["recall_10px_rot_0_15"]) and np.isfinite(result["recall_10px_rot_30_60"])
-    assert math.isnan(result["recall_10px_rot_15_30"]) and math.isnan(result["recall_10px_rot_60_180"])
+    assert np.isfinite(metrics["recall_10px_rot_0_15"]) and np.isfinite(metrics["recall_10px_rot_30_60"])
+    assert math.isnan(metrics["recall_10px_rot_15_30"]) and math.isnan(metrics["recall_10px_rot_60_180"])
     saved = json.loads((tmp_path / "out" / "correspondence_snd.json").read_text())
-    assert saved["recall_10px"] == pytest.approx(result["recall_10px"])
+    assert saved["metrics"]["recall_10px"] == pytest.approx(metrics["recall_10px"])
     one = correspondence.run(model, tmp_path / "data" / "scannet_test_1500", dataset="scannet_pairs", max_iters=1,
                              output_dir=None, device="cpu", progress=False)
-    assert one["settings"]["pairs_evaluated"] == 1 and one["num_pairs"] == 1
+    assert one["settings"]["pairs_evaluated"] == 1 and one["metrics"]["num_pairs"] == 1
     with pytest.raises(ValueError, match="scannet_pairs"):
         correspondence.run(model, tmp_path / "data", dataset="nyuv2", max_iters=1, output_dir=None, device="cpu")
 

@@ -168,6 +168,15 @@ def test_colour_jitter_restated():
     torch.testing.assert_close(out, expected)
 
 
+def test_opencv_nearest_indices():
+    # OpenCV resizeNN picks floor(x / (480 / 340)) in double precision; torch's float32 "nearest" differs here
+    expected = torch.tensor([min(math.floor(x * (1.0 / (480 / 340))), 339) for x in range(480)])
+    assert torch.equal(normals.nearest_indices(340, 480), expected)
+    source = torch.arange(340.0).view(1, 1, 1, 340)
+    assert not torch.equal(F.interpolate(source, size=(1, 480), mode="nearest").flatten().long(), expected)
+    assert torch.equal(normals.nearest_indices(480, 480), torch.arange(480))
+
+
 def test_random_resized_crop_is_shared_square_and_nearest():
     ys, xs = torch.meshgrid(torch.arange(48.0), torch.arange(48.0), indexing="ij")
     image = torch.stack([ys, xs, ys * 100 + xs])
@@ -180,9 +189,10 @@ def test_random_resized_crop_is_shared_square_and_nearest():
         side = int(rows.max() - rows.min() + 1)
         assert int(cols.max() - cols.min() + 1) == side  # ratio 1
         assert round(math.sqrt(0.5) * 48) - 1 <= side <= 48  # scale 0.5 .. 1
-        expected = F.interpolate(image[None, :, int(rows.min()): int(rows.min()) + side,
-                                       int(cols.min()): int(cols.min()) + side], size=(48, 48), mode="nearest")[0]
-        assert torch.equal(out_image, expected)
+        top, left = int(rows.min()), int(cols.min())
+        index = [top + min(math.floor(x * (1.0 / (48 / side))), side - 1) for x in range(48)]  # cv2 INTER_NEAREST
+        assert torch.equal(out_image[0][:, 0], torch.tensor(index, dtype=torch.float32))
+        assert torch.equal(out_image, image[:, index][:, :, [i - top + left for i in index]])
     untouched = normals.random_resized_crop([image], torch.Generator().manual_seed(0), p=0.0)
     assert torch.equal(untouched[0], image)
 
@@ -293,9 +303,10 @@ def test_run_end_to_end(tmp_path):
     settings = result["settings"]
     assert settings["iterations_run"] == 2 and settings["steps_per_epoch"] == 2 and settings["schedule_iterations"] == 20
     assert settings["batch_size"] == 2 and settings["zero_normals"] == "count_90" and not settings["full_schedule"]
-    assert seen[0] == (2, 3, 490, 490)  # 480 x 480 centre crop, zero-padded to 35 x 35 patches
-    assert result["num_images"] == 2
-    assert 0 <= result["within_30"] <= 100 and 0 < result["rmse"] <= 180
+    assert seen[1] == (2, 3, 490, 490)  # 480 x 480 centre crop, zero-padded to 35 x 35 patches
+    metrics = result["metrics"]
+    assert metrics["num_images"] == 2 and result["iterations_run"] == 2
+    assert 0 <= metrics["within_11.25"] <= metrics["within_30"] <= 100 and 0 < metrics["rmse"] <= 180
     assert np.isfinite(result["final_train_loss"])
     assert (tmp_path / "out" / "normals_snd.json").is_file() and (tmp_path / "out" / "normals_probe.safetensors").is_file()
     with pytest.raises(ValueError, match="nyuv2"):

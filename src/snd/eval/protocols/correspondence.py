@@ -152,7 +152,10 @@ def resolve_root(data_dir: str | Path) -> Path:
 
 def run(backbone, data_dir, *, dataset: str, max_iters: int | None, output_dir, device, seed: int = 0,
         batch_size: int | None = None, progress: bool = True) -> dict:
-    """Probe3D's ScanNet correspondence evaluation; returns metrics + ``settings``.
+    """Probe3D's ScanNet correspondence evaluation.
+
+    Returns ``{"task", "dataset", "metrics", "settings"}``; ``metrics``: ``recall_{5,10,20}px`` and
+    ``recall_10px_rot_{0_15,15_30,30_60,60_180}`` (percent; NaN for an empty bin), ``num_pairs``.
 
     Args:
         backbone: a backbone module or a name / path for :func:`snd.eval.features.load_backbone`.
@@ -168,7 +171,7 @@ def run(backbone, data_dir, *, dataset: str, max_iters: int | None, output_dir, 
 
     from snd.metrics import correspondence_metrics
 
-    from .normals import _backbone
+    from .normals import _backbone, _device
 
     if dataset not in DATASETS:
         raise ValueError(f"correspondence (--protocol snd) is defined on {DATASETS}, got dataset {dataset!r}")
@@ -176,7 +179,7 @@ def run(backbone, data_dir, *, dataset: str, max_iters: int | None, output_dir, 
 
     pairs = ScanNetPairsProbe3D(resolve_root(data_dir))
     count = len(pairs) if max_iters is None else min(int(max_iters), len(pairs))
-    model, model_name = _backbone(backbone, torch.device(device))
+    model, model_name = _backbone(backbone, _device(device))
     extractor = FeatureExtractor(model, image_mean=IMAGE_MEAN, image_std=IMAGE_STD, final_norm=False, pad=True)
     errors, rotations = [], []
     for index in tqdm(range(count), desc="correspondence (snd)", disable=not progress, leave=False):
@@ -196,7 +199,7 @@ def run(backbone, data_dir, *, dataset: str, max_iters: int | None, output_dir, 
     settings = dict(SETTINGS, seed=seed, batch_size=batch_size, model=model_name, dataset=dataset,
                     pairs_total=len(pairs), pairs_evaluated=count, max_iters=max_iters,
                     patch_size=extractor.patch_size, matches_per_pair=sizes.pop())
-    result = dict(metrics, settings=settings)
+    result = {"task": "correspondence", "dataset": dataset, "metrics": metrics, "settings": settings}
     if output_dir is not None:
         output = Path(output_dir)
         output.mkdir(parents=True, exist_ok=True)

@@ -155,10 +155,25 @@ def color_jitter(image: torch.Tensor, generator: torch.Generator | None = None, 
     return image
 
 
+def nearest_indices(source: int, target: int) -> torch.Tensor:
+    """Source index of each of ``target`` output pixels for OpenCV's ``INTER_NEAREST`` resize.
+
+    ``floor(x * (1 / (target / source)))`` in double precision, clipped to ``source - 1``
+    (OpenCV ``resizeNN``). torch's ``mode="nearest"`` computes the scale in float32 and picks
+    another pixel at some sizes (e.g. 340 -> 480), hence this restatement.
+    """
+    inverse = 1.0 / (target / source)
+    return torch.tensor([min(math.floor(x * inverse), source - 1) for x in range(target)], dtype=torch.long)
+
+
 def random_resized_crop(tensors: list[torch.Tensor], generator: torch.Generator | None = None,
                         scale: tuple[float, float] = (0.5, 1.0), p: float = 0.5) -> list[torch.Tensor]:
-    """Square random resized crop shared by ``[C, H, W]`` tensors (albumentations ``RandomResizedCrop``,
-    ratio 1, nearest), back to ``H x W``, with probability ``p``."""
+    """Square random resized crop shared by ``[C, H, W]`` tensors, back to ``H x W``, with probability ``p``.
+
+    albumentations 1.3.1 ``RandomResizedCrop(H, W, scale, ratio=(1, 1), interpolation=INTER_NEAREST)``:
+    side ``round(sqrt(U(scale) * H * W))`` (Python rounding), top-left corner uniform over the
+    valid integer positions, OpenCV nearest-neighbour resize (:func:`nearest_indices`).
+    """
     if torch.rand(1, generator=generator).item() >= p:
         return tensors
     height, width = tensors[0].shape[-2:]
@@ -167,10 +182,9 @@ def random_resized_crop(tensors: list[torch.Tensor], generator: torch.Generator 
     side = max(1, min(side, height, width))
     top = int(torch.randint(0, height - side + 1, (1,), generator=generator))
     left = int(torch.randint(0, width - side + 1, (1,), generator=generator))
-    return [
-        F.interpolate(t[None, :, top : top + side, left : left + side].float(), size=(height, width), mode="nearest")[0]
-        for t in tensors
-    ]
+    rows = top + nearest_indices(side, height)  # [H]
+    cols = left + nearest_indices(side, width)  # [W]
+    return [t[:, rows][:, :, cols] for t in tensors]
 
 
 class GeoNetTrainTransform(torch.utils.data.Dataset):
@@ -282,6 +296,13 @@ def _collate(items: list[dict]) -> dict:
     return {key: torch.stack([item[key] for item in items]) for key in ("image", "depth", "snorm")}
 
 
+def _device(device) -> torch.device:
+    """``None`` / ``"auto"``: CUDA when available, else CPU."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
 def _backbone(backbone, device):
     if isinstance(backbone, (str, Path)):
         from snd.eval.features import load_backbone
@@ -295,6 +316,10 @@ def _extractor(model):
     from snd.eval.features import FeatureExtractor
 
     return FeatureExtractor(model, image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, final_norm=False, pad=True)
+
+
+#: Probe3D reports rmse and the three "within" fractions; mean and median (per image, then averaged) are extra.
+METRIC_KEYS = ("rmse", "within_11.25", "within_22.5", "within_30", "mean", "median")
 
 
 def evaluate_probe(extractor, head: nn.Module, loader, device) -> dict:
@@ -312,11 +337,11 @@ def evaluate_probe(extractor, head: nn.Module, loader, device) -> dict:
             valid = (batch["depth"][:, 0] > 0).numpy()  # [B, H, W]
             for i in range(len(target)):
                 if not valid[i].any():  # Probe3D scores such an image 0 (num_valid clamped to 1)
-                    scores = {"rmse": 0.0, "within_11.25": 0.0, "within_22.5": 0.0, "within_30": 0.0}
+                    scores = dict.fromkeys(METRIC_KEYS, 0.0)
                 else:
                     scores = normal_metrics(prediction[i : i + 1].cpu().numpy(), target[i : i + 1].cpu().numpy(),
                                             valid=valid[i : i + 1], zero_normals="count_90")
-                for key in ("rmse", "within_11.25", "within_22.5", "within_30"):
+                for key in METRIC_KEYS:
                     totals[key] = totals.get(key, 0.0) + scores[key]
                 count += 1
     return {key: value / max(count, 1) for key, value in totals.items()} | {"num_images": count}
@@ -325,7 +350,11 @@ def evaluate_probe(extractor, head: nn.Module, loader, device) -> dict:
 def run(backbone, data_dir, *, dataset: str, max_iters: int | None, output_dir, device, seed: int = 0,
         batch_size: int | None = None, num_workers: int | None = None, drop_bad_indices: bool | str = "auto",
         progress: bool = True) -> dict:
-    """Train and test the Probe3D normals probe exactly as the SnD authors did; returns metrics + ``settings``.
+    """Train and test the Probe3D normals probe exactly as the SnD authors did.
+
+    Returns ``{"task", "dataset", "metrics", "settings", "iterations_run", "final_train_loss"}``;
+    ``metrics``: ``rmse``, ``within_11.25``, ``within_22.5``, ``within_30`` (percent), ``mean``,
+    ``median`` (degrees), ``num_images``.
 
     Args:
         backbone: a backbone module or a name / path for :func:`snd.eval.features.load_backbone`.
@@ -344,7 +373,7 @@ def run(backbone, data_dir, *, dataset: str, max_iters: int | None, output_dir, 
 
     if dataset not in DATASETS:
         raise ValueError(f"normals (--protocol snd) is defined on {DATASETS}, got dataset {dataset!r}")
-    device = torch.device(device)
+    device = _device(device)
     torch.manual_seed(seed)
     np.random.seed(seed)
     geonet_dir, test_path = resolve_paths(data_dir)
@@ -360,7 +389,8 @@ def run(backbone, data_dir, *, dataset: str, max_iters: int | None, output_dir, 
 
     model, model_name = _backbone(backbone, device)
     extractor = _extractor(model)
-    channels = int(model.config.hidden_size)
+    with torch.no_grad():  # the feature width, from one test image (any backbone)
+        channels = extractor(test_set[0]["image"][None]).patches.shape[1]
     head = UncertaintyNormalsHead(channels).to(device)
     optimizer = torch.optim.AdamW(head.parameters(), lr=SETTINGS["lr"])
     steps_per_epoch = len(train_loader)
@@ -397,7 +427,8 @@ def run(backbone, data_dir, *, dataset: str, max_iters: int | None, output_dir, 
                     schedule_iterations=total_steps, iterations_run=step, max_iters=max_iters,
                     patch_size=extractor.patch_size, dropped_files=list(train_set.base.dropped),
                     full_schedule=step == total_steps)
-    result = dict(metrics, final_train_loss=losses[-1] if losses else float("nan"), settings=settings)
+    result = {"task": "normals", "dataset": dataset, "metrics": metrics, "settings": settings,
+              "iterations_run": step, "final_train_loss": losses[-1] if losses else float("nan")}
     if output_dir is not None:
         from safetensors.torch import save_file
 
