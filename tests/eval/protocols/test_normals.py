@@ -134,6 +134,22 @@ def test_test_items_are_centre_cropped(tmp_path):
         assert torch.equal(item[key], base[0][key][..., 80:560])
 
 
+def test_train_transform_is_seeded_per_frame_and_epoch(tmp_path):
+    write_geonet(tmp_path, count=2)
+    with pytest.warns(UserWarning):
+        base = GeoNetNormals(tmp_path / "nyu_geonet")
+    first, again = normals.GeoNetTrainTransform(base, seed=3), normals.GeoNetTrainTransform(base, seed=3)
+    item = first[1]
+    assert item["image"].shape == (3, 480, 480) and item["depth"].shape == (1, 480, 480)
+    torch.manual_seed(123)  # the global RNG (and so the worker count) plays no part
+    assert all(torch.equal(item[k], again[1][k]) for k in item)
+    draws = set()
+    for epoch in range(6):
+        first.set_epoch(epoch)
+        draws.add(float(first[1]["image"].sum()))
+    assert len(draws) > 1
+
+
 def test_colour_jitter_pieces():
     red = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1)
     torch.testing.assert_close(normals.rgb_to_hsv(red).flatten(), torch.tensor([0.0, 1.0, 1.0]))

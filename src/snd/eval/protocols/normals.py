@@ -188,20 +188,32 @@ def random_resized_crop(tensors: list[torch.Tensor], generator: torch.Generator 
 
 
 class GeoNetTrainTransform(torch.utils.data.Dataset):
-    """GeoNet frames with Probe3D's training transform: jitter (full frame) -> centre crop -> random resized crop."""
+    """GeoNet frames with Probe3D's training transform: jitter (full frame) -> centre crop -> random resized crop.
 
-    def __init__(self, base: GeoNetNormals, augment: bool = True):
-        self.base, self.augment = base, augment
+    Each draw uses its own generator seeded from ``(seed, epoch, index)``, so results do not
+    depend on the number of DataLoader workers; call :meth:`set_epoch` before each epoch.
+    """
+
+    def __init__(self, base: GeoNetNormals, augment: bool = True, seed: int = 0):
+        self.base, self.augment, self.seed, self.epoch = base, augment, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
     def __len__(self) -> int:
         return len(self.base)
 
+    def generator(self, index: int) -> torch.Generator:
+        state = np.random.SeedSequence([self.seed, self.epoch, int(index)]).generate_state(2, dtype=np.uint32)
+        return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
     def __getitem__(self, index: int) -> dict:
         item = self.base[index]
-        image = color_jitter(item["image"]) if self.augment else item["image"]
+        generator = self.generator(index)
+        image = color_jitter(item["image"], generator) if self.augment else item["image"]
         image, depth, snorm = (center_crop(t) for t in (image, item["depth"], item["snorm"]))
         if self.augment:
-            image, depth, snorm = random_resized_crop([image, depth, snorm])
+            image, depth, snorm = random_resized_crop([image, depth, snorm], generator)
         return {"image": image, "depth": depth, "snorm": snorm}
 
 
@@ -364,7 +376,7 @@ def run(backbone, data_dir, *, dataset: str, max_iters: int | None, output_dir, 
             schedule keeps its official 10-epoch length. ``None``: the full 10 epochs.
         output_dir: where ``normals_snd.json`` and the probe weights (``normals_probe.safetensors``) go.
         device: torch device for the backbone and the probe.
-        seed: seeds augmentation, data order of workers and the probe initialisation.
+        seed: seeds augmentation (per frame and epoch, independent of workers) and the probe initialisation.
         batch_size: overrides the official 8 (recorded in ``settings``).
         num_workers: data-loading processes (default: 2 on CUDA as Probe3D, else 0).
         drop_bad_indices: see :class:`~snd.eval.protocols.data_probe3d.GeoNetNormals`.
@@ -377,7 +389,7 @@ def run(backbone, data_dir, *, dataset: str, max_iters: int | None, output_dir, 
     torch.manual_seed(seed)
     np.random.seed(seed)
     geonet_dir, test_path = resolve_paths(data_dir)
-    train_set = GeoNetTrainTransform(GeoNetNormals(geonet_dir, drop_bad_indices=drop_bad_indices))
+    train_set = GeoNetTrainTransform(GeoNetNormals(geonet_dir, drop_bad_indices=drop_bad_indices), seed=seed)
     test_set = NYUTestTransform(NYUTestNormals(test_path))
     batch = int(batch_size or SETTINGS["batch_size"])
     workers = (2 if device.type == "cuda" else 0) if num_workers is None else int(num_workers)
@@ -399,9 +411,11 @@ def run(backbone, data_dir, *, dataset: str, max_iters: int | None, output_dir, 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, total_steps, warmup_steps))
     limit = total_steps if max_iters is None else min(int(max_iters), total_steps)
 
-    step, losses = 0, []
+    step, epoch, losses = 0, 0, []
     bar = tqdm(total=limit, desc="normals (snd)", disable=not progress, leave=False)
     while step < limit:
+        train_set.set_epoch(epoch)  # before the iterator (and its workers) is created
+        epoch += 1
         for batch_items in train_loader:
             if step >= limit:
                 break
