@@ -1,5 +1,6 @@
-"""scripts/evaluate.py --protocol snd end to end in one subprocess: depth and segmentation on a
-NYUv2 fixture in FiT3D's layout, two iterations each; checks results, the report header and warnings."""
+"""scripts/evaluate.py --protocol snd end to end in one subprocess: --task all on NYUv2 (depth and
+segmentation in FiT3D's layout, normals in Probe3D's, side by side in one folder), two iterations
+each; checks results, settings, the report header and the model-choice warning."""
 
 import json
 import os
@@ -10,18 +11,21 @@ from pathlib import Path
 import pytest
 
 from .fixtures import tiny_backbone, write_nyuv2
+from .probe3d_fixtures import write_geonet, write_nyu_pickle
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.mark.slow
-def test_evaluate_protocol_snd_depth_and_segmentation(tmp_path):
-    data_dir = write_nyuv2(tmp_path / "eval_data" / "nyuv2")
+def test_evaluate_protocol_snd_all_tasks_on_nyuv2(tmp_path):
+    data_dir = write_nyuv2(tmp_path / "eval_data" / "nyuv2")  # data_depth/, data_sem/ (FiT3D)
+    write_geonet(data_dir, count=2)  # nyu_geonet/*.mat (Probe3D)
+    write_nyu_pickle(data_dir / "nyuv2" / "nyuv2_snorm_all.pkl")
     model_dir = tmp_path / "tiny-no-blending"
     tiny_backbone().save_pretrained(model_dir)
     output = tmp_path / "report"
     command = [sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--protocol", "snd", "--model", str(model_dir),
-               "--task", "depth", "--task", "segmentation", "--dataset", "nyuv2", "--data-dir", str(data_dir),
+               "--task", "all", "--dataset", "nyuv2", "--data-dir", str(data_dir),
                "--max-iters", "2", "--max-test-images", "1", "--output-dir", str(output), "--device", "cpu",
                "--num-threads", "1"]
     completed = subprocess.run(command, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,
@@ -32,7 +36,9 @@ def test_evaluate_protocol_snd_depth_and_segmentation(tmp_path):
     results = json.loads((output / "results.json").read_text())
     assert results["protocol"] == "snd" and results["protocol_version"]
     per_task = results["results"]["tiny-no-blending"]
+    assert set(per_task) == {"depth", "segmentation", "normals"}
     depth, segmentation = per_task["depth"], per_task["segmentation"]
+    assert per_task["normals"]["iterations_run"] == 2 and per_task["normals"]["metrics"]["rmse"] > 0
     assert depth["iterations_run"] == 2 and segmentation["iterations_run"] == 2
     assert depth["metrics"]["rmse"] > 0 and depth["metrics"]["num_images"] == 1
     assert 0 <= segmentation["metrics"]["mean_iou"] <= 100
@@ -48,5 +54,5 @@ def test_evaluate_protocol_snd_depth_and_segmentation(tmp_path):
     table = (output / "comparison.md").read_text()
     assert "protocol `snd` version" in table and "nyuv2" in table
     assert "| tiny-no-blending |" in table and "Published (SnD paper, ViT-S)" in table
-    assert "0.4912" in table and "67.5" in table  # SnD's published NYUv2 depth RMSE and mIoU
+    assert "0.4912" in table and "67.5" in table and "28.93" in table  # SnD's published NYUv2 rows
     assert "NOT comparable" not in table
