@@ -200,6 +200,10 @@ def protocol_table(results: dict[str, dict[str, dict]], *, protocol: str, versio
         keys = _HEADER_SETTINGS.get(task) or tuple(settings)
         shown = [f"{key}={settings[key]}" for key in keys if key in settings]
         lines.append(f"- **{task}**: " + "; ".join(shown))
+        run, full = settings.get("iterations_run"), settings.get("max_iters")
+        if isinstance(run, int) and isinstance(full, int) and run < full:
+            lines.append(f"  - **smoke run: stopped after {run} of {full} iterations; not the published protocol "
+                         "length, not comparable with published numbers**")
     lines.append("")
     flat = {model: {task: result.get("metrics", result) for task, result in per_model.items()}
             for model, per_model in results.items()}

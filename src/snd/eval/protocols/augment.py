@@ -107,7 +107,7 @@ def depth_train_augment(image: torch.Tensor, depth: torch.Tensor, rng: np.random
     do_rotate = rng.random() < rotate_prob
     degrees = rng.uniform(-rotate_degrees, rotate_degrees)  # drawn whether or not it is used (as the original)
     if do_rotate:
-        image = rotate(image, degrees, mode="bilinear", fill=0.0)
+        image = quantize_uint8(rotate(image, degrees, mode="bilinear", fill=0.0))  # OpenCV returns uint8
         depth = rotate(depth, degrees, mode="nearest", fill=0.0)
     if rng.random() < flip_prob:
         image, depth = hflip(image), hflip(depth)
