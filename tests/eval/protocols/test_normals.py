@@ -324,7 +324,12 @@ def test_run_end_to_end(tmp_path):
     assert metrics["num_images"] == 2 and result["iterations_run"] == 2
     assert 0 <= metrics["within_11.25"] <= metrics["within_30"] <= 100 and 0 < metrics["rmse"] <= 180
     assert np.isfinite(result["final_train_loss"])
-    assert (tmp_path / "out" / "normals_snd.json").is_file() and (tmp_path / "out" / "normals_probe.safetensors").is_file()
+    assert (tmp_path / "out" / "normals_snd.json").is_file()
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "out" / "normals_probe.safetensors"), "pt") as stored:
+        assert tuple(stored.get_tensor("conv.weight").shape) == (4, 32, 1, 1)
+        assert '"zero_normals": "count_90"' in stored.metadata()["settings"]
     with pytest.raises(ValueError, match="nyuv2"):
         normals.run(model, tmp_path / "data", dataset="scannetpp", max_iters=1, output_dir=None, device="cpu")
     with pytest.raises(FileNotFoundError, match="nyu_geonet"):

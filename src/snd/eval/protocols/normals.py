@@ -444,11 +444,9 @@ def run(backbone, data_dir, *, dataset: str, max_iters: int | None, output_dir, 
     result = {"task": "normals", "dataset": dataset, "metrics": metrics, "settings": settings,
               "iterations_run": step, "final_train_loss": losses[-1] if losses else float("nan")}
     if output_dir is not None:
-        from safetensors.torch import save_file
+        from .common import save_head
 
         output = Path(output_dir)
-        output.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()},
-                  str(output / "normals_probe.safetensors"))
+        save_head(head, output / "normals_probe.safetensors", settings)  # weights + settings as metadata
         (output / "normals_snd.json").write_text(json.dumps(result, indent=2, default=str))
     return result
