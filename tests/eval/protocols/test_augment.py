@@ -104,3 +104,24 @@ def test_photometric_distortion_stays_8bit():
     out = augment.photometric_distortion(torch.rand(3, 8, 8), np.random.default_rng(1))
     assert out.min() >= 0 and out.max() <= 1
     assert torch.allclose(out * 255, (out * 255).round(), atol=1e-4)
+
+
+def test_segmentation_crop_redraws_while_one_class_dominates():
+    labels = torch.zeros(60, 60, dtype=torch.long)
+    labels[:12, :12] = 1  # only crops near the top-left corner hold a second class
+    labels[40:, 40:] = 255  # ignored pixels do not count
+    image = torch.rand(3, 60, 60)
+
+    def acceptable(box):
+        y1, y2, x1, x2 = box
+        values, counts = np.unique(labels[y1:y2, x1:x2].numpy(), return_counts=True)
+        counts = counts[values != 255]
+        return len(counts) > 1 and counts.max() / counts.sum() < 0.75
+
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        boxes = [augment.crop_box(60, 60, (20, 20), rng) for _ in range(11)]  # the first draw + up to 10 redraws
+        expected = next((box for box in boxes[:10] if acceptable(box)), boxes[10])
+        out_image, out_labels = augment.segmentation_crop(image, labels, np.random.default_rng(seed), (20, 20))
+        y1, y2, x1, x2 = expected
+        assert torch.equal(out_labels, labels[y1:y2, x1:x2]) and torch.equal(out_image, image[:, y1:y2, x1:x2])
