@@ -119,6 +119,11 @@ def test_pair_errors_match_brute_force():
                                         torch.from_numpy(k).float(), torch.from_numpy(pose).float(), num_corr=20)
     assert errors.shape == (20,)
     np.testing.assert_allclose(errors.numpy(), expected, rtol=1e-4, atol=1e-4)
+    on_device = correspondence.pair_errors(torch.from_numpy(features0).float(), torch.from_numpy(features1).float(),
+                                           torch.from_numpy(depth0).float()[None], torch.from_numpy(depth1).float()[None],
+                                           torch.from_numpy(k).float(), torch.from_numpy(pose).float(), num_corr=20,
+                                           match_device=torch.device("cpu"))
+    torch.testing.assert_close(on_device, errors)
 
 
 def test_identical_views_match_themselves():

@@ -111,11 +111,13 @@ def ratio_test_topk(features0: torch.Tensor, features1: torch.Tensor, num_corr: 
 
 
 def pair_errors(features0, features1, depth0, depth1, intrinsics, relative_pose, num_corr: int = NUM_CORR,
-                scale_factor: float = SCALE_FACTOR) -> torch.Tensor:
+                scale_factor: float = SCALE_FACTOR, match_device=None) -> torch.Tensor:
     """2D errors ``[K]`` of one pair (Probe3D ``estimate_correspondence_depth`` + the error of the script).
 
     ``features*`` ``[C, h, w]``; ``depth*`` ``[1, H, W]``; ``intrinsics`` ``[3, 3]`` pixels of the
-    full-size image; ``relative_pose`` ``[4, 4]`` camera 0 -> camera 1.
+    full-size image; ``relative_pose`` ``[4, 4]`` camera 0 -> camera 1. Everything runs on the
+    inputs' device (CPU in the protocol, as Probe3D) except the nearest-neighbour search, which
+    runs on ``match_device`` when given (Probe3D searches with faiss on the GPU).
     """
     depths = F.interpolate(torch.stack([depth0, depth1]), scale_factor=scale_factor)  # [2, 1, h', w'] nearest
     k = intrinsics.clone().float()
@@ -127,7 +129,10 @@ def pair_errors(features0, features1, depth0, depth1, intrinsics, relative_pose,
     size = depths.shape[-2:]
     descriptors0 = sample_features(features0.float(), k, points0, size)
     descriptors1 = sample_features(features1.float(), k, points1, size)
+    if match_device is not None:
+        descriptors0, descriptors1 = descriptors0.to(match_device), descriptors1.to(match_device)
     index0, index1, _ = ratio_test_topk(descriptors0, descriptors1, num_corr)
+    index0, index1 = index0.to(points0.device), index1.to(points1.device)
     rotation, translation = relative_pose[:3, :3].float(), relative_pose[:3, 3].float()
     moved = points0[index0] @ rotation.T + translation  # view-0 points in camera 1
     return (project(moved, k) - project(points1[index1], k)).norm(dim=1)
@@ -179,13 +184,15 @@ def run(backbone, data_dir, *, dataset: str, max_iters: int | None, output_dir, 
 
     pairs = ScanNetPairsProbe3D(resolve_root(data_dir))
     count = len(pairs) if max_iters is None else min(int(max_iters), len(pairs))
-    model, model_name = _backbone(backbone, _device(device))
+    device = _device(device)
+    model, model_name = _backbone(backbone, device)
     extractor = FeatureExtractor(model, image_mean=IMAGE_MEAN, image_std=IMAGE_STD, final_norm=False, pad=True)
     errors, rotations = [], []
     for index in tqdm(range(count), desc="correspondence (snd)", disable=not progress, leave=False):
         item = pairs[index]
         features = extractor(torch.stack([item["rgb_0"], item["rgb_1"]])).patches  # [2, C, h, w] on CPU
-        errors.append(pair_errors(features[0], features[1], item["depth_0"], item["depth_1"], item["K"], item["Rt_1"]))
+        errors.append(pair_errors(features[0], features[1], item["depth_0"], item["depth_1"], item["K"], item["Rt_1"],
+                                  match_device=device if device.type == "cuda" else None))
         rotations.append(rotation_angle_degrees(item["Rt_1"][:3, :3]))
     if not errors:
         raise ValueError(f"correspondence: no pair to evaluate in {pairs.root}")
