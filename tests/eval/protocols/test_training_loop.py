@@ -52,3 +52,11 @@ def test_periodic_evaluation_like_the_official_eval_hook(tmp_path):
     assert result["metrics"] == result["evaluations"][-1]["metrics"]
     assert result["best"]["metrics"]["abs_rel"] == min(e["metrics"]["abs_rel"] for e in result["evaluations"])
     assert result["settings"]["eval_interval"] == 2 and result["iterations_run"] == 3
+
+
+def test_interpolation_warning_for_transformers_dinov2():
+    import snd
+    from snd.eval.protocols import interpolation_warning
+
+    assert "torch.hub" in interpolation_warning(tiny_backbone(), "dinov2-small")
+    assert interpolation_warning(snd.SnDModel(snd.SnDConfig.tiny()), "snd") is None

@@ -65,6 +65,17 @@ def resolve_tasks(tasks, dataset: str) -> list[str]:
     return tasks
 
 
+def interpolation_warning(backbone, name: str) -> str | None:
+    """A warning for transformers' Dinov2 models: their position-embedding interpolation differs from the
+    original DINOv2 code the authors ran (at 35 x 46 patches the features differ), so published rows need the
+    torch.hub weights loaded as an SnD model (``position_interpolation="dinov2"``)."""
+    if type(backbone).__name__ in ("Dinov2Model", "Dinov2WithRegistersModel"):
+        return (f"{name} is a transformers {type(backbone).__name__}: it resizes position embeddings differently from "
+                "the original DINOv2 code the authors evaluated; to reproduce the published DINOv2 row, load the torch.hub "
+                "checkpoint (e.g. dinov2_vits14_pretrain.pth) so it is converted to an SnD model with DINOv2's interpolation")
+    return None
+
+
 def run_task(task: str, backbone, data_dir, *, dataset: str, max_iters: int | None = None, output_dir=None,
              device=None, seed: int = 0, batch_size: int | None = None, **kwargs) -> dict:
     """Run one task of the snd protocol (see the task modules) and return its result dict."""
@@ -98,6 +109,9 @@ def evaluate_snd(models, *, tasks, dataset: str, data_dir, output_dir, max_iters
         name = model_display_name(source_name) if isinstance(source_name, str) else str(source_name)
         backbone = load_backbone(model, device=device) if isinstance(model, str) else model
         results[name] = {}
+        message = interpolation_warning(backbone, name)
+        if message:
+            warn(f"warning: {message}")
         for task in tasks:
             message = model_choice_warning(str(source_name), task)
             if message:
