@@ -66,3 +66,29 @@ def test_head_has_no_batchnorm_and_mmseg_init():
     assert torch.count_nonzero(head.conv_seg.bias) == 0
     with_bn = segmentation.LinearSegmentationHead(8, 3, batch_norm=True)  # FiT3D's own head, as a switch
     assert isinstance(with_bn.norm, torch.nn.BatchNorm2d)
+
+
+def test_test_pipeline_restated():
+    from snd.eval.protocols.common import FrozenFeatures
+
+    from .fixtures import tiny_backbone
+
+    features = FrozenFeatures(tiny_backbone(), final_norm=True, device=torch.device("cpu"))
+    torch.manual_seed(0)
+    head = segmentation.LinearSegmentationHead(32, 5, init_std=1.0)
+    image = torch.rand(1, 3, 48, 64)
+    probabilities = segmentation.predict_logits(head, features, image, segmentation.SegmentationProtocol(), 5)
+    # restated: keep-ratio resize to fit (2048, 512) -> 512 x 683 (8-bit), two 512 windows at x 0 and 171,
+    # each window's logits bilinearly resized to the window, averaged, resized to 48 x 64, softmax
+    resized = F.interpolate((image * 255).round() / 255, size=(512, 683), mode="bilinear", align_corners=False)
+    resized = (resized * 255).round().clamp(0, 255) / 255
+    total, count = torch.zeros(1, 5, 512, 683), torch.zeros(1, 1, 512, 683)
+    with torch.no_grad():
+        for x1 in (0, 171):
+            crop = resized[:, :, :, x1:x1 + 512]
+            logits = F.interpolate(head(features(crop)[0]), size=(512, 512), mode="bilinear", align_corners=False)
+            total[:, :, :, x1:x1 + 512] += logits
+            count[:, :, :, x1:x1 + 512] += 1
+    expected = F.interpolate(total / count, size=(48, 64), mode="bilinear", align_corners=False).softmax(dim=1)
+    assert probabilities.shape == (1, 5, 48, 64)
+    assert torch.allclose(probabilities, expected, atol=1e-5)
