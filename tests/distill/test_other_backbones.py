@@ -120,7 +120,7 @@ def _evaluate(model, report, tasks):
     script = _load_script("evaluate")
     task_args = [arg for task in tasks for arg in ("--task", task)]
     script.main([
-        "--model", str(model), *task_args, "--dataset", "synthetic",
+        "--protocol", "quick", "--model", str(model), *task_args, "--dataset", "synthetic",
         "--output-dir", str(report), "--probe-epochs", "1", "--synthetic-train-scenes", "1", "--synthetic-test-scenes", "1",
         "--synthetic-image-size", "64", "--synthetic-frame-stride", "3", "--num-figures", "1", "--no-progress",
     ])

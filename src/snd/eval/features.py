@@ -21,7 +21,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class FeatureBatch:
     """Frozen features of a set of images.
 
-    patches: ``[N, C, h, w]`` patch features (after the backbone's final norm unless asked otherwise) covering the image.
+    patches: ``[N, C, h, w]`` patch features covering the image (after the backbone's final norm
+        unless the extractor was built with ``final_norm=False``).
     cls: ``[N, C]`` class token (zeros for models without one).
     """
 
@@ -91,12 +92,15 @@ class FeatureExtractor:
         resize: ``"round"`` resizes images (bilinear, antialiased) to the nearest multiple of the
             patch size on each side; ``"none"`` requires the input to be a multiple already.
             Ignored when ``pad`` is set.
-        final_norm: ``True`` (default) returns tokens after the backbone's final norm; ``False`` the
-            last block's output before it (patches and CLS), as Probe3D and the SnD authors' probes read them.
-        pad: zero-pad the normalised image to patch multiples instead of resizing, split as Probe3D's
-            ``center_padding``: ``pad = patch - (size % patch)`` per side, ``pad // 2`` on top / left and
-            the rest on bottom / right (480 x 640 -> 490 x 644 at patch 14; unchanged at patch 16); once
-            either side needs padding, a side that is already a multiple gets a whole patch, as in Probe3D.
+        final_norm: ``True`` (default) returns tokens after the backbone's final norm;
+            ``False`` returns the last block's output before it (patches and CLS), as Probe3D's
+            ``DINO.forward`` and the SnD authors' depth/normals/correspondence probes read them.
+            Read from the final norm's input (``snd.backbones``), for every supported architecture.
+        pad: zero-pad the normalised image to patch multiples instead of resizing, split as
+            Probe3D's ``center_padding``: ``pad = patch - (size % patch)`` per side, ``pad // 2`` on
+            top / left and the rest on bottom / right (480 x 640 -> 490 x 644 at patch 14; unchanged at
+            16). As in Probe3D, once either side needs padding, a side that is already a multiple is padded
+            by a whole patch (448 x 640 -> 462 x 644); nothing is padded when both are multiples.
     """
 
     def __init__(self, model: torch.nn.Module, patch_size: int | None = None, image_mean=IMAGENET_MEAN,
