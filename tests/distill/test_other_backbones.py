@@ -133,3 +133,26 @@ def test_evaluate_script_runs_on_the_dinov3_student(dinov3_run, tmp_path):
     _, out = dinov3_run
     per_task = _evaluate(out / "student", tmp_path / "report", tasks=["depth", "correspondence"])
     assert 0 <= per_task["correspondence"]["recall_10px"] <= 100
+
+
+def test_snd_protocol_depth_and_normals_run_on_the_dinov3_student(dinov3_run, tmp_path):
+    """--protocol snd (FiT3D depth, Probe3D normals: pre-norm tokens, zero padding to 16-pixel multiples) on the
+    NYUv2 fixtures of the protocol tests, two iterations each."""
+    from tests.eval.protocols.fixtures import write_nyuv2
+    from tests.eval.protocols.probe3d_fixtures import write_geonet, write_nyu_pickle
+
+    _, out = dinov3_run
+    data_dir = write_nyuv2(tmp_path / "eval_data" / "nyuv2")
+    write_geonet(data_dir, count=2)
+    write_nyu_pickle(data_dir / "nyuv2" / "nyuv2_snorm_all.pkl")
+    report = tmp_path / "report"
+    _load_script("evaluate").main([
+        "--protocol", "snd", "--model", str(out / "student"), "--task", "depth", "--task", "normals", "--dataset", "nyuv2",
+        "--data-dir", str(data_dir), "--max-iters", "2", "--max-test-images", "1", "--output-dir", str(report), "--device", "cpu",
+    ])
+    results = json.loads((report / "results.json").read_text())
+    (per_task,) = results["results"].values()
+    for task in ("depth", "normals"):
+        assert per_task[task]["iterations_run"] == 2 and per_task[task]["metrics"]["rmse"] > 0
+    depth, normals = per_task["depth"]["settings"], per_task["normals"]["settings"]
+    assert depth["features_patch_size"] == 16 and depth["features_final_norm"] is False and normals["patch_size"] == 16
