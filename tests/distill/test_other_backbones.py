@@ -1,7 +1,8 @@
 """Distil students that are not SnD/DINOv2: a tiny DINOv3 through the real ``scripts/distill.py``
 (one subprocess) and a tiny DINOv2-with-registers through the same script's ``main`` in-process;
 both export in their own class, LoRA merged, with an image processor and a model card, and give the
-trained module's features. The DINOv3 student is then evaluated with ``scripts/evaluate.py``."""
+trained module's features. Both are then evaluated with ``scripts/evaluate.py --protocol quick``, and the
+DINOv3 student also with ``--protocol snd`` (depth, normals; two iterations)."""
 
 from __future__ import annotations
 
