@@ -612,13 +612,17 @@ def test_one_cycle_spans_max_steps_plus_the_release_extra_steps():
 # EMA timing (the release updates in on_after_backward, before the optimiser step)
 
 
-def test_release_ema_timing_averages_the_pre_step_weights(tmp_path):
+def test_release_ema_timing_averages_the_pre_step_weights(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
     from snd.distill.trainer import train
 
+    settings = []
+    original = torch.set_float32_matmul_precision
+    monkeypatch.setattr(torch, "set_float32_matmul_precision", lambda value: (settings.append(value), original(value)))
+
     def run(name: str, timing: str, steps: int) -> tuple[dict, dict]:
-        config = load_config(None, [
+        config = load_config(None, [f"training.float32_matmul_precision={'high' if timing == 'before_step' else 'highest'}",
             f"training.output_dir={tmp_path / name}", f"training.max_steps={steps}", "training.schedule=constant",
             "training.checkpoint_every=0", "training.report_to=none", "teacher.update_every=1", "teacher.momentum=0.0",
             f"teacher.update_timing={timing}", "data.num_scenes=1", "data.samples_per_scene=2", "data.num_frames=10",
@@ -636,3 +640,5 @@ def test_release_ema_timing_averages_the_pre_step_weights(tmp_path):
     # before step 2 (1 step done): the weights after step 1, one step behind the final student
     assert all(torch.equal(teacher_2[k], student_1[k]) for k in student_1)
     assert not all(torch.equal(teacher_2[k], student_2[k]) for k in student_2)
+    # the release's TF32 setting is applied for the run and the previous process-wide value restored after it
+    assert settings == ["highest", "highest", "high", "highest"] and torch.get_float32_matmul_precision() == "highest"
