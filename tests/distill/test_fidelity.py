@@ -7,6 +7,7 @@ authors' release" lists the same rows.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from types import SimpleNamespace
@@ -552,6 +553,9 @@ def test_preset_lora_wraps_the_release_module_set_and_merges_exactly(tmp_path):
     assert 12 * 8 * ((384 + 1152) + (384 + 384)) + 8 * (3 * 14 * 14 + 384) == 228_960
     assert sum(p.numel() for p in vit_s.parameters() if p.requires_grad) == 228_960
     del vit_s
+
+    with pytest.raises(ValueError, match="patch_embed.proj"):  # the release's torch.hub name is refused, not ignored
+        apply_finetuning(SnDModel(SnDConfig.tiny()), dataclasses.replace(preset, lora_target_modules=["qkv", "proj", "patch_embed.proj"]))
 
     torch.manual_seed(0)
     backbone = apply_finetuning(SnDModel(SnDConfig.tiny()), preset)
