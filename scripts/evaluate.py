@@ -60,6 +60,9 @@ def parse_args(argv=None):
     parser.add_argument("--cache-features", action="store_true", help="store features under OUTPUT_DIR/feature_cache")
     parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy CPU)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--save-heads", action="store_true",
+                        help="save trained depth/segmentation probes as SnDForDepthEstimation / SnDForSemanticSegmentation "
+                             "folders (backbone included, image processor, card) under OUTPUT_DIR/<model>/heads/<task>")
     synthetic = parser.add_argument_group("synthetic benchmark")
     defaults = SyntheticEvalConfig()
     synthetic.add_argument("--synthetic-train-scenes", type=int, default=defaults.train_scenes)
@@ -115,6 +118,7 @@ def main(argv=None):
         device=args.device or "cpu",
         cache_features=args.cache_features,
         progress=not args.no_progress,
+        save_heads=args.save_heads,
     )
     evaluate_backbones(args.model, config)
     with open(os.path.join(args.output_dir, "comparison.md")) as table:
