@@ -19,7 +19,7 @@ def _capture(model):
     seen = {}
     model.register_forward_pre_hook(lambda module, args, kwargs: seen.__setitem__("input", kwargs["pixel_values"]),
                                     with_kwargs=True)
-    model.encoder.layer[-1].register_forward_hook(  # SnDLayer returns (hidden_states, attention weights)
+    model.encoder.layer[-1].register_forward_hook(  # a block may return (hidden_states, attentions)
         lambda module, args, output: seen.__setitem__("last_block", output[0] if isinstance(output, tuple) else output))
     return seen
 

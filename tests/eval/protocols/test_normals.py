@@ -334,3 +334,29 @@ def test_run_end_to_end(tmp_path):
         normals.run(model, tmp_path / "data", dataset="scannetpp", max_iters=1, output_dir=None, device="cpu")
     with pytest.raises(FileNotFoundError, match="nyu_geonet"):
         normals.run(model, tmp_path / "out", dataset="nyuv2", max_iters=1, output_dir=None, device="cpu")
+
+
+def test_evaluate_probe_aggregation():
+    """Per image, then the mean over images; Probe3D scores an image without valid depth as all-zero."""
+    target = torch.zeros(2, 3, 4, 4)
+    target[:, 2] = 1.0
+    target[0, :, 0, :] = 0  # 4 of 16 pixels with zero-length ground truth
+    depth = torch.ones(2, 1, 4, 4)
+    depth[1] = 0  # the second image has no valid pixel
+
+    class Extractor:
+        def __call__(self, images):
+            return type("Batch", (), {"patches": torch.zeros(len(images), 1, 1, 1)})()
+
+    class Head(torch.nn.Module):
+        def forward(self, features, size):
+            return torch.tensor([0.0, 0.0, 1.0, 0.0]).view(1, 4, 1, 1).expand(len(features), 4, *size)
+
+    loader = [{"image": torch.zeros(2, 3, 4, 4), "depth": depth, "snorm": target}]
+    counted = normals.evaluate_probe(Extractor(), Head(), loader, "cpu")
+    assert counted["num_images"] == 2
+    assert counted["rmse"] == pytest.approx(math.sqrt(4 / 16 * 90 ** 2) / 2)  # (image rmse + 0) / 2
+    assert counted["within_11.25"] == pytest.approx(75.0 / 2)
+    excluded = normals.evaluate_probe(Extractor(), Head(), loader, "cpu", zero_normals="exclude")
+    assert excluded["num_images"] == 1 and excluded["rmse"] == pytest.approx(0.0, abs=1e-6)
+    assert excluded["within_11.25"] == pytest.approx(100.0)

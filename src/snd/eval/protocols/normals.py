@@ -334,8 +334,12 @@ def _extractor(model):
 METRIC_KEYS = ("rmse", "within_11.25", "within_22.5", "within_30", "mean", "median")
 
 
-def evaluate_probe(extractor, head: nn.Module, loader, device) -> dict:
-    """Probe3D ``validate``: per-image metrics over depth > 0 (zero normals = 90 deg), mean over images."""
+def evaluate_probe(extractor, head: nn.Module, loader, device, zero_normals: str = "count_90") -> dict:
+    """Probe3D ``validate``: per-image metrics over depth > 0, mean over images.
+
+    ``zero_normals="count_90"`` (Probe3D, default) scores zero-length ground truth inside the mask
+    as 90 degrees; ``"exclude"`` leaves those pixels out.
+    """
     from snd.metrics import normal_metrics
 
     totals: dict[str, float] = {}
@@ -347,12 +351,16 @@ def evaluate_probe(extractor, head: nn.Module, loader, device) -> dict:
             target = batch["snorm"].to(device)
             prediction = head(features, size=target.shape[-2:])[:, :3]  # [B, 3, H, W]
             valid = (batch["depth"][:, 0] > 0).numpy()  # [B, H, W]
+            if zero_normals == "exclude":
+                valid &= (batch["snorm"].norm(dim=1) > 0).numpy()
             for i in range(len(target)):
-                if not valid[i].any():  # Probe3D scores such an image 0 (num_valid clamped to 1)
-                    scores = dict.fromkeys(METRIC_KEYS, 0.0)
+                if not valid[i].any():
+                    if zero_normals == "exclude":
+                        continue  # no pixel to score: the image is left out
+                    scores = dict.fromkeys(METRIC_KEYS, 0.0)  # Probe3D: num_valid clamped to 1 -> all zero
                 else:
                     scores = normal_metrics(prediction[i : i + 1].cpu().numpy(), target[i : i + 1].cpu().numpy(),
-                                            valid=valid[i : i + 1], zero_normals="count_90")
+                                            valid=valid[i : i + 1], zero_normals=zero_normals)
                 for key in METRIC_KEYS:
                     totals[key] = totals.get(key, 0.0) + scores[key]
                 count += 1
@@ -361,7 +369,7 @@ def evaluate_probe(extractor, head: nn.Module, loader, device) -> dict:
 
 def run(backbone, data_dir, *, dataset: str, max_iters: int | None, output_dir, device, seed: int = 0,
         batch_size: int | None = None, num_workers: int | None = None, drop_bad_indices: bool | str = "auto",
-        progress: bool = True) -> dict:
+        zero_normals: str = "count_90", progress: bool = True) -> dict:
     """Train and test the Probe3D normals probe exactly as the SnD authors did.
 
     Returns ``{"task", "dataset", "metrics", "settings", "iterations_run", "final_train_loss"}``;
@@ -380,11 +388,17 @@ def run(backbone, data_dir, *, dataset: str, max_iters: int | None, output_dir, 
         batch_size: overrides the official 8 (recorded in ``settings``).
         num_workers: data-loading processes (default: 2 on CUDA as Probe3D, else 0).
         drop_bad_indices: see :class:`~snd.eval.protocols.data_probe3d.GeoNetNormals`.
+        zero_normals: ``"count_90"`` (the official metric and the published numbers) or ``"exclude"``
+            (a deviation: zero-length ground-truth normals left out of the test metric; recorded).
     """
     from tqdm.auto import tqdm
 
+    from snd.metrics.normals.normals import ZERO_NORMALS
+
     if dataset not in DATASETS:
         raise ValueError(f"normals (--protocol snd) is defined on {DATASETS}, got dataset {dataset!r}")
+    if zero_normals not in ZERO_NORMALS:
+        raise ValueError(f"normals: zero_normals must be one of {ZERO_NORMALS}, got {zero_normals!r}")
     device = _device(device)
     torch.manual_seed(seed)
     np.random.seed(seed)
@@ -435,8 +449,8 @@ def run(backbone, data_dir, *, dataset: str, max_iters: int | None, output_dir, 
             bar.update(1)
     bar.close()
 
-    metrics = evaluate_probe(extractor, head, test_loader, device)
-    settings = dict(SETTINGS, batch_size=batch, seed=seed, model=model_name, dataset=dataset,
+    metrics = evaluate_probe(extractor, head, test_loader, device, zero_normals=zero_normals)
+    settings = dict(SETTINGS, zero_normals=zero_normals, batch_size=batch, seed=seed, model=model_name, dataset=dataset,
                     train_frames=len(train_set), test_frames=len(test_set), steps_per_epoch=steps_per_epoch,
                     schedule_iterations=total_steps, iterations_run=step, max_iters=max_iters,
                     patch_size=extractor.patch_size, dropped_files=list(train_set.base.dropped),
