@@ -38,3 +38,19 @@ def test_bad_preset_and_lora_string_name_the_field():
         load_config("tiny_dinov3", ["model.preset=dinov9"])
     with pytest.raises(ConfigError, match="model.lora_target_modules must be a list of module names or 'auto'"):
         load_config("tiny_dinov3", ["model.lora_target_modules=qkv"])
+
+
+def test_model_card_of_a_dinov3_run_names_base_model_and_architecture(tmp_path):
+    from transformers import AutoConfig
+
+    from snd.backbones import random_backbone
+    from snd.distill.trainer import card_info
+    from snd.hub.cards import render_model_card
+
+    config = load_config("scannetpp_dinov3s")
+    random_backbone("dinov3-tiny").save_pretrained(tmp_path)  # as exported: config.json names the class
+    model_config = AutoConfig.from_pretrained(tmp_path)
+    info = card_info(config, "me/snd-dinov3-s", model_config=model_config)
+    card = render_model_card(info, model_config)
+    assert card.data.base_model == "facebook/dinov3-vits16-pretrain-lvd1689m"
+    assert "dinov3_vit" in card.data.tags and "DINOv3ViTModel (model_type dinov3_vit)" in str(card)
