@@ -54,3 +54,10 @@ def test_model_card_of_a_dinov3_run_names_base_model_and_architecture(tmp_path):
     card = render_model_card(info, model_config)
     assert card.data.base_model == "facebook/dinov3-vits16-pretrain-lvd1689m"
     assert "dinov3_vit" in card.data.tags and "DINOv3ViTModel (model_type dinov3_vit)" in str(card)
+
+
+def test_tiny_dinov3_is_the_embedded_default_with_a_dinov3_student():
+    tiny, default = load_config("tiny_dinov3").to_dict(), load_config().to_dict()
+    changed = {(section, key) for section in default for key in default[section] if tiny[section][key] != default[section][key]}
+    assert changed == {("model", "preset"), ("data", "image_height"), ("data", "image_width"), ("training", "output_dir")}
+    assert tiny["model"]["preset"] == "dinov3-tiny" and tiny["data"]["image_height"] % 16 == tiny["data"]["image_width"] % 16 == 0
