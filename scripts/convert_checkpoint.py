@@ -13,6 +13,7 @@ import logging
 import sys
 
 from snd.convert import FORMATS, ConversionError, convert_backbone, save_backbone
+from snd.convert.common import check_output
 from snd.models.snd_dinov2 import PRESETS
 
 
@@ -21,17 +22,19 @@ def main(argv=None) -> int:
     parser.add_argument("--input", required=True, help="checkpoint file, folder, Hub repo id, or repo/file.pth on the Hub")
     parser.add_argument("--format", required=True, choices=FORMATS, help="layout of the input checkpoint")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="architecture (inferred from shapes when omitted)")
-    parser.add_argument("--output", required=True, help="folder to write (model.safetensors, config.json, preprocessor_config.json)")
+    parser.add_argument("--output", required=True, help="folder to write (model.safetensors, config.json, preprocessor_config.json); must be new or empty unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output (by renames; refused otherwise)")
     parser.add_argument("--push-to-hub", metavar="REPO", help="also push the converted model to this Hub repo")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max patch-token difference to the source implementation")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        check_output(args.output, args.overwrite)  # before the (slow) conversion
         model, report = convert_backbone(args.input, args.format, args.preset, tolerance=args.tolerance)
+        folder = save_backbone(model, args.output, overwrite=args.overwrite)
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    folder = save_backbone(model, args.output)
     print(json.dumps({"output": str(folder), "preset": report.preset, "max_abs_difference": report.max_abs_difference}, indent=2))
     if args.push_to_hub:
         from snd import SnDImageProcessor
