@@ -107,6 +107,20 @@ def test_tampered_checkpoint_is_refused_and_runs_nothing(finished_run, tmp_path,
     assert not marker.exists(), "unpickling the checkpoint ran code"
 
 
+class _StorageBomb:
+    def __reduce__(self):
+        return (torch.UntypedStorage, (2**40,))
+
+
+def test_storage_bomb_in_an_accelerate_pickle_is_refused_before_allocating(finished_run, tmp_path):
+    out = _copy(finished_run, tmp_path)
+    last = checkpoint_dir(out, 4)
+    torch.save({"state": {}, "param_groups": [], "x": _StorageBomb()}, last / "optimizer.bin")
+    write_checkpoint_marker(last, 4, {"run": json.loads((last / "snd_checkpoint.json").read_text())["run"]})
+    with pytest.raises(CheckpointError, match=r"optimizer\.bin.*UntypedStorage\(1099511627776,\).*allocate"):
+        _run(out, resume=str(last))
+
+
 def test_tampered_file_without_a_new_manifest_fails_verification(finished_run, tmp_path):
     out = _copy(finished_run, tmp_path)
     marker = tmp_path / "pwned"

@@ -59,9 +59,13 @@ def read_torch_checkpoint(path: Path):
 
 def _read_file(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as error:
+            raise ConversionError(f"{path}: corrupt or truncated safetensors file ({error})") from error
     state = read_torch_checkpoint(path)
     if not isinstance(state, dict):
         raise ConversionError(f"{path}: expected a dict of tensors, got {type(state).__name__}")
@@ -69,7 +73,12 @@ def _read_file(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _read_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else None
+    config = None
+    if (folder / "config.json").is_file():
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ConversionError(f"{folder / 'config.json'}: not valid JSON ({error})") from error
     single = [folder / name for name in ("model.safetensors", "pytorch_model.bin") if (folder / name).is_file()]
     if single:
         return _read_file(single[0]), config

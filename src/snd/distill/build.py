@@ -52,6 +52,8 @@ def load_backbone(config: ModelConfig):
 
             return convert_backbone(str(path), format="transformers")[0]
         raise ValueError(f"model.pretrained={source!r}: config.json has model_type {model_type!r}; expected 'snd_dinov2' or 'dinov2'")
+    if source.startswith(("/", "./", "../", "~")) or "\\" in source or source.count("/") > 1:
+        raise FileNotFoundError(f"model.pretrained={source!r}: no such file or directory (and not a Hub id 'owner/name')")
     if source.startswith("facebook/dinov2"):
         from ..convert import convert_backbone
 

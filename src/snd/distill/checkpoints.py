@@ -300,7 +300,10 @@ def _check_weights_only(file: Path) -> None:
     not plain tensors/numbers/containers (that is where pickled code would hide) and name the file."""
     from accelerate.utils.other import load
 
+    from ..convert.pickles import check_sizes
+
     try:
+        check_sizes(file)  # size fields vs the file size, and no storage constructor calls, before torch allocates
         load(str(file), map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - every failure becomes a refusal naming the file
         raise CheckpointError(
