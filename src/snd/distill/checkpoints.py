@@ -414,9 +414,14 @@ def atomic_save_pretrained(model, directory: str | os.PathLike, image_processor=
     directory = Path(directory)
     temporary = directory.with_name(f".tmp-{directory.name}")
     shutil.rmtree(temporary, ignore_errors=True)
-    model.save_pretrained(str(temporary), safe_serialization=True)
-    if image_processor is not None:
-        image_processor.save_pretrained(str(temporary))
+    try:
+        model.save_pretrained(str(temporary), safe_serialization=True)
+        if image_processor is not None:
+            image_processor.save_pretrained(str(temporary))
+    except (OSError, RuntimeError) as error:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise_if_disk_full(error, temporary, "exporting")
+        raise
     if directory.exists():  # swap by renames, so a kill leaves the old or the new export, never neither
         stale = directory.with_name(f".stale-{directory.name}")
         shutil.rmtree(stale, ignore_errors=True)

@@ -295,6 +295,7 @@ def train(
             truncate_log(log_path, state.step)
     elif resume_from_checkpoint is not None and accelerator.is_main_process:
         logger.warning("--resume_from_checkpoint %s: no checkpoint yet in %s; starting from scratch", resume_from_checkpoint, output_dir)
+        truncate_log(log_path, 0)  # lines of a run killed before its first checkpoint
     accelerator.wait_for_everyone()
 
     trackers = _trackers(config)
