@@ -15,6 +15,8 @@ from .models.snd_dinov2 import (  # noqa: F401
     PRESETS,
     SnDBackbone,
     SnDConfig,
+    SnDForDepthEstimation,
+    SnDForSemanticSegmentation,
     SnDImageProcessor,
     SnDModel,
     SnDModelOutput,

@@ -173,7 +173,9 @@ def move_lifter(lifter, device) -> None:
 def _view_sampler(config: DataConfig, seed: int):
     from ..data.sampler import ViewSampler
 
-    return ViewSampler(min_gap=config.min_gap, max_gap=config.max_gap, num_target=config.num_target_views, seed=seed)
+    return ViewSampler(
+        min_gap=config.min_gap, max_gap=config.max_gap, num_target=config.num_target_views, seed=seed, context_gap=config.context_gap
+    )
 
 
 def build_dataset(config: DataConfig, seed: int, held_out: bool = False, load_depth: bool = False):
@@ -199,6 +201,20 @@ def build_dataset(config: DataConfig, seed: int, held_out: bool = False, load_de
             seed=seed + 1_000_003 if held_out else seed,
         )
         return SyntheticMultiViewDataset(scenes, sampler=_view_sampler(config, seed), samples_per_scene=config.samples_per_scene)
+    if config.dataset == "nerfstudio":
+        from ..data.nerfstudio import NerfstudioDataset
+
+        # One capture has no held-out split: the pictures use the same scenes.
+        return NerfstudioDataset(
+            config.root,
+            image_shape=(config.image_height, config.image_width),
+            sampler=_view_sampler(config, seed),
+            samples_per_scene=config.samples_per_scene,
+            near=config.near,
+            far=config.far,
+            load_depth=load_depth,
+            skip_bad_samples=config.skip_bad_samples,
+        )
     split = "val" if held_out else config.split
     kwargs = dict(
         sampler=_view_sampler(config, seed),
@@ -209,7 +225,12 @@ def build_dataset(config: DataConfig, seed: int, held_out: bool = False, load_de
     if config.dataset == "scannetpp":
         from ..data import ScanNetPPDataset as dataset_class
 
-        kwargs["load_depth"] = load_depth
+        kwargs.update(
+            load_depth=load_depth, keep_bad_frames=config.keep_bad_frames, reject_frame_gaps=config.reject_frame_gaps,
+            near=config.near, far=config.far,
+        )
+        if config.scene_selection == "instance_masks" and not held_out:
+            split = None  # every scene folder with instance_segmentation/ (the release has no split list)
     else:
         from ..data import RE10KDataset as dataset_class
     try:

@@ -437,7 +437,7 @@ def atomic_save_pretrained(model, directory: str | os.PathLike, image_processor=
 # Resuming with the same run definition
 
 
-SCHEDULE_KEYS = ("max_steps", "lr", "batch_size", "global_batch_size", "schedule", "warmup_fraction", "seed")
+SCHEDULE_KEYS = ("max_steps", "lr", "batch_size", "global_batch_size", "schedule", "warmup_fraction", "one_cycle_extra_steps", "seed")
 
 
 class ConfigChangeError(ConfigError):
@@ -454,6 +454,7 @@ def schedule_facts(config, num_processes: int = 1) -> dict:
         "global_batch_size": training.batch_size * num_processes,
         "schedule": training.schedule,
         "warmup_fraction": training.warmup_fraction,
+        "one_cycle_extra_steps": getattr(training, "one_cycle_extra_steps", None),
         "seed": training.seed,
     }
 

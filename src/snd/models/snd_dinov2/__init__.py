@@ -4,6 +4,8 @@ from .configuration_snd_dinov2 import PRESETS, SnDConfig
 from .image_processing_snd_dinov2 import SnDImageProcessor, normalize_images
 from .modeling_snd_dinov2 import (
     SnDBackbone,
+    SnDForDepthEstimation,
+    SnDForSemanticSegmentation,
     SnDModel,
     SnDModelOutput,
     SnDPreTrainedModel,
@@ -16,6 +18,8 @@ __all__ = [
     "SnDImageProcessor",
     "normalize_images",
     "SnDBackbone",
+    "SnDForDepthEstimation",
+    "SnDForSemanticSegmentation",
     "SnDModel",
     "SnDModelOutput",
     "SnDPreTrainedModel",
