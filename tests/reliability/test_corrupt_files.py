@@ -101,3 +101,20 @@ def test_corrupt_checkpoint_marker_names_the_file(tmp_path):
     (tmp_path / "snd_checkpoint.json").write_text('{"step": 3, "fi')
     with pytest.raises(CheckpointError, match=r"snd_checkpoint\.json: corrupt checkpoint marker"):
         read_checkpoint_metadata(tmp_path)
+
+
+def test_lifter_checkpoint_that_does_not_exist_or_holds_nan_says_so(tmp_path):
+    from snd.distill.build import build_lifter
+    from snd.distill.config import LifterConfig
+    from snd.models.mvsplat import MVSplatConfig, MVSplatModel
+    from tests.models.test_mvsplat_convert import lightning_checkpoint
+
+    with pytest.raises(FileNotFoundError, match=r"lifter\.checkpoint=.*missing\.ckpt.*no such file"):
+        build_lifter(LifterConfig(kind="mvsplat", checkpoint=str(tmp_path / "missing.ckpt")))
+    model = MVSplatModel(MVSplatConfig.tiny(num_depth_candidates=12))
+    name = next(k for k, v in model.state_dict().items() if v.is_floating_point())
+    with torch.no_grad():
+        model.state_dict()[name].view(-1)[0] = float("nan")
+    path = lightning_checkpoint(model, tmp_path / "nan.ckpt")
+    with pytest.raises(ConversionError, match=r"nan\.ckpt: 1 tensors hold NaN/Inf"):
+        build_lifter(LifterConfig(kind="mvsplat", checkpoint=str(path)))

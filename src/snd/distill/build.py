@@ -52,8 +52,7 @@ def load_backbone(config: ModelConfig):
 
             return convert_backbone(str(path), format="transformers")[0]
         raise ValueError(f"model.pretrained={source!r}: config.json has model_type {model_type!r}; expected 'snd_dinov2' or 'dinov2'")
-    if source.startswith(("/", "./", "../", "~")) or "\\" in source or source.count("/") > 1:
-        raise FileNotFoundError(f"model.pretrained={source!r}: no such file or directory (and not a Hub id 'owner/name')")
+    _require_hub_id(source, "model.pretrained")
     if source.startswith("facebook/dinov2"):
         from ..convert import convert_backbone
 
@@ -142,6 +141,12 @@ def build_student(config: DistillConfig) -> DistillStudent:
 # Lifter and data
 
 
+def _require_hub_id(source: str, field: str) -> None:
+    """A source that is not a local path must look like a Hub id; a missing local path says so (not "Repo id must be ...")."""
+    if source.startswith(("/", "./", "../", "~")) or "\\" in source or source.count("/") > 1:
+        raise FileNotFoundError(f"{field}={source!r}: no such file or directory (and not a Hub id 'owner/name')")
+
+
 def build_lifter(config: LifterConfig):
     """The frozen lifter: ``DepthLifter`` or ``MVSplatLifter`` (from ``lifter.checkpoint``)."""
     if config.kind == "depth":
@@ -153,11 +158,15 @@ def build_lifter(config: LifterConfig):
     checkpoint = Path(config.checkpoint)
     if checkpoint.is_file():
         # An official Lightning checkpoint (re10k.ckpt): convert in memory (weights-only unpickling).
+        from ..convert.common import check_finite_state
         from ..convert.mvsplat import convert_state_dict, load_official_checkpoint
 
         model, _ = convert_state_dict(load_official_checkpoint(checkpoint))
+        check_finite_state(model.state_dict(), str(checkpoint))  # NaN weights would give only culled Gaussians
         lifter = MVSplatLifter(model.eval())
     else:  # a converted save_pretrained directory or Hub id
+        if not checkpoint.is_dir():
+            _require_hub_id(config.checkpoint, "lifter.checkpoint")
         lifter = MVSplatLifter.from_pretrained(config.checkpoint)
     lifter.model.requires_grad_(False)
     return lifter
