@@ -174,3 +174,21 @@ def test_depth_lifter_checks_its_views(context, field, index, value, message):
     getattr(broken, field)[index] = value
     with pytest.raises(ValueError, match=rf"DepthLifter: {message}"):
         DepthLifter()(broken)
+
+
+def test_mvsplat_lifter_names_non_finite_gaussians():
+    from snd.models.mvsplat import MVSplatConfig, MVSplatLifter, MVSplatModel
+
+    config = SyntheticSceneConfig(num_scenes=1, num_frames=8, height=16, width=24, seed=5)
+    views = generate_scene(config, 0).render([0, 4]).views
+    context = collate_multiview([MultiViewSample(views, views.select([1]), "s")]).context
+    torch.manual_seed(0)
+    model = MVSplatModel(MVSplatConfig.tiny(num_depth_candidates=12))
+    lifter = MVSplatLifter(model)
+    assert torch.isfinite(lifter(context).means).all()
+    with torch.no_grad():
+        for name, value in model.named_parameters():
+            if "to_gaussians" in name or "gaussian" in name:
+                value.fill_(float("nan"))
+    with pytest.raises(ValueError, match=r"MVSplatLifter output: `means` must be finite.*first offending index \(0, 0\)"):
+        lifter(context)
