@@ -278,9 +278,11 @@ def save_checkpoint(
             write_checkpoint_marker(temporary, step, metadata)
             _fsync_dir(temporary)
     except (OSError, RuntimeError) as error:
-        if accelerator.is_main_process:
-            shutil.rmtree(temporary, ignore_errors=True)
-        raise_if_disk_full(error, temporary, "writing checkpoint")
+        try:  # judge the free space before the partial save is removed
+            raise_if_disk_full(error, temporary, "writing checkpoint")
+        finally:
+            if accelerator.is_main_process:
+                shutil.rmtree(temporary, ignore_errors=True)
         raise
     if accelerator.is_main_process:
         if final.exists():  # a re-save of the same step (after a resume): replace it
@@ -419,8 +421,10 @@ def atomic_save_pretrained(model, directory: str | os.PathLike, image_processor=
         if image_processor is not None:
             image_processor.save_pretrained(str(temporary))
     except (OSError, RuntimeError) as error:
-        shutil.rmtree(temporary, ignore_errors=True)
-        raise_if_disk_full(error, temporary, "exporting")
+        try:
+            raise_if_disk_full(error, temporary, "exporting")
+        finally:
+            shutil.rmtree(temporary, ignore_errors=True)
         raise
     if directory.exists():  # swap by renames, so a kill leaves the old or the new export, never neither
         stale = directory.with_name(f".stale-{directory.name}")
