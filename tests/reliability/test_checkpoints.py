@@ -276,3 +276,50 @@ def test_resume_with_a_changed_schedule_is_refused_and_keeps_config_yaml(finishe
     assert (out / "config.yaml").read_text() == original, "the original config.yaml was overwritten"
     resumed = load_config(str(out / "config.resume-00000004.yaml"))
     assert resumed.training.max_steps == 6
+
+
+def _make_legacy(checkpoint, payload_marker=None):
+    """Rewrite a checkpoint the way snd wrote them before: teacher and counters as Accelerate custom pickles
+    (torch.save of their state dicts), a marker without manifest."""
+    teacher = load_file(str(checkpoint / "snd_state.safetensors"))
+    counters = json.loads((checkpoint / "snd_state.json").read_text())
+    torch.save(teacher, checkpoint / "custom_checkpoint_0.pkl")
+    if payload_marker is not None:
+        counters = {**counters, "payload": _Payload(payload_marker)}
+    torch.save(counters, checkpoint / "custom_checkpoint_1.pkl")
+    for name in ("snd_state.safetensors", "snd_state.json"):
+        (checkpoint / name).unlink()
+    marker = json.loads((checkpoint / "snd_checkpoint.json").read_text())
+    (checkpoint / "snd_checkpoint.json").write_text(json.dumps({"step": marker["step"], "epoch": marker.get("epoch", 0)}))
+
+
+def test_legacy_checkpoint_is_refused_then_upgraded_without_running_code(finished_run, tmp_path):
+    from snd.distill.checkpoints import upgrade_legacy_checkpoint
+
+    out = _copy(finished_run, tmp_path)
+    shutil.rmtree(checkpoint_dir(out, 4))
+    for name in ("student", "teacher"):
+        shutil.rmtree(out / name)
+    legacy = checkpoint_dir(out, 2)
+    _make_legacy(legacy)
+    with pytest.raises(CheckpointError, match="older snd.*upgrade_legacy_checkpoint"):
+        _run(out, resume="latest")
+    upgrade_legacy_checkpoint(legacy)
+    assert (legacy / "custom_checkpoint_0.pkl.legacy").is_file() and not (legacy / "custom_checkpoint_0.pkl").exists()
+    _run(out, resume="latest")
+    for name in ("student", "teacher"):
+        expected = load_file(str(finished_run / name / "model.safetensors"))
+        actual = load_file(str(out / name / "model.safetensors"))
+        assert all(torch.equal(expected[k], actual[k]) for k in expected), name
+
+
+def test_tampered_legacy_checkpoint_is_not_upgraded(finished_run, tmp_path):
+    from snd.distill.checkpoints import upgrade_legacy_checkpoint
+
+    out = _copy(finished_run, tmp_path)
+    marker = tmp_path / "pwned"
+    _make_legacy(checkpoint_dir(out, 4), payload_marker=marker)
+    with pytest.raises(CheckpointError, match=r"custom_checkpoint_1\.pkl: refused"):
+        upgrade_legacy_checkpoint(checkpoint_dir(out, 4))
+    assert not marker.exists()
+    assert (checkpoint_dir(out, 4) / "custom_checkpoint_1.pkl").is_file()  # left as it was

@@ -112,7 +112,10 @@ def checkpoint_problems(path: str | os.PathLike, check_hashes: bool = True) -> l
         return [str(error)]
     files = record.get("files")
     if record.get("format") != MANIFEST_FORMAT or not isinstance(files, dict):
-        return [f"{path / COMPLETE_MARKER}: no file manifest (written by an older snd); it cannot be verified or resumed safely"]
+        return [
+            f"{path / COMPLETE_MARKER}: no file manifest (written by an older snd, whose pickled state Accelerate would "
+            "unpickle with code); convert it with snd.distill.checkpoints.upgrade_legacy_checkpoint(path)"
+        ]
     problems = []
     for name, expected in files.items():
         file = path / name
@@ -373,6 +376,39 @@ def load_checkpoint(accelerator, path: str | os.PathLike, tensor_module=None, st
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as error:
             raise CheckpointError(f"{file}: corrupt train counters ({type(error).__name__}: {error})") from error
     return metadata
+
+
+def upgrade_legacy_checkpoint(path: str | os.PathLike) -> Path:
+    """Convert a checkpoint written by an older snd (EMA teacher and counters in Accelerate's
+    ``custom_checkpoint_0.pkl`` / ``custom_checkpoint_1.pkl``) to this format, without running code from it.
+
+    The two pickles are read with the size dry-run and ``torch.load(weights_only=True)`` (a pickle holding
+    anything but tensors and numbers is refused), written as ``snd_state.safetensors`` / ``snd_state.json``,
+    and renamed to ``*.pkl.legacy`` (kept, not deleted); then the manifest marker is written.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    metadata = read_checkpoint_metadata(path)
+    teacher_file, counters_file = path / "custom_checkpoint_0.pkl", path / "custom_checkpoint_1.pkl"
+    for file in (teacher_file, counters_file):
+        if not file.is_file():
+            raise CheckpointError(f"{file}: missing; {path} is not a checkpoint of an older snd")
+        _check_weights_only(file)
+    teacher = torch.load(teacher_file, map_location="cpu", weights_only=True)
+    counters = torch.load(counters_file, map_location="cpu", weights_only=True)
+    if not (isinstance(teacher, dict) and all(isinstance(v, torch.Tensor) for v in teacher.values())):
+        raise CheckpointError(f"{teacher_file}: expected the EMA teacher's state dict of tensors")
+    if not (isinstance(counters, dict) and {"step", "skipped"} <= set(counters)):
+        raise CheckpointError(f"{counters_file}: expected the train counters (step, skipped)")
+    save_file({k: v.contiguous().clone() for k, v in teacher.items()}, str(path / STATE_TENSORS))
+    (path / STATE_JSON).write_text(json.dumps({key: int(value) for key, value in counters.items()}, indent=2))
+    for file in (teacher_file, counters_file):
+        file.rename(file.with_name(file.name + ".legacy"))
+    extra = {k: v for k, v in metadata.items() if k not in ("format", "step", "files")}
+    write_checkpoint_marker(path, int(metadata.get("step", counters["step"])), {**extra, "upgraded_from_legacy": True})
+    return path
 
 
 def _fsync_dir(path: Path) -> None:
