@@ -89,7 +89,7 @@ def main(argv=None):
         evaluate_snd(args.model, tasks=args.task or ["all"], dataset=args.dataset, data_dir=args.data_dir,
                      output_dir=args.output_dir, max_iters=args.max_iters, device=args.device, seed=args.seed,
                      batch_size=args.train_batch_size, max_test_images=args.max_test_images,
-                     num_workers=args.num_workers,
+                     num_workers=args.num_workers, progress=not args.no_progress,
                      warn=lambda message: print(message, file=sys.stderr))
         with open(os.path.join(args.output_dir, "comparison.md")) as table:
             print(table.read())

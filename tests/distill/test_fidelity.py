@@ -7,6 +7,7 @@ authors' release" lists the same rows.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from types import SimpleNamespace
@@ -553,6 +554,9 @@ def test_preset_lora_wraps_the_release_module_set_and_merges_exactly(tmp_path):
     assert sum(p.numel() for p in vit_s.parameters() if p.requires_grad) == 228_960
     del vit_s
 
+    with pytest.raises(ValueError, match="patch_embed.proj"):  # the release's torch.hub name is refused, not ignored
+        apply_finetuning(SnDModel(SnDConfig.tiny()), dataclasses.replace(preset, lora_target_modules=["qkv", "proj", "patch_embed.proj"]))
+
     torch.manual_seed(0)
     backbone = apply_finetuning(SnDModel(SnDConfig.tiny()), preset)
     projection = backbone.base_model.model.embeddings.patch_embeddings.projection
@@ -612,13 +616,17 @@ def test_one_cycle_spans_max_steps_plus_the_release_extra_steps():
 # EMA timing (the release updates in on_after_backward, before the optimiser step)
 
 
-def test_release_ema_timing_averages_the_pre_step_weights(tmp_path):
+def test_release_ema_timing_averages_the_pre_step_weights(tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
     from snd.distill.trainer import train
 
+    settings = []
+    original = torch.set_float32_matmul_precision
+    monkeypatch.setattr(torch, "set_float32_matmul_precision", lambda value: (settings.append(value), original(value)))
+
     def run(name: str, timing: str, steps: int) -> tuple[dict, dict]:
-        config = load_config(None, [
+        config = load_config(None, [f"training.float32_matmul_precision={'high' if timing == 'before_step' else 'highest'}",
             f"training.output_dir={tmp_path / name}", f"training.max_steps={steps}", "training.schedule=constant",
             "training.checkpoint_every=0", "training.report_to=none", "teacher.update_every=1", "teacher.momentum=0.0",
             f"teacher.update_timing={timing}", "data.num_scenes=1", "data.samples_per_scene=2", "data.num_frames=10",
@@ -636,3 +644,34 @@ def test_release_ema_timing_averages_the_pre_step_weights(tmp_path):
     # before step 2 (1 step done): the weights after step 1, one step behind the final student
     assert all(torch.equal(teacher_2[k], student_1[k]) for k in student_1)
     assert not all(torch.equal(teacher_2[k], student_2[k]) for k in student_2)
+    # the release's TF32 setting is applied for the run and the previous process-wide value restored after it
+    assert settings == ["highest", "highest", "high", "highest"] and torch.get_float32_matmul_precision() == "highest"
+
+
+def test_release_teacher_with_an_mvsplat_lifter_end_to_end(tmp_path):
+    """The paper preset's teacher settings on a tiny random MVSplat: holes are exactly the zero pixels of an RGB render
+    of the lifter's Gaussians (own covariances, view-dependent colours, clamp 0.99, near 0.2, centred frustum)."""
+    from snd import SnDConfig, SnDModel
+    from snd.data import collate_multiview
+    from snd.distill.build import PreloadedScenes, build_dataset, build_lifter
+    from snd.distill.config import DataConfig, LifterConfig
+    from snd.distill.teacher import EMATeacher, SplatTeacher, centered_intrinsics, release_sh_colors
+    from snd.models.mvsplat import MVSplatConfig, MVSplatModel
+    from snd.splatting import render_gaussians
+
+    torch.manual_seed(0)
+    MVSplatModel(MVSplatConfig.tiny()).save_pretrained(tmp_path / "mvsplat")
+    lifter = build_lifter(LifterConfig(kind="mvsplat", checkpoint=str(tmp_path / "mvsplat")))
+    data = DataConfig(dataset="synthetic", image_height=32, image_width=32, num_scenes=1, num_frames=10, max_gap=9, context_gap="release_min")
+    sample = PreloadedScenes(build_dataset(data, seed=0))[0]
+    # target = the first context view: a random MVSplat's depths cover it (and leave some of it empty)
+    batch = collate_multiview([type(sample)(context=sample.context, target=sample.context.select([0]), scene=sample.scene)])
+    splat = SplatTeacher.from_config(EMATeacher(SnDModel(SnDConfig.tiny()), dropout=True), lifter, 14, load_config("scannetpp_dinov2s").teacher)
+    targets = splat(batch.context, batch.target, grid_size=(2, 2))
+    assert torch.isfinite(targets.features).all() and targets.features.shape == (1, 1, 32, 2, 2)
+    gaussians = lifter(batch.context)
+    colors = release_sh_colors(gaussians.harmonics, gaussians.means, batch.target.extrinsics[..., :3, 3])
+    rgb = render_gaussians(gaussians, colors, batch.target.extrinsics, centered_intrinsics(batch.target.intrinsics), 32, 32,
+                           near_plane=0.2, max_alpha=0.99)
+    assert torch.equal(targets.holes, (rgb.renders == 0).all(-1))
+    assert 0 < targets.holes.float().mean() < 0.5  # both kinds of pixels occur

@@ -79,7 +79,20 @@ def apply_finetuning(backbone: nn.Module, config: ModelConfig) -> nn.Module:
         target_modules=list(config.lora_target_modules),
         bias="none",
     )
-    return get_peft_model(backbone, lora)
+    return _check_lora_targets(get_peft_model(backbone, lora), lora.target_modules)
+
+
+def _check_lora_targets(model: nn.Module, targets) -> nn.Module:
+    """Every ``lora_target_modules`` entry must wrap something (peft ignores an entry that matches nothing when
+    another one does, so a typo or another codebase's module name would silently train fewer adapters)."""
+    wrapped = [name for name, module in model.named_modules() if hasattr(module, "lora_A") and hasattr(module, "base_layer")]
+    for target in targets if isinstance(targets, (list, set, tuple)) else []:
+        if not any(name == target or name.endswith(f".{target}") for name in wrapped):
+            raise ValueError(
+                f"model.lora_target_modules entry {target!r} matches no module of the backbone (SnD DINOv2 names: qkv, proj, "
+                "patch_embeddings.projection; the release's torch.hub patch_embed.proj is patch_embeddings.projection here)"
+            )
+    return model
 
 
 def merged_backbone(backbone: nn.Module) -> nn.Module:

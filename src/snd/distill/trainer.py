@@ -228,6 +228,7 @@ def train(
 
     config.validate()
     training = config.training
+    previous_precision = torch.get_float32_matmul_precision()  # restored on return (process-wide setting)
     torch.set_float32_matmul_precision(training.float32_matmul_precision)
     output_dir = Path(training.output_dir)
     accelerator = Accelerator(
@@ -419,6 +420,7 @@ def train(
     accelerator.wait_for_everyone()
     if trackers:
         accelerator.end_training()
+    torch.set_float32_matmul_precision(previous_precision)
     return TrainResult(output_dir, state.step, state.skipped, last_loss, wall_time, files)
 
 

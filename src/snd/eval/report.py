@@ -181,6 +181,10 @@ _HEADER_SETTINGS = {
               "train_augmentation", "test", "valid_depth", "eval_crop", "features_final_norm", "features_padding"),
     "segmentation": ("iterations_run", "max_iters", "batch_size", "lr_schedule", "head", "loss",
                      "train_augmentation", "test", "num_classes", "features_final_norm", "features_padding"),
+    "normals": ("iterations_run", "schedule_iterations", "batch_size", "crop", "features", "padding", "head", "loss",
+                "zero_normals"),
+    "correspondence": ("pairs_evaluated", "pairs_total", "image_mean", "scale_factor", "num_corr", "features",
+                       "padding"),
 }
 
 
@@ -200,9 +204,11 @@ def protocol_table(results: dict[str, dict[str, dict]], *, protocol: str, versio
         keys = _HEADER_SETTINGS.get(task) or tuple(settings)
         shown = [f"{key}={settings[key]}" for key in keys if key in settings]
         lines.append(f"- **{task}**: " + "; ".join(shown))
-        run, full = settings.get("iterations_run"), settings.get("max_iters")
+        run = settings.get("iterations_run", settings.get("pairs_evaluated"))
+        full = settings.get("schedule_iterations", settings.get("max_iters", settings.get("pairs_total")))
         if isinstance(run, int) and isinstance(full, int) and run < full:
-            lines.append(f"  - **smoke run: stopped after {run} of {full} iterations; not the published protocol "
+            unit = "pairs" if "pairs_evaluated" in settings else "iterations"
+            lines.append(f"  - **smoke run: stopped after {run} of {full} {unit}; not the published protocol "
                          "length, not comparable with published numbers**")
     lines.append("")
     flat = {model: {task: result.get("metrics", result) for task, result in per_model.items()}

@@ -89,7 +89,7 @@ def run_task(task: str, backbone, data_dir, *, dataset: str, max_iters: int | No
 
 def evaluate_snd(models, *, tasks, dataset: str, data_dir, output_dir, max_iters: int | None = None, device=None,
                  seed: int = 0, batch_size: int | None = None, max_test_images: int | None = None,
-                 num_workers: int | None = None, warn=print) -> dict:
+                 num_workers: int | None = None, warn=print, progress: bool = True) -> dict:
     """Every model x task under the snd protocol; writes ``results.json`` and ``comparison.md``.
 
     ``models``: names or paths (loaded with :func:`snd.eval.features.load_backbone`) or a dict
@@ -116,7 +116,7 @@ def evaluate_snd(models, *, tasks, dataset: str, data_dir, output_dir, max_iters
             message = model_choice_warning(str(source_name), task)
             if message:
                 warn(f"warning: {message}")
-            extra = {}
+            extra = {"progress": progress}
             if max_test_images is not None and task in ("depth", "segmentation"):
                 extra["max_test_images"] = max_test_images
             if num_workers is not None and task in ("depth", "segmentation", "normals"):
