@@ -15,6 +15,7 @@ import logging
 import sys
 
 from snd.convert import FORMATS, ConversionError, convert_backbone, save_backbone
+from snd.convert.common import check_output
 from snd.models.snd_dinov2 import PRESETS
 
 
@@ -25,22 +26,25 @@ def main(argv=None) -> int:
                         help="layout of the input checkpoint (dinov3-hub: original DINOv3 ViT torch.hub weights -> DINOv3ViTModel)")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="architecture (inferred from shapes when omitted; not for dinov3-hub)")
     parser.add_argument("--layer-norm-eps", type=float, default=1e-5, help="dinov3-hub only: norm epsilon (not stored in checkpoints)")
-    parser.add_argument("--output", required=True, help="folder to write (model.safetensors, config.json, preprocessor_config.json)")
+    parser.add_argument("--output", required=True, help="folder to write (model.safetensors, config.json, preprocessor_config.json); must be new or empty unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output (by renames; refused otherwise)")
     parser.add_argument("--push-to-hub", metavar="REPO", help="also push the converted model to this Hub repo")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max patch-token difference to the source implementation")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        check_output(args.output, args.overwrite)  # before the (slow) conversion
         if args.format == "dinov3-hub":
             from snd.convert.dinov3 import convert_dinov3_hub, save_transformers_backbone
 
             model, report = convert_dinov3_hub(args.input, tolerance=args.tolerance, layer_norm_eps=args.layer_norm_eps)
+            folder = save_transformers_backbone(model, args.output, overwrite=args.overwrite)
         else:
             model, report = convert_backbone(args.input, args.format, args.preset, tolerance=args.tolerance)
+            folder = save_backbone(model, args.output, overwrite=args.overwrite)
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    folder = save_transformers_backbone(model, args.output) if args.format == "dinov3-hub" else save_backbone(model, args.output)
     print(json.dumps({"output": str(folder), "preset": report.preset, "max_abs_difference": report.max_abs_difference}, indent=2))
     if args.push_to_hub:
         from snd import SnDImageProcessor

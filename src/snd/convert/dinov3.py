@@ -210,9 +210,10 @@ def convert_dinov3_hub(
     return model, report
 
 
-def save_transformers_backbone(model, output_dir: str | os.PathLike, image_processor=None):
-    """Write any transformers backbone (weights, config, image processor) into ``output_dir`` atomically."""
+def save_transformers_backbone(model, output_dir: str | os.PathLike, image_processor=None, overwrite: bool = False):
+    """Write any transformers backbone (weights, config, image processor) into ``output_dir`` by renames, as
+    :func:`snd.convert.save_backbone` does (an existing non-empty folder is refused unless ``overwrite``)."""
     from ..backbones import default_image_processor
-    from ..distill.checkpoints import atomic_save_pretrained
+    from .backbone import save_backbone
 
-    return atomic_save_pretrained(model, output_dir, image_processor or default_image_processor(model))
+    return save_backbone(model, output_dir, image_processor=image_processor or default_image_processor(model), overwrite=overwrite)

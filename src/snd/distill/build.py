@@ -62,6 +62,7 @@ def _load_pretrained(config: ModelConfig):
 
             return convert_backbone(str(path), format="transformers")[0]
         return pretrained_backbone(str(path))
+    _require_hub_id(source, "model.pretrained")
     if source.startswith("facebook/dinov2") and config.dinov2_as_snd:
         from ..convert import convert_backbone
 
@@ -176,6 +177,12 @@ def build_student(config: DistillConfig) -> DistillStudent:
 # Lifter and data
 
 
+def _require_hub_id(source: str, field: str) -> None:
+    """A source that is not a local path must look like a Hub id; a missing local path says so (not "Repo id must be ...")."""
+    if source.startswith(("/", "./", "../", "~")) or "\\" in source or source.count("/") > 1:
+        raise FileNotFoundError(f"{field}={source!r}: no such file or directory (and not a Hub id 'owner/name')")
+
+
 def build_lifter(config: LifterConfig):
     """The frozen lifter: ``DepthLifter`` or ``MVSplatLifter`` (from ``lifter.checkpoint``)."""
     if config.kind == "depth":
@@ -187,11 +194,15 @@ def build_lifter(config: LifterConfig):
     checkpoint = Path(config.checkpoint)
     if checkpoint.is_file():
         # An official Lightning checkpoint (re10k.ckpt): convert in memory (weights-only unpickling).
+        from ..convert.common import check_finite_state
         from ..convert.mvsplat import convert_state_dict, load_official_checkpoint
 
         model, _ = convert_state_dict(load_official_checkpoint(checkpoint))
+        check_finite_state(model.state_dict(), str(checkpoint))  # NaN weights would give only culled Gaussians
         lifter = MVSplatLifter(model.eval())
     else:  # a converted save_pretrained directory or Hub id
+        if not checkpoint.is_dir():
+            _require_hub_id(config.checkpoint, "lifter.checkpoint")
         lifter = MVSplatLifter.from_pretrained(config.checkpoint)
     lifter.model.requires_grad_(False)
     return lifter

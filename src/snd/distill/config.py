@@ -238,6 +238,8 @@ class TrainingConfig:
         mixed_precision: "no", "fp16" or "bf16" (accelerate). Default "no".
         nonfinite_loss: "raise" (stop naming the step) or "skip" (skip the step and count). Default "raise".
         max_skipped_steps: stop after this many skipped non-finite steps. Default 100.
+        max_empty_steps: stop after this many consecutive steps whose teacher target is empty (valid_fraction 0;
+            the student would learn nothing); 0 disables. Default 20.
         report_to: "auto" (TensorBoard when installed), "tensorboard" or "none". Default "auto".
         cpu: force CPU (gloo) even when GPUs exist. Default False.
         hub_model_id: push the final student here (``--push_to_hub``). Default None.
@@ -262,6 +264,7 @@ class TrainingConfig:
     mixed_precision: str = "no"
     nonfinite_loss: str = "raise"
     max_skipped_steps: int = 100
+    max_empty_steps: int = 20
     report_to: str = "auto"
     cpu: bool = False
     hub_model_id: str | None = None
@@ -321,7 +324,8 @@ _POSITIVE = [
     "training.keep_checkpoints", "training.log_every", "loss.student_temperature", "loss.teacher_temperature",
     "training.lr", "teacher.near_plane",
 ]
-_NON_NEGATIVE = ["training.checkpoint_every", "training.max_grad_norm", "training.weight_decay", "data.num_workers", "training.max_skipped_steps", "model.lora_dropout", "training.one_cycle_extra_steps"]
+_NON_NEGATIVE = ["training.checkpoint_every", "training.max_grad_norm", "training.weight_decay", "data.num_workers", "training.max_skipped_steps", "model.lora_dropout",
+                 "training.one_cycle_extra_steps", "training.max_empty_steps"]
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:

@@ -16,7 +16,18 @@ from torch.utils.data import DataLoader
 
 from ..backbones import backbone_spec
 from .build import DistillStudent, PreloadedScenes, build_dataset, build_lifter, build_student, merged_backbone, move_lifter
-from .checkpoints import atomic_save_pretrained, resolve_resume, save_checkpoint
+from .checkpoints import (
+    atomic_save_pretrained,
+    check_config_change,
+    load_checkpoint,
+    raise_if_disk_full,
+    read_checkpoint_metadata,
+    resume_checkpoint_path,
+    save_checkpoint,
+    schedule_facts,
+    truncate_log,
+    write_run_config,
+)
 from .config import DistillConfig
 from .loss import CosineDistillLoss, PrototypeCrossEntropy
 from .teacher import EMATeacher, SplatTeacher, StageTimer, backbone_patch_features, no_timer
@@ -26,6 +37,10 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite (``training.nonfinite_loss="raise"``)."""
+
+
+class EmptyTargetError(RuntimeError):
+    """The teacher target had no valid pixel for ``training.max_empty_steps`` consecutive steps."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -74,12 +89,14 @@ class TrainState:
 
     step: int = 0  # optimiser steps attempted (batches consumed per process)
     skipped: int = 0  # steps skipped for a non-finite loss
+    empty_streak: int = 0  # consecutive steps whose teacher target had no valid pixel
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "skipped": self.skipped}
+        return {"step": self.step, "skipped": self.skipped, "empty_streak": self.empty_streak}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.skipped = int(state["step"]), int(state["skipped"])
+        self.empty_streak = int(state.get("empty_streak", 0))
 
 
 @dataclass
@@ -190,23 +207,17 @@ def _flat_hparams(config: DistillConfig) -> dict:
     return flat
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop loss-log lines written after ``step`` by a run that was killed before its next checkpoint."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("".join(line + "\n" for line in kept))
-    temporary.replace(path)
-
-
 def train(
     config: DistillConfig,
     resume_from_checkpoint: str | None = None,
     push_to_hub: str | None = None,
     progress: bool = True,
+    allow_config_change: bool = False,
 ) -> TrainResult:
     """Run one distillation as configured; returns where things were written.
+
+    ``allow_config_change``: resume even when the checkpoint's schedule-defining values (max_steps, lr, batch
+    size, schedule, seed) differ from ``config`` (otherwise refused; see ``snd.distill.checkpoints``).
 
     Writes to ``config.training.output_dir``: ``checkpoints/checkpoint-XXXXXXXX`` (accelerate state),
     ``student/`` and ``teacher/`` (``save_pretrained``, LoRA merged), ``heads.safetensors``,
@@ -229,11 +240,14 @@ def train(
         step_scheduler_with_optimizer=False,
     )
     started = time.perf_counter()
+    # Resolve (and verify) the checkpoint and check the run definition before building anything.
+    resume_path = resume_checkpoint_path(accelerator, output_dir, resume_from_checkpoint)
+    resume_metadata = read_checkpoint_metadata(resume_path) if resume_path is not None else {}
+    run_facts = schedule_facts(config, accelerator.num_processes)
+    check_config_change(resume_metadata.get("run"), run_facts, allow_config_change, resume_path)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-        temporary = output_dir / ".config.yaml.tmp"
-        temporary.write_text(config.to_yaml())
-        temporary.replace(output_dir / "config.yaml")
+        write_run_config(output_dir, config.to_yaml(), int(resume_metadata.get("step", 0)))
     set_seed(training.seed)
 
     # ---- parts
@@ -266,19 +280,18 @@ def train(
         dataset, batch_sampler=batch_sampler, collate_fn=collate_multiview, num_workers=config.data.num_workers, generator=loader_generator
     )
 
-    state = TrainState()
-    accelerator.register_for_checkpointing(teacher, state)
+    state = TrainState()  # saved with the EMA teacher by save_checkpoint (JSON + safetensors, never pickled)
 
     # ---- resume
     log_path = output_dir / "loss_log.jsonl"
-    resume_path = resolve_resume(output_dir, resume_from_checkpoint)
     if resume_path is not None:
-        accelerator.load_state(str(resume_path))
+        load_checkpoint(accelerator, resume_path, tensor_module=teacher, state=state, verify=False)  # verified above
         if accelerator.is_main_process:
             logger.info("resumed from %s at step %d", resume_path, state.step)
-            _truncate_log(log_path, state.step)
+            truncate_log(log_path, state.step)
     elif resume_from_checkpoint is not None and accelerator.is_main_process:
         logger.warning("--resume_from_checkpoint %s: no checkpoint yet in %s; starting from scratch", resume_from_checkpoint, output_dir)
+        truncate_log(log_path, 0)  # lines of a run killed before its first checkpoint
     accelerator.wait_for_everyone()
 
     trackers = _trackers(config)
@@ -313,6 +326,7 @@ def train(
             with accelerator.autocast():
                 losses = distill_step(student, splat_teacher, loss_fn, batch)
             loss = losses["loss"]
+            _check_empty_target(accelerator, losses["valid_fraction"], state, training.max_empty_steps)
             finite = torch.isfinite(loss.detach()).float().reshape(1)
             if accelerator.num_processes > 1:
                 finite = accelerator.gather(finite).min().reshape(1)
@@ -366,17 +380,23 @@ def train(
                     "epoch": epoch,
                 }
                 if accelerator.is_main_process:
-                    with log_path.open("a") as handle:
-                        handle.write(json.dumps(record) + "\n")
+                    try:
+                        with log_path.open("a") as handle:
+                            handle.write(json.dumps(record) + "\n")
+                    except OSError as error:
+                        raise_if_disk_full(error, log_path)
+                        raise
                     bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{samples_per_s:.1f}")
                 if trackers:
                     accelerator.log({k: v for k, v in record.items() if k != "step"}, step=state.step)
             if training.checkpoint_every and state.step % training.checkpoint_every == 0 and state.step < training.max_steps:
-                save_checkpoint(accelerator, output_dir, state.step, {"epoch": epoch}, training.keep_checkpoints)
+                save_checkpoint(accelerator, output_dir, state.step, {"epoch": epoch, "run": run_facts}, training.keep_checkpoints,
+                                tensors=teacher.state_dict(), state=state.state_dict())
     bar.close()
 
     # ---- final checkpoint, consistency check, export
-    save_checkpoint(accelerator, output_dir, state.step, {"final": True}, training.keep_checkpoints)
+    save_checkpoint(accelerator, output_dir, state.step, {"final": True, "run": run_facts}, training.keep_checkpoints,
+                    tensors=teacher.state_dict(), state=state.state_dict())
     fingerprints = accelerator.gather(_fingerprint(teacher).to(accelerator.device)[None]).cpu()  # [processes, 2]
     if not torch.equal(fingerprints, fingerprints[:1].expand_as(fingerprints)):
         raise RuntimeError(f"the EMA teacher differs across processes after step {state.step}: fingerprints {fingerprints.tolist()}")
@@ -403,6 +423,21 @@ def train(
         accelerator.end_training()
     torch.set_float32_matmul_precision(previous_precision)
     return TrainResult(output_dir, state.step, state.skipped, last_loss, wall_time, files)
+
+
+def _check_empty_target(accelerator, valid_fraction: torch.Tensor, state: TrainState, limit: int) -> None:
+    """Count consecutive steps whose teacher target is empty on every process; raise after ``limit`` (0: never)."""
+    fraction = valid_fraction.detach().float().reshape(1)
+    if accelerator.num_processes > 1:
+        fraction = accelerator.gather(fraction).max().reshape(1)
+    state.empty_streak = state.empty_streak + 1 if fraction.item() == 0 else 0
+    if limit and state.empty_streak >= limit:
+        raise EmptyTargetError(
+            f"the teacher target was empty (valid_fraction 0: no Gaussian rendered into any target pixel) for "
+            f"{state.empty_streak} consecutive steps up to step {state.step + 1}; the student is learning nothing. "
+            "Check the lifter (checkpoint, near/far planes, depth maps) and the cameras; training.max_empty_steps "
+            f"(now {limit}, 0 disables) sets the limit"
+        )
 
 
 @torch.no_grad()

@@ -167,11 +167,17 @@ def extract_features(extractor: FeatureExtractor, images, batch_size: int = 8, d
     computed and written there (atomically), so repeated evaluations skip the backbone.
     """
     if cache_path is not None and Path(cache_path).is_file():
+        import warnings
+
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        stored = load_file(str(cache_path))
-        if stored["patches"].shape[0] == len(images):
-            return FeatureBatch(stored["patches"].float(), stored["cls"].float())
+        try:
+            stored = load_file(str(cache_path))
+            if stored["patches"].shape[0] == len(images):
+                return FeatureBatch(stored["patches"].float(), stored["cls"].float())
+        except (SafetensorError, OSError, KeyError) as error:  # a torn cache: recompute and rewrite it
+            warnings.warn(f"{cache_path}: unreadable feature cache ({type(error).__name__}: {error}); recomputing", stacklevel=2)
     patches, cls = [], []
     for start in tqdm(range(0, len(images), batch_size), desc=description, leave=False,
                       disable=not progress):
