@@ -151,6 +151,11 @@ def test_script_converts_a_pth_to_a_folder_automodel_loads(tmp_path):
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
     assert script.main(["--input", str(path), "--format", "dinov3-hub", "--output", str(tmp_path / "out")]) == 0
+    # an existing output is refused (and left as it was) unless --overwrite
+    before = (tmp_path / "out" / "model.safetensors").read_bytes()
+    assert script.main(["--input", str(path), "--format", "dinov3-hub", "--output", str(tmp_path / "out")]) == 2
+    assert (tmp_path / "out" / "model.safetensors").read_bytes() == before
+    assert script.main(["--input", str(path), "--format", "dinov3-hub", "--output", str(tmp_path / "out"), "--overwrite"]) == 0
     model = AutoModel.from_pretrained(tmp_path / "out").eval()
     assert type(model).__name__ == "DINOv3ViTModel"
     assert AutoImageProcessor.from_pretrained(tmp_path / "out").size == {"height": 224, "width": 224}
