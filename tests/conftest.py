@@ -13,11 +13,16 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", tempfile.mkdtemp(prefix="snd-torch-ext-"))
 os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="snd-hf-home-"))
+# One intra-op thread, here and in every script a test launches: the tensors are tiny, and with `-n 2` on two
+# cores a second thread per worker only spins (measured: tests/eval/test_probes.py + test_nerfstudio.py took
+# 37 s with 2 threads and 8 s with 1 on the 2-core CI machine). Set before torch is imported.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+torch.set_num_threads(1)  # also when OMP_NUM_THREADS was set higher by the caller
 
 
 @pytest.fixture(autouse=True)
