@@ -22,6 +22,7 @@ from transformers import (
 
 from snd import SnDModel, normalize_images
 from snd.convert import ConversionError, convert_backbone, save_backbone
+from tests.script_main import script_main
 
 REPO = Path(__file__).resolve().parents[2]
 HIDDEN, LAYERS, HEADS, IMAGE = 32, 2, 2, 56  # the `tiny` preset
@@ -248,23 +249,26 @@ def test_pickled_objects_are_read_inert_never_run(tmp_path):
         convert_backbone(tmp_path / "garbage.pth", "torchhub")
 
 
-def test_script_end_to_end_and_no_output_when_check_fails(tmp_path):
+def test_script_end_to_end_and_no_output_when_check_fails(tmp_path, capsys):
     reference = transformers_reference(4, seed=11)
     path = tmp_path / "dinov2_tiny_reg.pth"
     torch.save(to_torchhub_layout(reference), path)
     script = REPO / "scripts" / "convert_checkpoint.py"
-    common = [sys.executable, str(script), "--input", str(path), "--format", "torchhub", "--preset", "tiny-reg"]
-    result = subprocess.run(common + ["--output", str(tmp_path / "out")], capture_output=True, text=True)
+    common = ["--input", str(path), "--format", "torchhub", "--preset", "tiny-reg"]
+    # the command line users type, launched for real once
+    result = subprocess.run([sys.executable, str(script), *common, "--output", str(tmp_path / "out")], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert '"preset": "tiny-reg"' in result.stdout
     loaded = AutoModel.from_pretrained(tmp_path / "out")
     assert AutoImageProcessor.from_pretrained(tmp_path / "out").crop_size == {"height": 224, "width": 224}
     compare(loaded.eval(), reference, 4)
 
-    failed = subprocess.run(common + ["--output", str(tmp_path / "never"), "--tolerance", "-1"], capture_output=True, text=True)
-    assert failed.returncode == 2 and "nothing was saved" in failed.stderr
+    # the refusals through the script's main(argv) in this process (same parsing and code, no interpreter start)
+    capsys.readouterr()
+    assert script_main("convert_checkpoint", [*common, "--output", tmp_path / "never", "--tolerance", "-1"]) == 2
+    assert "nothing was saved" in capsys.readouterr().err
     assert not (tmp_path / "never").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".never")]
 
-    wrong = subprocess.run(common[:-1] + ["dinov2-b", "--output", str(tmp_path / "b")], capture_output=True, text=True)
-    assert wrong.returncode == 2 and "does not match preset 'dinov2-b'" in wrong.stderr
+    assert script_main("convert_checkpoint", [*common[:-1], "dinov2-b", "--output", tmp_path / "b"]) == 2
+    assert "does not match preset 'dinov2-b'" in capsys.readouterr().err

@@ -1,4 +1,7 @@
-"""Launch the real ``scripts/distill.py`` in subprocesses on a tiny setting (as diffusers' example tests do)."""
+"""Run the real ``scripts/distill.py`` on a tiny setting: launched in subprocesses (as diffusers' example tests do)
+where the process boundary is what is tested (``accelerate launch``, kill -9, environment-configured Hub access), and
+its ``main(argv)`` in-process otherwise (same argument parsing and code path, without ~7 s of interpreter start and
+imports per run)."""
 
 from __future__ import annotations
 
@@ -54,3 +57,13 @@ def run_distill(args: list[str], num_processes: int = 1, check: bool = True, env
     if check and result.returncode != 0:
         raise AssertionError(f"distill.py {args} failed ({result.returncode})\n--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-6000:]}")
     return result
+
+
+def distill_main(args: list[str]) -> int:
+    """``scripts/distill.py``'s ``main(args)`` in this process; returns its exit status (exceptions propagate).
+
+    The test process runs one intra-op thread (tests/conftest.py), as the launched scripts do (OMP_NUM_THREADS=1),
+    so an in-process run is bit-identical to a launched one with the same arguments."""
+    from tests.script_main import script_main
+
+    return script_main("distill", args)

@@ -1,5 +1,10 @@
-"""The real training script, launched in subprocesses for a few steps: outputs, export, resume after kill -9,
-non-finite losses."""
+"""The real training script for a few steps: outputs, export, --push_to_hub, resume after kill -9, non-finite losses,
+two DDP processes.
+
+Real launches where the process boundary is the point: one run that writes checkpoints/exports/logs AND pushes to the
+loopback Hub (configured through the environment), the run killed with SIGKILL, and `accelerate launch` with two
+processes. The other runs call the script's `main(argv)` in-process (same parsing and code path; bit-identical to a
+launch, since both use one intra-op thread), which saves ~7 s of interpreter start and imports per run."""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from safetensors.torch import load_file
 
 from snd.distill import load_config
 from snd.distill.checkpoints import list_checkpoints
-from tests.distill.helpers import REPO_ROOT, TINY, launch_command, run_distill, script_env
+from tests.distill.helpers import REPO_ROOT, TINY, distill_main, launch_command, run_distill, script_env
 
 pytestmark = pytest.mark.slow
 
@@ -24,10 +29,26 @@ def _state(path):
     return {k: v.clone() for k, v in load_file(str(path)).items()}
 
 
-def test_script_writes_checkpoints_exports_logs_and_picture(tmp_path):
-    out = tmp_path / "run"
-    args = [*TINY, "--output_dir", str(out), "--max_steps", "3", "--training.checkpoint_every", "1", "--training.keep_checkpoints", "2", "--seed", "3"]
-    run_distill(args + ["--training.report_to", "tensorboard"])
+@pytest.fixture(scope="module")
+def pushed_run(tmp_path_factory):
+    """ONE real launch: 3 steps, a checkpoint every step (2 kept), TensorBoard, and --push_to_hub to the loopback
+    Hub-compatible test server (tests/hub/hub_server.py; no network), which the script reaches through its environment."""
+    from tests.hub.hub_server import HubServer
+
+    tmp = tmp_path_factory.mktemp("pushed_run")
+    out = tmp / "run"
+    with HubServer(tmp / "hub-storage") as server:
+        env = server.client_env()
+        env["HF_HUB_OFFLINE"] = "0"
+        env["HF_HOME"] = str(tmp / "hf-home")
+        args = [*TINY, "--output_dir", str(out), "--max_steps", "3", "--training.checkpoint_every", "1", "--training.keep_checkpoints", "2",
+                "--seed", "3", "--training.report_to", "tensorboard", "--push_to_hub", "snd-test/distilled"]
+        run_distill(args, env=env)
+        yield out, server.store, tmp
+
+
+def test_script_writes_checkpoints_exports_logs_and_picture(pushed_run):
+    out, _, _ = pushed_run
 
     # checkpoints: only the last two survive, each complete
     steps = [step for step, _ in list_checkpoints(out)]
@@ -72,7 +93,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
     common = [*TINY, "--max_steps", "10", "--training.checkpoint_every", "3", "--seed", "5",
               "--model.finetune", "lora", "--model.lora_dropout", "0.2", "--teacher.update_every", "2"]
     reference = tmp_path / "uninterrupted"
-    run_distill(common + ["--output_dir", str(reference)])
+    assert distill_main(common + ["--output_dir", str(reference)]) == 0
 
     interrupted = tmp_path / "interrupted"
     process = subprocess.Popen(launch_command(common + ["--output_dir", str(interrupted)]), cwd=REPO_ROOT, env=script_env(),
@@ -88,7 +109,8 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
     killed_at = max(step for step, _ in list_checkpoints(interrupted))
     assert killed_at < 10
 
-    run_distill(common + ["--output_dir", str(interrupted), "--resume_from_checkpoint", "latest"])
+    # resumed in-process from what the killed process left on disk (bit-identical to a launch: one thread in both)
+    assert distill_main(common + ["--output_dir", str(interrupted), "--resume_from_checkpoint", "latest"]) == 0
     for name in ("student", "teacher"):
         expected, actual = _state(reference / name / "model.safetensors"), _state(interrupted / name / "model.safetensors")
         assert expected.keys() == actual.keys()
@@ -106,18 +128,20 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
 def test_nonfinite_loss_stops_naming_the_step_or_is_skipped(tmp_path):
     # lr 1e30 turns the weights into +-1e30 after the first Adam step, so the second loss is not finite
     broken = [*TINY, "--max_steps", "3", "--training.lr", "1e30", "--training.max_grad_norm", "0", "--training.warmup_fraction", "0"]
-    result = run_distill(broken + ["--output_dir", str(tmp_path / "raise")], check=False)
-    assert result.returncode != 0
-    assert "non-finite loss" in result.stderr and "at step 2" in result.stderr
-    skipped = run_distill(broken + ["--output_dir", str(tmp_path / "skip"), "--training.nonfinite_loss", "skip"])
+    from snd.distill import NonFiniteLossError
+
+    with pytest.raises(NonFiniteLossError) as raised:  # uncaught by main: a traceback and exit status 1 when launched
+        distill_main(broken + ["--output_dir", str(tmp_path / "raise")])
+    assert "non-finite loss" in str(raised.value) and "at step 2" in str(raised.value)
+    assert distill_main(broken + ["--output_dir", str(tmp_path / "skip"), "--training.nonfinite_loss", "skip"]) == 0
     summary = json.loads((tmp_path / "skip" / "train_summary.json").read_text())
-    assert summary["steps"] == 3 and summary["skipped_nonfinite_steps"] == 2, skipped.stdout
+    assert summary["steps"] == 3 and summary["skipped_nonfinite_steps"] == 2, summary
 
 
-def test_bad_config_value_fails_with_a_clear_message(tmp_path):
-    result = run_distill(["--output_dir", str(tmp_path), "--teacher.blend_alpha", "2"], check=False)
-    assert result.returncode == 2
-    assert "teacher.blend_alpha" in result.stderr and "[0, 1]" in result.stderr
+def test_bad_config_value_fails_with_a_clear_message(tmp_path, capsys):
+    assert distill_main(["--output_dir", str(tmp_path), "--teacher.blend_alpha", "2"]) == 2
+    stderr = capsys.readouterr().err
+    assert "teacher.blend_alpha" in stderr and "[0, 1]" in stderr
     # (unknown keys and other validation errors are covered in-process by test_config_and_parts.py)
 
 
@@ -126,8 +150,8 @@ def test_two_processes_match_one_process_and_share_the_teacher(tmp_path):
     common = [*TINY, "--max_steps", "1", "--seed", "7", "--teacher.update_every", "1", "--teacher.momentum", "0.5",
               "--training.lr", "1e-3", "--training.checkpoint_every", "0"]
     single, double = tmp_path / "one", tmp_path / "two"
-    run_distill(common + ["--output_dir", str(single), "--training.batch_size", "2"])
-    run_distill(common + ["--output_dir", str(double), "--training.batch_size", "1"], num_processes=2)
+    assert distill_main(common + ["--output_dir", str(single), "--training.batch_size", "2"]) == 0
+    run_distill(common + ["--output_dir", str(double), "--training.batch_size", "1"], num_processes=2)  # real accelerate launch
 
     summary = json.loads((double / "train_summary.json").read_text())
     assert summary["num_processes"] == 2 and summary["global_batch_size"] == 2
@@ -173,28 +197,20 @@ def _state_after_zero_steps(tmp_path, common):
     return {k: v.detach().clone() for k, v in student.state_dict().items()}
 
 
-def test_push_to_hub_uploads_the_student_with_card(tmp_path):
+def test_push_to_hub_uploads_the_student_with_card(pushed_run):
     """--push_to_hub against the loopback Hub-compatible test server (tests/hub/hub_server.py): no network."""
     from huggingface_hub import ModelCard
 
-    from tests.hub.hub_server import HubServer
-
-    out = tmp_path / "run"
-    with HubServer(tmp_path / "hub-storage") as server:
-        env = server.client_env()
-        env["HF_HUB_OFFLINE"] = "0"
-        env["HF_HOME"] = str(tmp_path / "hf-home")
-        run_distill([*TINY, "--output_dir", str(out), "--max_steps", "2", "--push_to_hub", "snd-test/distilled"], env=env)
-        store = server.store
-        for name in ("model.safetensors", "config.json", "preprocessor_config.json", "README.md"):
-            assert store.exists("model", "snd-test/distilled") and store.read("model", "snd-test/distilled", name)
-        weights_path = tmp_path / "pushed.safetensors"
-        weights_path.write_bytes(store.read("model", "snd-test/distilled", "model.safetensors"))
-        pushed = load_file(str(weights_path))
-        exported = load_file(str(out / "student" / "model.safetensors"))
-        assert pushed.keys() == exported.keys() and all(torch.equal(pushed[k], exported[k]) for k in pushed)
-        card = ModelCard(store.read("model", "snd-test/distilled", "README.md").decode())
-        assert "snd distill: 2 steps" in card.text and "synthetic" in card.text and "depth" in card.text
+    out, store, tmp_path = pushed_run
+    for name in ("model.safetensors", "config.json", "preprocessor_config.json", "README.md"):
+        assert store.exists("model", "snd-test/distilled") and store.read("model", "snd-test/distilled", name)
+    weights_path = tmp_path / "pushed.safetensors"
+    weights_path.write_bytes(store.read("model", "snd-test/distilled", "model.safetensors"))
+    pushed = load_file(str(weights_path))
+    exported = load_file(str(out / "student" / "model.safetensors"))
+    assert pushed.keys() == exported.keys() and all(torch.equal(pushed[k], exported[k]) for k in pushed)
+    card = ModelCard(store.read("model", "snd-test/distilled", "README.md").decode())
+    assert "snd distill: 3 steps" in card.text and "synthetic" in card.text and "depth" in card.text
 
 
 def test_paper_preset_runs_on_scannetpp_files(tmp_path):
@@ -209,13 +225,13 @@ def test_paper_preset_runs_on_scannetpp_files(tmp_path):
     write_split(root, "train", names)
     write_split(root, "val", names[:1])
     out = tmp_path / "run"
-    run_distill([
+    assert distill_main([
         "--config", "scannetpp_dinov2s", "--output_dir", str(out), "--max_steps", "2",
         "--model.pretrained", "null", "--model.preset", "tiny", "--lifter.kind", "depth", "--lifter.checkpoint", "null",
         "--data.root", str(root), "--data.image_height", "28", "--data.image_width", "42", "--data.num_workers", "0",
         "--data.max_gap", "9", "--training.batch_size", "2", "--head.num_prototypes", "64", "--head.hidden_dim", "32",
         "--head.bottleneck_dim", "16", "--training.report_to", "none", "--no_progress",
-    ])
+    ]) == 0
     config = load_config(str(out / "config.yaml"))
     assert config.model.finetune == "lora" and config.data.dataset == "scannetpp" and config.teacher.blend_alpha == 0.5
     summary = json.loads((out / "train_summary.json").read_text())
