@@ -1,37 +1,33 @@
-"""scripts/evaluate.py --protocol snd end to end in one subprocess: --task all on NYUv2 (depth and
+"""scripts/evaluate.py --protocol snd end to end through its main(argv) in this process (the real launch of
+scripts/evaluate.py is tests/eval/test_evaluate_script.py): --task all on NYUv2 (depth and
 segmentation in FiT3D's layout, normals in Probe3D's, side by side in one folder), two iterations
 each; checks results, settings, the report header and the model-choice warning."""
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
+
+from tests.script_main import script_main
 
 from .fixtures import tiny_backbone, write_nyuv2
 from .probe3d_fixtures import write_geonet, write_nyu_pickle
 
-ROOT = Path(__file__).resolve().parents[3]
-
 
 @pytest.mark.slow
-def test_evaluate_protocol_snd_all_tasks_on_nyuv2(tmp_path):
+def test_evaluate_protocol_snd_all_tasks_on_nyuv2(tmp_path, capsys):
     data_dir = write_nyuv2(tmp_path / "eval_data" / "nyuv2")  # data_depth/, data_sem/ (FiT3D)
     write_geonet(data_dir, count=2)  # nyu_geonet/*.mat (Probe3D)
     write_nyu_pickle(data_dir / "nyuv2" / "nyuv2_snorm_all.pkl")
     model_dir = tmp_path / "tiny-no-blending"
     tiny_backbone().save_pretrained(model_dir)
     output = tmp_path / "report"
-    command = [sys.executable, str(ROOT / "scripts" / "evaluate.py"), "--protocol", "snd", "--model", str(model_dir),
+    command = ["--protocol", "snd", "--model", str(model_dir),
                "--task", "all", "--dataset", "nyuv2", "--data-dir", str(data_dir),
                "--max-iters", "2", "--max-test-images", "1", "--output-dir", str(output), "--device", "cpu",
                "--num-threads", "1"]
-    completed = subprocess.run(command, cwd=tmp_path, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True,
-                               text=True, timeout=600)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "without-blending" in completed.stderr  # the authors use with-blending weights for dense tasks
+    assert script_main("evaluate", command) is None  # raises SystemExit on a refused setting
+    captured = capsys.readouterr()
+    assert "without-blending" in captured.err  # the authors use with-blending weights for dense tasks
 
     results = json.loads((output / "results.json").read_text())
     assert results["protocol"] == "snd" and results["protocol_version"]
