@@ -31,20 +31,25 @@ def _state(path):
 
 @pytest.fixture(scope="module")
 def pushed_run(tmp_path_factory):
-    """ONE real launch: 3 steps, a checkpoint every step (2 kept), TensorBoard, and --push_to_hub to the loopback
-    Hub-compatible test server (tests/hub/hub_server.py; no network), which the script reaches through its environment."""
+    """ONE real launch per test run (shared by the xdist workers, tests/shared.py): 3 steps, a checkpoint every step
+    (2 kept), TensorBoard, and --push_to_hub to the loopback Hub-compatible test server (tests/hub/hub_server.py; no
+    network), which the script reaches through its environment. The server's storage stays on disk for the tests."""
     from tests.hub.hub_server import HubServer
+    from tests.hub.hub_storage import HubStore
+    from tests.shared import build_once
 
-    tmp = tmp_path_factory.mktemp("pushed_run")
-    out = tmp / "run"
-    with HubServer(tmp / "hub-storage") as server:
-        env = server.client_env()
-        env["HF_HUB_OFFLINE"] = "0"
-        env["HF_HOME"] = str(tmp / "hf-home")
-        args = [*TINY, "--output_dir", str(out), "--max_steps", "3", "--training.checkpoint_every", "1", "--training.keep_checkpoints", "2",
-                "--seed", "3", "--training.report_to", "tensorboard", "--push_to_hub", "snd-test/distilled"]
-        run_distill(args, env=env)
-        yield out, server.store, tmp
+    def launch(tmp):
+        with HubServer(tmp / "hub-storage") as server:
+            env = server.client_env()
+            env["HF_HUB_OFFLINE"] = "0"
+            env["HF_HOME"] = str(tmp / "hf-home")
+            args = [*TINY, "--output_dir", str(tmp / "run"), "--max_steps", "3", "--training.checkpoint_every", "1",
+                    "--training.keep_checkpoints", "2", "--seed", "3", "--training.report_to", "tensorboard",
+                    "--push_to_hub", "snd-test/distilled"]
+            run_distill(args, env=env)
+
+    tmp = build_once(tmp_path_factory, "distill-script-pushed-run", launch)
+    return tmp / "run", HubStore(tmp / "hub-storage"), tmp_path_factory.mktemp("pushed_run_reads")
 
 
 def test_script_writes_checkpoints_exports_logs_and_picture(pushed_run):

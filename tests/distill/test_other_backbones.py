@@ -39,14 +39,19 @@ def _load_script(name: str):
 
 @pytest.fixture(scope="module")
 def dinov3_run(tmp_path_factory):
-    """A tiny random DINOv3ViTModel saved as a transformers folder, distilled 3 steps with LoRA by the script."""
-    root = tmp_path_factory.mktemp("dinov3")
-    torch.manual_seed(0)
-    base = random_backbone("dinov3-tiny")
-    base.save_pretrained(root / "base")
-    out = root / "run"
-    run_distill(["--config", "tiny_dinov3", "--model.pretrained", str(root / "base"), "--output_dir", str(out), "--max_steps", "3", *SMALL])
-    return root, out
+    """A tiny random DINOv3ViTModel saved as a transformers folder, distilled 3 steps with LoRA by the script
+    (launched once per test run, shared by the xdist workers: tests/shared.py)."""
+    from tests.shared import build_once
+
+    def launch(root):
+        torch.manual_seed(0)
+        base = random_backbone("dinov3-tiny")
+        base.save_pretrained(root / "base")
+        run_distill(["--config", "tiny_dinov3", "--model.pretrained", str(root / "base"), "--output_dir", str(root / "run"),
+                     "--max_steps", "3", *SMALL])
+
+    root = build_once(tmp_path_factory, "other-backbones-dinov3-run", launch)
+    return root, root / "run"
 
 
 def _trained_student(out):
