@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ..runtime import reuse_large_allocations
 from .build import DistillStudent, PreloadedScenes, backbone_config, build_dataset, build_lifter, build_student, merged_backbone, move_lifter
 from .checkpoints import atomic_save_pretrained, resolve_resume, save_checkpoint
 from .config import DistillConfig
@@ -120,6 +121,28 @@ def distill_step(student: nn.Module, splat_teacher: SplatTeacher, loss_fn: nn.Mo
             losses = loss_fn(student_features, teacher_features.permute(0, 2, 3, 1).reshape(-1, channels), flat_valid)
     losses["valid_fraction"] = flat_valid.float().mean()
     return losses
+
+
+def build_optimizer(parameters: list[torch.nn.Parameter], training, implementation: str = "auto") -> torch.optim.Adam:
+    """Adam over ``parameters`` with the ``training`` section's settings.
+
+    Args:
+        parameters: the trainable parameters (all on one device).
+        training: the config's ``training`` section (``lr``, ``adam_betas``, ``adam_eps``, ``weight_decay``).
+        implementation: ``"auto"`` (default: ``fused=True`` where torch has a fused Adam kernel for the
+            parameters' device and dtype, i.e. CPU/CUDA floating point, else torch's default), ``"fused"``,
+            ``"foreach"`` or ``"for-loop"``. The same update rule in every case (equal within float rounding);
+            the fused kernel makes one pass over parameter, gradient and moments instead of ~10 (on CPU
+            the ViT-S+head step's optimiser fell from ~250 ms to ~30 ms, BENCHMARKS.md).
+    """
+    if implementation not in ("auto", "fused", "foreach", "for-loop"):
+        raise ValueError(f"optimizer implementation must be 'auto', 'fused', 'foreach' or 'for-loop', got {implementation!r}")
+    parameters = list(parameters)
+    if implementation == "auto":
+        fusable = bool(parameters) and all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64) for p in parameters)
+        implementation = "fused" if fusable and len({p.device for p in parameters}) == 1 else "default"
+    options = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}, "default": {}}[implementation]
+    return torch.optim.Adam(parameters, lr=training.lr, betas=tuple(training.adam_betas), eps=training.adam_eps, weight_decay=training.weight_decay, **options)
 
 
 def build_loss(config: DistillConfig) -> nn.Module:
@@ -238,7 +261,9 @@ def train(
     lifter = build_lifter(config.lifter)
     move_lifter(lifter, accelerator.device)
     trainable = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=training.lr, betas=tuple(training.adam_betas), eps=training.adam_eps, weight_decay=training.weight_decay)
+    # glibc keeps freed large blocks for reuse (no page faults per step; snd.runtime, BENCHMARKS.md "Training step").
+    reuse_large_allocations()
+    optimizer = build_optimizer(trainable, training)
     scheduler = build_scheduler(optimizer, config)
     student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
     # The teacher is copied after `prepare`, i.e. after DDP broadcast rank 0's weights, so every rank starts equal.

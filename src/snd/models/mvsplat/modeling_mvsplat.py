@@ -221,4 +221,7 @@ class MVSplatModel(MVSplatPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
+# save_pretrained writes an auto_map (the folder then loads with trust_remote_code=True without snd).
+MVSplatModel.register_for_auto_class("AutoModel")
+
 __all__ = ["MVSplatModel", "MVSplatModelOutput", "MVSplatPreTrainedModel", "SH_C0"]

@@ -31,4 +31,7 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
     return (images - mean) / std
 
 
+# save_pretrained writes an auto_map (the folder then loads with trust_remote_code=True without snd).
+SnDImageProcessor.register_for_auto_class("AutoImageProcessor")
+
 __all__ = ["SnDImageProcessor", "normalize_images"]

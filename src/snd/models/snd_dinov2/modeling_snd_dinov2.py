@@ -372,4 +372,8 @@ class SnDBackbone(SnDPreTrainedModel, BackboneMixin):
         return BackboneOutput(feature_maps=feature_maps, hidden_states=returned_hidden_states, attentions=None)
 
 
+# save_pretrained writes an auto_map (the folder then loads with trust_remote_code=True without snd).
+SnDModel.register_for_auto_class("AutoModel")
+SnDBackbone.register_for_auto_class("AutoBackbone")
+
 __all__ = ["SnDModel", "SnDBackbone", "SnDPreTrainedModel", "SnDModelOutput", "interpolate_position_embeddings"]
