@@ -36,7 +36,7 @@ MAX_ALPHA = 0.999
 TRANSMITTANCE_THRESHOLD = 1e-4  # a pixel is done when the next T would be <= this
 MAX_EXTENT = 3.33  # screen extent in standard deviations (before the opacity-aware bound)
 FRUSTUM_MARGIN = 0.3  # persp_proj clamps x/z, y/z to 30% beyond the image when building J
-DEFAULT_MAX_ELEMENTS = 1 << 22  # (tiles x 256 x K) elements per compositing step
+DEFAULT_MAX_ELEMENTS = 1 << 20  # (tiles x P x K) alphas per compositing step: 4 MiB buffers stay in cache
 
 
 def quat_scale_to_covar(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
@@ -388,6 +388,7 @@ def composite_tiles(
     first_chunk: int = DEFAULT_FIRST_CHUNK,
     max_chunk: int | None = None,
     max_alpha: float = MAX_ALPHA,
+    stats: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Front-to-back alpha compositing of every tile.
 
@@ -403,6 +404,10 @@ def composite_tiles(
     channels are blended at the end by one ``embedding_bag`` (weighted sum of feature rows per
     pixel) straight into image order: no per-pair feature copy, no multiplication by zero weights,
     exactly one pass over the ``D`` channels per contributing pair.
+
+    ``stats``, when given, receives the work done: ``listed_pairs`` (tile list entries),
+    ``evaluated_pairs`` (pixel x list entry alphas evaluated, padding included) and
+    ``contributing_pairs`` (pixel x Gaussian pairs blended).
 
     Returns:
         ``(accumulated [I, H, W, D], transmittance [I, H, W], depth_sum [I, H, W] | None)``;
@@ -460,24 +465,36 @@ def composite_tiles(
     bag_offsets = torch.cumsum(bag_sizes, 0) - bag_sizes  # [tiles * P]
     total = int(bag_sizes.sum())
     gaussian_ids = torch.zeros(total, device=device, dtype=torch.long)
-    positions = [bag_offsets.index_select(0, row) + rank for _, _, row, rank in pieces]
-    for (_, ids, _, _), position in zip(pieces, positions):
+    positions = [bag_offsets.index_select(0, row) + rank for _, _, row, rank, _ in pieces]
+    for (_, ids, _, _, _), position in zip(pieces, positions):
         gaussian_ids.index_copy_(0, position, ids)
     if needs_grad and pieces:
-        weights = torch.cat([piece[0] for piece in pieces]).new_zeros(total).index_copy(0, torch.cat(positions), torch.cat([piece[0] for piece in pieces]))
+        values = torch.cat([piece[0] for piece in pieces])
+        weights = values.new_zeros(total).index_copy(0, torch.cat(positions), values)
     else:
         weights = torch.zeros(total, device=device, dtype=dtype)
-        for (values, _, _, _), position in zip(pieces, positions):
+        for (values, _, _, _, _), position in zip(pieces, positions):
             weights.index_copy_(0, position, values)
+    # Rows past the image (pixels of partial tiles) come last: their pairs are cut off here.
     image_pixels = images * height * width
+    bag_offsets = bag_offsets[:image_pixels]
+    blended = int(bag_sizes[:image_pixels].sum())
+    gaussian_ids, weights = gaussian_ids[:blended], weights[:blended]
+    if stats is not None:
+        stats.update(
+            listed_pairs=intersections.flatten_ids.numel(),
+            evaluated_pairs=sum(piece[4] for piece in pieces),
+            contributing_pairs=blended,
+            pixels=image_pixels,
+        )
     accumulated = torch.nn.functional.embedding_bag(
         color_ids.index_select(0, gaussian_ids), colors, bag_offsets, mode="sum", per_sample_weights=weights
-    )[:image_pixels].reshape(images, height, width, channels)
+    ).reshape(images, height, width, channels)
     depth_sum = None
     if depths is not None:
         depth_sum = torch.nn.functional.embedding_bag(
             gaussian_ids, depths.to(dtype)[:, None], bag_offsets, mode="sum", per_sample_weights=weights
-        )[:image_pixels].reshape(images, height, width)
+        ).reshape(images, height, width)
     final_t = transmittance.reshape(-1).new_ones(num_tiles * pixels).index_copy(0, tile_pixels.reshape(-1), transmittance.reshape(-1))
     return accumulated, final_t[:image_pixels].reshape(images, height, width), depth_sum
 
@@ -495,7 +512,7 @@ def _composite_group(
     tile_pixels: torch.Tensor,  # [tiles, P] output row of each tile pixel
     transmittance: torch.Tensor,  # [tiles, P], updated (functionally when needs_grad)
     bag_sizes: torch.Tensor,  # [tiles * P] long, updated in place
-    pieces: list,  # appended: (weights, gaussian ids, output row, rank) of the step's contributing pairs
+    pieces: list,  # appended: (weights, gaussian ids, output row, rank) of the step's contributing pairs, alphas evaluated
     tile_size: int,
     tiles_x: int,
     tiles_per_image: int,
@@ -595,7 +612,7 @@ def _composite_group(
             local_start = local_start - bag_sizes.index_select(0, pixel)
             bag_sizes.index_add_(0, pixel, per_pixel)
         pair_rank = torch.arange(row.numel(), device=device) - local_start.index_select(0, row)
-        pieces.append((pair_weights, pair_ids, pixel.index_select(0, row), pair_rank))
+        pieces.append((pair_weights, pair_ids, pixel.index_select(0, row), pair_rank, a * pixels * step))
 
         end_done = start_done | (final <= TRANSMITTANCE_THRESHOLD)
         transmittance = transmittance.index_copy(0, active_tiles, end_t) if needs_grad else transmittance.index_copy_(0, active_tiles, end_t)
@@ -634,6 +651,7 @@ def rasterize_torch(
     tile_size: int = 8,  # any size gives the same result (see render_features)
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     max_alpha: float = MAX_ALPHA,
+    stats: dict | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Render ``[B, C, H, W, D]`` features, ``[B, C, H, W, 1]`` alphas and optional expected depth.
 
@@ -669,6 +687,7 @@ def rasterize_torch(
         depths=projected.depths.reshape(-1) if render_depth else None,
         max_elements=max_elements,
         max_alpha=max_alpha,
+        stats=stats,
     )  # [I, H, W, D], [I, H, W], [I, H, W] | None
     alphas = (1.0 - transmittance).reshape(batch, cameras, height, width, 1)
     depths = None
