@@ -1,0 +1,120 @@
+"""The GPU check's CPU-side logic: arguments, report, skipping without CUDA, failures and time limits."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from snd.benchmarks import gpu_check
+from snd.benchmarks.gpu_check import CheckContext, StageResult, check_overrides, preset_overrides, run_check, run_command
+from snd.distill.config import load_config
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "gpu_check.sh"
+
+
+def test_without_cuda_every_gpu_stage_is_skipped_and_the_report_written(tmp_path, capsys):
+    outdir = tmp_path / "out"
+    code = gpu_check.main([str(outdir), "--budget", "120", "--wheels", str(tmp_path / "no-wheels")])
+    assert code == 0
+    report = (outdir / "gpu_check.md").read_text()
+    assert "| environment | ok |" in report and "- cuda_available: False" in report
+    assert "| install | skipped |" in report and "prepare_gpu_wheels.sh" in report
+    for stage in sorted(gpu_check.NEEDS_CUDA):
+        assert f"| {stage} | skipped | 0.0 | no CUDA device |" in report
+    assert (outdir / "logs" / "environment.log").is_file()
+    assert "report:" in capsys.readouterr().out
+
+
+def _context(tmp_path, budget=60.0):
+    context = CheckContext(outdir=tmp_path / "out", cache=tmp_path / "cache", wheels=tmp_path / "wheels", python=sys.executable, budget=budget)
+    context.has_cuda = True  # pretend, so that the GPU stages are planned
+    return context
+
+
+def test_failures_and_timeouts_are_recorded_and_later_stages_still_run(tmp_path, monkeypatch):
+    def broken(context):
+        raise RuntimeError("stage exploded")
+
+    def slow(context):
+        return run_command("render", [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(30)"], context, timeout=2)
+
+    def failing(context):
+        return run_command("train_step", [sys.executable, "-c", "import sys; print('bad input'); sys.exit(3)"], context, timeout=20)
+
+    def fine(context):
+        return StageResult("preset_memory", "ok", 0.1, output="| preset | batch |\n|---|---|\n| x | 1 |")
+
+    monkeypatch.setitem(gpu_check.STAGE_FUNCTIONS, "cuda_tests", broken)
+    monkeypatch.setitem(gpu_check.STAGE_FUNCTIONS, "render", slow)
+    monkeypatch.setitem(gpu_check.STAGE_FUNCTIONS, "train_step", failing)
+    monkeypatch.setitem(gpu_check.STAGE_FUNCTIONS, "preset_memory", fine)
+    context = _context(tmp_path)
+    results = run_check(context, ("cuda_tests", "render", "train_step", "preset_memory"))
+    assert [r.status for r in results] == ["failed", "timed out", "failed", "ok"]
+    assert "RuntimeError: stage exploded" in results[0].note
+    assert results[1].seconds < 10 and "killed after 2 s" in results[1].note
+    assert results[2].note == "exit status 3" and "bad input" in (tmp_path / "out" / "logs" / "train_step.log").read_text()
+    report = (tmp_path / "out" / "gpu_check.md").read_text()  # written after every stage
+    assert "| render | timed out |" in report and "| train_step | failed |" in report and "| x | 1 |" in report
+
+
+def test_spent_budget_skips_the_remaining_stages(tmp_path, monkeypatch):
+    ran = []
+    monkeypatch.setitem(gpu_check.STAGE_FUNCTIONS, "render", lambda context: ran.append("render") or StageResult("render", "ok"))
+    context = _context(tmp_path, budget=1.0)  # under the 5 s a stage needs at least
+    results = run_check(context, ("render",))
+    assert ran == [] and results[0].status == "skipped" and results[0].note == "time budget spent"
+    # and a command's time limit is cut to what is left of the budget
+    context = _context(tmp_path, budget=2.0)
+    result = run_command("render", [sys.executable, "-c", "import time; time.sleep(20)"], context, timeout=60)
+    assert result.status == "timed out" and result.seconds < 10
+
+
+def test_gsplat_build_failure_switches_training_stages_to_the_torch_renderer(tmp_path, monkeypatch):
+    context = _context(tmp_path)
+    context.env["PYTHONPATH"] = str(tmp_path / "empty")  # no gsplat importable
+    result = gpu_check.stage_gsplat_build(context)
+    assert result.status == "failed" and not context.gsplat_ok
+    assert gpu_check._backend_overrides(context) == ["teacher.render_backend=torch"]
+
+
+def test_paper_presets_become_runnable_offline_without_changing_anything_else():
+    for preset, architecture in (("scannetpp_dinov2s", "dinov2-s"), ("scannetpp_dinov2b", "dinov2-b")):
+        assert load_config("default", preset_overrides(preset)) == load_config(preset)  # the overrides are the preset
+        paper = load_config(preset)
+        config = load_config("default", check_overrides(preset, Path("/tmp/mvsplat"), batch_size=3))
+        assert config.model.pretrained is None and config.model.preset == architecture
+        assert (config.data.image_height, config.data.image_width) == (576, 880) and config.data.dataset == "synthetic"
+        assert config.lifter.kind == "mvsplat" and config.lifter.checkpoint == "/tmp/mvsplat"
+        assert config.training.batch_size == 3
+        assert (config.head, config.loss, config.teacher) == (paper.head, paper.loss, paper.teacher)
+        assert config.model.finetune == paper.model.finetune and config.model.lora_rank == paper.model.lora_rank
+
+
+def test_arguments_report_helpers_and_the_shell_wrapper(tmp_path):
+    assert gpu_check.cuda_arch_list((9, 0)) == "9.0" and gpu_check.cuda_arch_list((12, 1)) == "12.1"
+    with pytest.raises(SystemExit):
+        gpu_check.main([])  # OUTDIR is required
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    with pytest.raises(SystemExit):
+        gpu_check.main([str(a_file)])
+    with pytest.raises(SystemExit):
+        gpu_check.main([str(tmp_path / "x"), "--budget", "0"])
+    table = gpu_check.format_memory_table(
+        [dict(preset="p", batch=1, status="ok", peak_allocated_gib=12.34, peak_reserved_gib=14.0, step_s=0.5),
+         dict(preset="p", batch=4, status="out of memory")]
+    )
+    assert "| p | 1 | ok | 12.3 | 14.0 | 0.50 |" in table and "| p | 4 | out of memory |  |  |  |" in table
+
+    usage = subprocess.run(["bash", str(SCRIPT)], capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage" in usage.stderr
+    run = subprocess.run(
+        ["bash", str(SCRIPT), str(tmp_path / "sh-out"), "--stages", "environment", "--budget", "60"],
+        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable, "HOME": str(tmp_path)}, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "| environment | ok |" in (tmp_path / "sh-out" / "gpu_check.md").read_text()
