@@ -10,6 +10,8 @@ import ctypes.util
 import os
 import sys
 
+import torch
+
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
@@ -43,3 +45,20 @@ def reuse_large_allocations(mmap_threshold: int = 1 << 30, trim_threshold: int =
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, int(mmap_threshold))) and bool(mallopt(_M_TRIM_THRESHOLD, int(trim_threshold)))
+
+
+def default_cpu_threads(device: torch.device | str = "cpu") -> int | None:
+    """Set torch's intra-op threads to 1 for a CPU training process unless the user chose (``OMP_NUM_THREADS``).
+
+    On a CPU shared with other work, libgomp's thread team waits at every op's barrier for a thread the
+    kernel has descheduled, so 2 threads made the training step 3-20x slower than 1 on the loaded 2-core
+    machine, while on a quiet one they saved at most ~35% (BENCHMARKS.md "Threads"). One thread per
+    process degrades gracefully; ``accelerate launch`` already sets ``OMP_NUM_THREADS=1`` for CPU runs and
+    this gives a bare ``python scripts/distill.py`` the same default. Export ``OMP_NUM_THREADS=N`` to use N.
+
+    Returns the thread count set, or None when nothing changed (a non-CPU device, or the user's setting).
+    """
+    if torch.device(device).type != "cpu" or os.environ.get("OMP_NUM_THREADS"):
+        return None
+    torch.set_num_threads(1)
+    return 1

@@ -208,3 +208,18 @@ def test_reuse_large_allocations_stops_page_faults_on_reallocation(monkeypatch):
     torch.ones(size)
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
     assert faults < 1000, f"{faults} minor faults re-allocating 48 MiB (a fresh mmap costs ~12k)"
+
+
+def test_default_cpu_threads_respects_the_users_choice(monkeypatch):
+    from snd.runtime import default_cpu_threads
+
+    previous = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        torch.set_num_threads(2)
+        assert default_cpu_threads("cpu") is None and torch.get_num_threads() == 2
+        monkeypatch.delenv("OMP_NUM_THREADS")
+        assert default_cpu_threads("meta") is None and torch.get_num_threads() == 2  # not a CPU run: untouched
+        assert default_cpu_threads("cpu") == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(previous)

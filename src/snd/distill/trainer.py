@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ..runtime import reuse_large_allocations
+from ..runtime import default_cpu_threads, reuse_large_allocations
 from .build import DistillStudent, PreloadedScenes, backbone_config, build_dataset, build_lifter, build_student, merged_backbone, move_lifter
 from .checkpoints import atomic_save_pretrained, resolve_resume, save_checkpoint
 from .config import DistillConfig
@@ -261,8 +261,10 @@ def train(
     lifter = build_lifter(config.lifter)
     move_lifter(lifter, accelerator.device)
     trainable = [p for p in student.parameters() if p.requires_grad]
-    # glibc keeps freed large blocks for reuse (no page faults per step; snd.runtime, BENCHMARKS.md "Training step").
+    # glibc keeps freed large blocks for reuse (no page faults per step), and a CPU run uses 1 torch thread unless
+    # OMP_NUM_THREADS says otherwise (snd.runtime; BENCHMARKS.md "Training step" and "Threads").
     reuse_large_allocations()
+    default_cpu_threads(accelerator.device)
     optimizer = build_optimizer(trainable, training)
     scheduler = build_scheduler(optimizer, config)
     student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
