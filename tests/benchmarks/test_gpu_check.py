@@ -96,6 +96,8 @@ def test_paper_presets_become_runnable_offline_without_changing_anything_else():
 
 def test_arguments_report_helpers_and_the_shell_wrapper(tmp_path):
     assert gpu_check.cuda_arch_list((9, 0)) == "9.0" and gpu_check.cuda_arch_list((12, 1)) == "12.1"
+    files = [Path(name).name for name in gpu_check.cuda_test_files()]
+    assert "test_gsplat_parity.py" in files and "test_render.py" not in files  # only modules with CUDA-marked tests
     with pytest.raises(SystemExit):
         gpu_check.main([])  # OUTDIR is required
     a_file = tmp_path / "file"

@@ -15,12 +15,24 @@ It reproduces gsplat 1.5's ``rasterization(..., rasterize_mode="classic")`` step
    transmittance would be ``<= 1e-4``; ``render = sum(w_i c_i) + T * background``,
    ``alpha = 1 - T``.
 
-Compositing is vectorised across tiles: the depth-sorted intersection lists of a group of tiles
-with similar list lengths are padded into ``[tiles, K]``, alphas are evaluated for
-``[tiles, 256 pixels, K]``, transmittance comes from a cumulative product, and the features are
-blended by one batched matmul ``[tiles, 256, K] @ [tiles, K, D]``. So the geometry is done once
-for any number of channels, and memory is bounded by ``max_elements`` per step (a pixels x
-Gaussians tensor is never built). Everything is plain autograd-able torch.
+Compositing is vectorised across tiles (work measured by ``scripts/benchmark.py render --bound``):
+
+* tile lists keep only (tile, Gaussian) pairs whose ``o exp(-sigma)`` reaches 1/255 at some pixel
+  centre of the tile (an exact, conservative ellipse-vs-box test; the others are skipped by every
+  pixel anyway), so results do not change;
+* tiles with similar list lengths are processed together in steps of exactly the remaining list
+  length (no padding past the longest list), capped at ``max_elements`` alphas per step;
+  ``[tiles, P pixels, K]`` log-alphas come from one matmul with a per-tile quadratic basis,
+  transmittance from a cumulative product; on CPU without autograd those temporaries live in
+  reused per-thread buffers (no page faults after the first render; ``release_workspace()``);
+* only the pairs with a non-zero weight ``alpha T`` are kept, as per-pixel bags in depth order,
+  and every channel is blended at the end by one ``embedding_bag`` (weighted sum of feature rows),
+  written straight into image order: the geometry is done once for any number of channels, no
+  per-pair copy of the features is made and no zero weight is multiplied.
+
+Memory is bounded by ``max_elements`` per step plus the contributing pairs (a pixels x Gaussians
+tensor is never built). Everything is plain autograd-able torch (``embedding_bag`` differentiates
+with respect to the features and the per-pair weights).
 """
 
 from __future__ import annotations
