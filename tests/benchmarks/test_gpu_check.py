@@ -120,3 +120,25 @@ def test_arguments_report_helpers_and_the_shell_wrapper(tmp_path):
     )
     assert run.returncode == 0, run.stderr[-2000:]
     assert "| environment | ok |" in (tmp_path / "sh-out" / "gpu_check.md").read_text()
+
+
+def test_preset_memory_reports_what_was_measured_before_a_time_out(tmp_path, monkeypatch):
+    context = _context(tmp_path)
+    (context.cache / "mvsplat-random").mkdir(parents=True)
+    (context.cache / "mvsplat-random" / "config.json").write_text("{}")
+    measured = '{"preset": "scannetpp_dinov2s", "batch": 1, "status": "ok", "peak_allocated_gib": 20.5, "peak_reserved_gib": 22.0, "step_s": 1.5}'
+    oom = '{"preset": "scannetpp_dinov2s", "batch": 2, "status": "out of memory"}'
+    seen = {}
+
+    def fake_run(name, command, context, timeout, cwd=None):
+        seen["command"] = command
+        return StageResult(name, "timed out", 150.0, "killed after 150 s", f"building...\n{measured}\n{oom}\n")
+
+    monkeypatch.setattr(gpu_check, "run_command", fake_run)
+    context.gsplat_ok = False
+    result = gpu_check.stage_preset_memory(context)
+    assert seen["command"][-1] == "teacher.render_backend=torch"  # gsplat did not build: torch renderer
+    assert result.status == "timed out"
+    assert "| scannetpp_dinov2s | 1 | ok | 20.5 | 22.0 | 1.50 |" in result.output
+    assert "| scannetpp_dinov2s | 2 | out of memory |" in result.output
+    assert "| scannetpp_dinov2b | 4 | not reached (timed out) |" in result.output

@@ -52,7 +52,7 @@ STAGE_TIMEOUTS = {
     "cuda_tests": 120,
     "render": 90,
     "train_step": 90,
-    "preset_memory": 110,
+    "preset_memory": 150,
 }
 # Wheels the GPU machine lacks (gsplat and its runtime dependencies, pytest); see prepare_gpu_wheels.sh.
 WHEELS = (
@@ -298,26 +298,21 @@ def stage_preset_memory(context: CheckContext) -> StageResult:
     mvsplat = make_random_mvsplat_in_child(context)
     if isinstance(mvsplat, StageResult):
         return mvsplat
-    rows, statuses, start = [], [], time.monotonic()
-    for preset in PAPER_PRESETS:
-        for batch in PRESET_BATCHES:
-            if context.remaining() < 15:
-                rows.append(dict(preset=preset, batch=batch, status="skipped: budget"))
-                continue
-            command = _python(context, "-m", "snd.benchmarks.gpu_check", "--child", "preset-memory", preset, str(batch), str(mvsplat),
-                              *_backend_overrides(context))
-            result = run_command("preset_memory", command, context, STAGE_TIMEOUTS["preset_memory"] / 3)
-            statuses.append(result.status)
-            row = dict(preset=preset, batch=batch, status=result.status)
-            if result.status == "ok":
-                row.update(json.loads(result.output.strip().splitlines()[-1]))
-            elif "OutOfMemoryError" in result.output or "out of memory" in result.output:
-                row["status"] = "out of memory"
-            rows.append(row)
+    # One child for every preset and batch (data built once); it prints one JSON line per measurement,
+    # so what it measured before a time-out still reaches the report.
+    command = _python(context, "-m", "snd.benchmarks.gpu_check", "--child", "preset-memory", str(mvsplat), *_backend_overrides(context))
+    result = run_command("preset_memory", command, context, STAGE_TIMEOUTS["preset_memory"])
+    measured = {}
+    for line in result.output.splitlines():
+        if line.startswith("{") and '"preset"' in line:
+            row = json.loads(line)
+            measured[(row["preset"], row["batch"])] = row
+    rows = [measured.get((preset, batch), dict(preset=preset, batch=batch, status=f"not reached ({result.status})"))
+            for preset in PAPER_PRESETS for batch in PRESET_BATCHES]
+    context.outdir.mkdir(parents=True, exist_ok=True)
     (context.outdir / "preset_memory.json").write_text(json.dumps(rows, indent=2))
-    status = "ok" if statuses and all(s == "ok" for s in statuses) else ("failed" if statuses else "skipped")
-    return StageResult("preset_memory", status, time.monotonic() - start, "" if status == "ok" else "see table", format_memory_table(rows),
-                       str(context.outdir / "logs" / "preset_memory.log"))
+    result.output = format_memory_table(rows)
+    return result
 
 
 def make_random_mvsplat_in_child(context: CheckContext):
@@ -346,12 +341,22 @@ def format_memory_table(rows: list[dict]) -> str:
 
 
 def child_preset_memory(
-    preset: str, batch_size: int, mvsplat_dir: str, extra: list[str] = (), device: str = "cuda", resolution: tuple[int, int] = CHECK_RESOLUTION
-) -> dict:
-    """Peak GPU memory of full training steps of ``preset`` (run in a child process, one per measurement).
+    mvsplat_dir: str,
+    extra: list[str] = (),
+    presets: tuple[str, ...] = PAPER_PRESETS,
+    batches: tuple[int, ...] = PRESET_BATCHES,
+    device: str = "cuda",
+    resolution: tuple[int, int] = CHECK_RESOLUTION,
+    emit=print,
+) -> list[dict]:
+    """Peak memory of full training steps (forward, backward, Adam, EMA) for each preset and batch size.
 
-    On CPU (for testing the code path) the peaks are reported as 0.
+    Runs in a child process; ``emit`` gets one JSON line per measurement as soon as it is made. Out of
+    memory is a result (status "out of memory"), not a failure. On CPU (to test the code path) the
+    peaks are 0.
     """
+    import gc
+
     import torch
 
     from ..data import collate_multiview
@@ -360,38 +365,52 @@ def child_preset_memory(
     from ..distill.teacher import EMATeacher, SplatTeacher
     from ..distill.trainer import build_loss, build_optimizer, distill_step
 
-    config = load_config("default", check_overrides(preset, Path(mvsplat_dir), batch_size, resolution) + list(extra))
     device = torch.device(device)
     cuda = device.type == "cuda"
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
-    torch.manual_seed(0)
-    student = build_student(config).to(device)
-    teacher = EMATeacher(student.backbone, student.head, config.teacher.momentum, update_every=1)
-    patch = backbone_config(student.backbone).patch_size
-    splat = SplatTeacher(teacher, build_lifter(config.lifter), patch_size=patch, blend_alpha=config.teacher.blend_alpha).to(device)
-    loss_fn = build_loss(config)
-    dataset = PreloadedScenes(build_dataset(config.data, 0))
-    optimizer = build_optimizer([p for p in student.parameters() if p.requires_grad], config.training)
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-    times = []
-    for step in range(2):
-        sync()
-        start = time.perf_counter()
-        batch = collate_multiview([dataset[(step * batch_size + i) % len(dataset)] for i in range(batch_size)]).to(device)
-        losses = distill_step(student, splat, loss_fn, batch)
-        losses["loss"].backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        teacher.maybe_update(step + 1, student.backbone, student.head)
-        sync()
-        times.append(time.perf_counter() - start)
-    return dict(
-        peak_allocated_gib=torch.cuda.max_memory_allocated(device) / 2**30 if cuda else 0.0,
-        peak_reserved_gib=torch.cuda.max_memory_reserved(device) / 2**30 if cuda else 0.0,
-        step_s=times[-1],
-        loss=float(losses["loss"]),
-    )
+    dataset = None
+    rows = []
+    for preset in presets:
+        config = load_config("default", check_overrides(preset, Path(mvsplat_dir), 1, resolution) + list(extra))
+        if dataset is None:  # the same synthetic scenes for every preset
+            dataset = PreloadedScenes(build_dataset(config.data, 0))
+        torch.manual_seed(0)
+        student = build_student(config).to(device)
+        teacher = EMATeacher(student.backbone, student.head, config.teacher.momentum, update_every=1)
+        patch = backbone_config(student.backbone).patch_size
+        splat = SplatTeacher(teacher, build_lifter(config.lifter), patch_size=patch, blend_alpha=config.teacher.blend_alpha).to(device)
+        loss_fn = build_loss(config)
+        optimizer = build_optimizer([p for p in student.parameters() if p.requires_grad], config.training)
+        for batch_size in batches:
+            row = dict(preset=preset, batch=batch_size, status="ok")
+            try:
+                if cuda:
+                    torch.cuda.empty_cache()
+                    torch.cuda.reset_peak_memory_stats(device)
+                for step in range(2):  # the second step has Adam's moments allocated
+                    sync()
+                    start = time.perf_counter()
+                    batch = collate_multiview([dataset[(step * batch_size + i) % len(dataset)] for i in range(batch_size)]).to(device)
+                    losses = distill_step(student, splat, loss_fn, batch)
+                    losses["loss"].backward()
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    teacher.maybe_update(step + 1, student.backbone, student.head)
+                    sync()
+                    row["step_s"] = time.perf_counter() - start
+                row["loss"] = float(losses["loss"].detach())
+                row["peak_allocated_gib"] = torch.cuda.max_memory_allocated(device) / 2**30 if cuda else 0.0
+                row["peak_reserved_gib"] = torch.cuda.max_memory_reserved(device) / 2**30 if cuda else 0.0
+            except torch.cuda.OutOfMemoryError:
+                row = dict(preset=preset, batch=batch_size, status="out of memory")
+            optimizer.zero_grad(set_to_none=True)
+            losses = batch = None
+            rows.append(row)
+            emit(json.dumps(row))
+            sys.stdout.flush()
+        del student, teacher, splat, optimizer
+        gc.collect()
+    return rows
 
 
 STAGE_FUNCTIONS = {
@@ -477,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         if kind == "random-mvsplat":
             print(make_random_mvsplat(Path(rest[0])))
         elif kind == "preset-memory":
-            print(json.dumps(child_preset_memory(rest[0], int(rest[1]), rest[2], rest[3:])))
+            child_preset_memory(rest[0], rest[1:])
         else:
             parser.error(f"unknown child task {kind!r}")
         return 0
