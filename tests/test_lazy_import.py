@@ -7,13 +7,16 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from snd.models.mvsplat import MVSplatConfig
 from snd.models.snd_dinov2 import SnDConfig, SnDImageProcessor, SnDModel
 
 HEAVY = ["transformers.modeling_utils", "transformers.image_processing_utils", "snd.models.snd_dinov2.modeling_snd_dinov2", "matplotlib", "snd.data", "snd.distill"]
 
 
-def test_import_snd_is_light_and_auto_classes_still_resolve(tmp_path):
+@pytest.mark.parametrize("first", ["auto", "module"])  # transformers' auto module first, or snd's processor module first
+def test_import_snd_is_light_and_auto_classes_still_resolve(tmp_path, first):
     SnDModel(SnDConfig.tiny()).save_pretrained(tmp_path / "snd")
     SnDImageProcessor().save_pretrained(tmp_path / "snd")
     MVSplatConfig().save_pretrained(tmp_path / "mvsplat")
@@ -25,6 +28,10 @@ def test_import_snd_is_light_and_auto_classes_still_resolve(tmp_path):
         heavy = [name for name in {HEAVY!r} if name in sys.modules]
         assert not heavy, f"import snd loaded {{heavy}}"
         assert snd.SnDConfig.model_type == "snd_dinov2" and "transformers.modeling_utils" not in sys.modules
+        if {first!r} == "module":
+            # importing the image stack inside snd's processor module runs the registration hook before the class exists
+            import snd.models.snd_dinov2.image_processing_snd_dinov2
+            import snd.models.mvsplat.modeling_mvsplat
         from transformers import AutoBackbone, AutoConfig, AutoImageProcessor, AutoModel
         processor = AutoImageProcessor.from_pretrained({str(tmp_path / "snd")!r})
         assert type(processor).__name__ == "SnDImageProcessor" and type(processor).__module__.startswith("snd."), type(processor)

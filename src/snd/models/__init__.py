@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 
 _registered = False
 
@@ -25,18 +26,46 @@ def register_auto_classes() -> None:
         return
     from transformers import AutoConfig
 
-    from .._lazy import after_import
     from .snd_dinov2.configuration_snd_dinov2 import SnDConfig
 
     AutoConfig.register(SnDConfig.model_type, SnDConfig, exist_ok=True)
     SnDConfig.register_for_auto_class()
-    after_import("transformers.models.auto.modeling_auto", _register_snd_models)
-    after_import("transformers.models.auto.image_processing_auto", _register_snd_image_processor)
+    _defer("transformers.models.auto.modeling_auto", _register_snd_models)
+    _defer("transformers.models.auto.image_processing_auto", _register_snd_image_processor)
     _register_mvsplat(AutoConfig)
     _registered = True
 
 
+# (transformers auto module, snd registration) pairs, run by after_import and again by register_defined_classes.
+_DEFERRED: list[tuple[str, object]] = []
+
+
+def register_defined_classes() -> None:
+    """Run the deferred registrations whose transformers auto module is loaded (idempotent). Called by snd's
+    class modules after their classes exist, for the case where importing transformers inside them ran the
+    registration hook too early."""
+    for module_name, registration in list(_DEFERRED):
+        if module_name in sys.modules:
+            registration()
+
+
+def _defining(module_name: str, class_name: str) -> bool:
+    """True while ``module_name`` is being imported and has not defined ``class_name`` yet: its own import of
+    transformers ran the registration hook. The module then registers itself after the class (last lines)."""
+    module = sys.modules.get(module_name)
+    return module is not None and not hasattr(module, class_name)
+
+
+def _defer(module_name: str, registration) -> None:
+    from .._lazy import after_import
+
+    _DEFERRED.append((module_name, registration))
+    after_import(module_name, registration)
+
+
 def _register_snd_models() -> None:
+    if _defining(f"{__name__}.snd_dinov2.modeling_snd_dinov2", "SnDBackbone"):
+        return
     from transformers import AutoBackbone, AutoModel
 
     from .snd_dinov2.configuration_snd_dinov2 import SnDConfig
@@ -47,6 +76,8 @@ def _register_snd_models() -> None:
 
 
 def _register_snd_image_processor() -> None:
+    if _defining(f"{__name__}.snd_dinov2.image_processing_snd_dinov2", "SnDImageProcessor"):
+        return
     from transformers import AutoImageProcessor
 
     from .snd_dinov2.configuration_snd_dinov2 import SnDConfig
@@ -59,15 +90,15 @@ def _register_mvsplat(auto_config) -> None:
     # The reconstructor is optional at import time: a checkout without it still imports snd.
     if importlib.util.find_spec(f"{__name__}.mvsplat.configuration_mvsplat") is None:
         return
-    from .._lazy import after_import
-
     configuration = importlib.import_module(f"{__name__}.mvsplat.configuration_mvsplat")
     auto_config.register(configuration.MVSplatConfig.model_type, configuration.MVSplatConfig, exist_ok=True)
     configuration.MVSplatConfig.register_for_auto_class()
-    after_import("transformers.models.auto.modeling_auto", _register_mvsplat_model)
+    _defer("transformers.models.auto.modeling_auto", _register_mvsplat_model)
 
 
 def _register_mvsplat_model() -> None:
+    if _defining(f"{__name__}.mvsplat.modeling_mvsplat", "MVSplatModel"):
+        return
     from transformers import AutoModel
 
     from .mvsplat.configuration_mvsplat import MVSplatConfig

@@ -8,6 +8,7 @@ those layers. Imports stay within this folder and transformers, so the folder wo
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -375,5 +376,9 @@ class SnDBackbone(SnDPreTrainedModel, BackboneMixin):
 # save_pretrained writes an auto_map (the folder then loads with trust_remote_code=True without snd).
 SnDModel.register_for_auto_class("AutoModel")
 SnDBackbone.register_for_auto_class("AutoBackbone")
+if __name__.startswith("snd."):
+    # snd registers its classes with the Auto classes when transformers' auto modules load (snd._lazy); when
+    # that happened during this module's own imports, the class did not exist yet: complete it now.
+    sys.modules["snd.models"].register_defined_classes()
 
 __all__ = ["SnDModel", "SnDBackbone", "SnDPreTrainedModel", "SnDModelOutput", "interpolate_position_embeddings"]
