@@ -142,3 +142,29 @@ def test_preset_memory_reports_what_was_measured_before_a_time_out(tmp_path, mon
     assert "| scannetpp_dinov2s | 1 | ok | 20.5 | 22.0 | 1.50 |" in result.output
     assert "| scannetpp_dinov2s | 2 | out of memory |" in result.output
     assert "| scannetpp_dinov2b | 4 | not reached (timed out) |" in result.output
+
+
+def test_without_pip_the_wheels_are_unpacked(tmp_path):
+    import zipfile
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / "ninja-1.0-py3-none-manylinux2014_x86_64.whl", "w") as archive:
+        archive.writestr("ninja/__init__.py", "VALUE = 1\n")
+        archive.writestr("ninja-1.0.data/scripts/ninja", "#!/bin/sh\necho 1.0\n")
+    with zipfile.ZipFile(wheels / "numpy-1.0-cp311-cp311-manylinux2014_x86_64.whl", "w") as archive:  # not pure: skipped
+        archive.writestr("numpy/__init__.py", "")
+    with zipfile.ZipFile(wheels / "gsplat-1.5.3-py3-none-any.whl", "w") as archive:
+        archive.writestr("gsplat/__init__.py", "")
+        archive.writestr("../escape.py", "")  # never written outside the site folder
+    site = tmp_path / "site"
+    assert sorted(gpu_check.extract_wheels(wheels, site, ["ninja", "gsplat", "numpy"])) == ["gsplat", "ninja"]
+    assert (site / "ninja" / "__init__.py").read_text() == "VALUE = 1\n"
+    assert subprocess.run([str(site / "bin" / "ninja")], capture_output=True, text=True).stdout.strip() == "1.0"
+    assert not (site / "numpy").exists() and not (tmp_path / "escape.py").exists()
+
+    context = _context(tmp_path)
+    context.wheels, context.python = wheels, str(tmp_path / "no-such-python")  # pip cannot run
+    result = gpu_check.stage_install(context)
+    assert result.status == "failed" and "pip failed" in result.note and "missing" in result.note  # rich, pytest, ... absent
+    assert "gsplat" in result.output and str(context.cache / "site" / "bin") in context.env["PATH"]

@@ -170,7 +170,51 @@ def stage_install(context: CheckContext) -> StageResult:
     _use_site(context, site)
     if result.status == "ok":
         result.output = f"installed into {site}: {', '.join(WHEELS)}"
+    else:  # no pip, or pip refused: these wheels are plain zip files that need no build step
+        extracted = extract_wheels(context.wheels, site, WHEELS)
+        missing = sorted(set(_normalise(name) for name in WHEELS) - set(extracted))
+        result.status = "ok" if not missing else "failed"
+        result.note = f"pip failed ({result.note}); unpacked {len(extracted)} wheels" + (f", missing: {', '.join(missing)}" if missing else "")
+        result.output = f"unpacked into {site}: {', '.join(sorted(extracted))}"
     return result
+
+
+def _normalise(name: str) -> str:
+    return name.lower().replace("-", "_").replace(".", "_")
+
+
+def extract_wheels(wheels: Path, site: Path, names) -> list[str]:
+    """Unpack the pure-python / any-CPython wheels of ``names`` into ``site`` (scripts into ``site/bin``).
+
+    The fallback when pip is unavailable; returns the normalised names unpacked.
+    """
+    import stat
+    import zipfile
+
+    wanted = {_normalise(name) for name in names}
+    done = []
+    for wheel in sorted(wheels.glob("*.whl")):
+        parts = wheel.name[:-4].split("-")
+        name, tags = _normalise(parts[0]), parts[-3:]
+        if name not in wanted or name in done or tags[0] != "py3" or tags[1] != "none":
+            continue
+        with zipfile.ZipFile(wheel) as archive:
+            for member in archive.namelist():
+                target_name = member
+                if ".data/scripts/" in member:
+                    target_name = "bin/" + member.split(".data/scripts/", 1)[1]
+                target = (site / target_name).resolve()
+                if not str(target).startswith(str(site.resolve())):  # no path escapes the site folder
+                    continue
+                if member.endswith("/"):
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(archive.read(member))
+                if target_name.startswith("bin/"):
+                    target.chmod(target.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+        done.append(name)
+    return done
 
 
 def _use_site(context: CheckContext, site: Path) -> None:
