@@ -226,13 +226,23 @@ def intersect_tiles(
     tile_y = y_min[isect_gaussian] + local // width_of
     tile_x = x_min[isect_gaussian] + local % width_of
     if exact and total > 0:
-        reach = _reaches_tile(
-            projected.means2d.detach().reshape(-1, 2)[isect_gaussian].double(),
-            projected.conics.detach().reshape(-1, 3)[isect_gaussian].double(),
-            projected.opacities.detach().reshape(-1)[isect_gaussian].double(),
-            tile_x, tile_y, tile_size,
-            width=tiles_x * tile_size if width is None else width,
-            height=tiles_y * tile_size if height is None else height,
+        means2d = projected.means2d.detach().reshape(-1, 2)
+        conics = projected.conics.detach().reshape(-1, 3)
+        opacities = projected.opacities.detach().reshape(-1)
+        # In cache-sized blocks: its ~50 elementwise passes run 2-3x faster than over one long array.
+        reach = torch.cat(
+            [
+                _reaches_tile(
+                    means2d.index_select(0, block).double(),
+                    conics.index_select(0, block).double(),
+                    opacities.index_select(0, block).double(),
+                    tile_x[start : start + REACH_BLOCK], tile_y[start : start + REACH_BLOCK], tile_size,
+                    width=tiles_x * tile_size if width is None else width,
+                    height=tiles_y * tile_size if height is None else height,
+                )
+                for start in range(0, total, REACH_BLOCK)
+                for block in (isect_gaussian[start : start + REACH_BLOCK],)
+            ]
         )
         isect_gaussian, tile_x, tile_y = isect_gaussian[reach], tile_x[reach], tile_y[reach]
     if isect_gaussian.numel() == 0:
@@ -252,6 +262,7 @@ def intersect_tiles(
 
 
 REACH_MARGIN = 1e-2  # slack (in sigma, i.e. a 1% alpha factor) of the exact tile test
+REACH_BLOCK = 1 << 15  # (tile, Gaussian) candidates tested per block
 
 
 def _reaches_tile(
@@ -476,7 +487,11 @@ def composite_tiles(
     # Put every pair at (its row's bag start + rank): each bag is contiguous and front to back.
     bag_offsets = torch.cumsum(bag_sizes, 0) - bag_sizes  # [tiles * P]
     total = int(bag_sizes.sum())
-    gaussian_ids = torch.zeros(total, device=device, dtype=torch.long)
+    # The positions are a permutation of 0..total-1: every entry is written.
+    if workspace is not None:
+        gaussian_ids = workspace.take("pair_ids", (total,), torch.long)
+    else:
+        gaussian_ids = torch.zeros(total, device=device, dtype=torch.long)
     positions = [bag_offsets.index_select(0, row) + rank for _, _, row, rank, _ in pieces]
     for (_, ids, _, _, _), position in zip(pieces, positions):
         gaussian_ids.index_copy_(0, position, ids)
@@ -484,7 +499,7 @@ def composite_tiles(
         values = torch.cat([piece[0] for piece in pieces])
         weights = values.new_zeros(total).index_copy(0, torch.cat(positions), values)
     else:
-        weights = torch.zeros(total, device=device, dtype=dtype)
+        weights = torch.zeros(total, device=device, dtype=dtype) if workspace is None else workspace.take("pair_weights", (total,), dtype)
         for (values, _, _, _, _), position in zip(pieces, positions):
             weights.index_copy_(0, position, values)
     # Rows past the image (pixels of partial tiles) come last: their pairs are cut off here.
@@ -499,8 +514,12 @@ def composite_tiles(
             contributing_pairs=blended,
             pixels=image_pixels,
         )
+    if workspace is None:
+        color_rows = color_ids.index_select(0, gaussian_ids)
+    else:
+        color_rows = torch.index_select(color_ids, 0, gaussian_ids, out=workspace.take("pair_rows", (blended,), torch.long))
     accumulated = torch.nn.functional.embedding_bag(
-        color_ids.index_select(0, gaussian_ids), colors, bag_offsets, mode="sum", per_sample_weights=weights
+        color_rows, colors, bag_offsets, mode="sum", per_sample_weights=weights
     ).reshape(images, height, width, channels)
     depth_sum = None
     if depths is not None:
