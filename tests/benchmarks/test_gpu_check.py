@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -38,8 +39,11 @@ def test_failures_and_timeouts_are_recorded_and_later_stages_still_run(tmp_path,
     def broken(context):
         raise RuntimeError("stage exploded")
 
-    def slow(context):
-        return run_command("render", [sys.executable, "-c", "import time; print('started', flush=True); time.sleep(30)"], context, timeout=2)
+    mark = tmp_path / "grandchild-finished"
+
+    def slow(context):  # its own child must die with it
+        code = f"import subprocess, time; subprocess.Popen(['sh', '-c', 'sleep 3; touch {mark}']); print('started', flush=True); time.sleep(30)"
+        return run_command("render", [sys.executable, "-c", code], context, timeout=2)
 
     def failing(context):
         return run_command("train_step", [sys.executable, "-c", "import sys; print('bad input'); sys.exit(3)"], context, timeout=20)
@@ -55,10 +59,12 @@ def test_failures_and_timeouts_are_recorded_and_later_stages_still_run(tmp_path,
     results = run_check(context, ("cuda_tests", "render", "train_step", "preset_memory"))
     assert [r.status for r in results] == ["failed", "timed out", "failed", "ok"]
     assert "RuntimeError: stage exploded" in results[0].note
-    assert results[1].seconds < 10 and "killed after 2 s" in results[1].note
+    assert results[1].seconds < 10 and "killed after 2 s" in results[1].note and "started" in results[1].output
     assert results[2].note == "exit status 3" and "bad input" in (tmp_path / "out" / "logs" / "train_step.log").read_text()
     report = (tmp_path / "out" / "gpu_check.md").read_text()  # written after every stage
     assert "| render | timed out |" in report and "| train_step | failed |" in report and "| x | 1 |" in report
+    time.sleep(3)
+    assert not mark.exists()  # the time-out ended the whole process group
 
 
 def test_spent_budget_skips_the_remaining_stages(tmp_path, monkeypatch):

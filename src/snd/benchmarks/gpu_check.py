@@ -104,21 +104,35 @@ def run_command(name: str, command: list[str], context: CheckContext, timeout: f
         handle.write(f"$ {' '.join(command)}  (timeout {timeout:.0f} s)\n")
         handle.flush()
         try:
-            completed = subprocess.run(
-                command, cwd=cwd, env=context.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout
+            # Its own process group, so that a time-out also ends what it started (ninja, nvcc, pytest workers).
+            process = subprocess.Popen(
+                command, cwd=cwd, env=context.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
             )
-            output, code = completed.stdout, completed.returncode
-        except subprocess.TimeoutExpired as error:
-            output = error.stdout.decode(errors="replace") if isinstance(error.stdout, bytes) else (error.stdout or "")
-            handle.write(output + f"\n[timed out after {timeout:.0f} s]\n")
-            return StageResult(name, "timed out", time.monotonic() - start, f"killed after {timeout:.0f} s", _tail(output), str(log))
         except OSError as error:
             handle.write(f"[could not start: {error}]\n")
             return StageResult(name, "failed", time.monotonic() - start, f"could not start: {error}", "", str(log))
+        try:
+            output, _ = process.communicate(timeout=timeout)
+            code = process.returncode
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            output, _ = process.communicate()
+            output = output or ""
+            handle.write(output + f"\n[timed out after {timeout:.0f} s]\n")
+            return StageResult(name, "timed out", time.monotonic() - start, f"killed after {timeout:.0f} s", _tail(output), str(log))
         handle.write(output)
     status = "ok" if code == 0 else "failed"
     note = "" if code == 0 else f"exit status {code}"
     return StageResult(name, status, time.monotonic() - start, note, output, str(log))
+
+
+def _kill_group(process: subprocess.Popen) -> None:
+    import signal
+
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        process.kill()
 
 
 def _tail(text: str, lines: int = 25) -> str:
