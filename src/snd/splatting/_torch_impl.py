@@ -658,13 +658,6 @@ def _composite_group(
     return transmittance
 
 
-def tiles_to_image(tiled: torch.Tensor, images: int, tiles_y: int, tiles_x: int, tile_size: int, height: int, width: int):
-    """``[I * tiles, P, D]`` -> ``[I, H, W, D]`` (cropping the partial last tile row/column)."""
-    channels = tiled.shape[-1]
-    grid = tiled.reshape(images, tiles_y, tiles_x, tile_size, tile_size, channels).permute(0, 1, 3, 2, 4, 5)
-    return grid.reshape(images, tiles_y * tile_size, tiles_x * tile_size, channels)[:, :height, :width]
-
-
 def rasterize_torch(
     means: torch.Tensor,  # [B, N, 3]
     covars: torch.Tensor,  # [B, N, 3, 3]
