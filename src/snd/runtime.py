@@ -51,9 +51,9 @@ def default_cpu_threads(device: torch.device | str = "cpu") -> int | None:
     """Set torch's intra-op threads to 1 for a CPU training process unless the user chose (``OMP_NUM_THREADS``).
 
     On a CPU shared with other work, libgomp's thread team waits at every op's barrier for a thread the
-    kernel has descheduled, so 2 threads made the training step 3-20x slower than 1 on the loaded 2-core
-    machine, while on a quiet one they saved at most ~35% (BENCHMARKS.md "Threads"). One thread per
-    process degrades gracefully; ``accelerate launch`` already sets ``OMP_NUM_THREADS=1`` for CPU runs and
+    kernel has descheduled: on the loaded 2-core development machine 2 threads made the embedded default's
+    step 12-29x slower in wall time than 1 (BENCHMARKS.md "Threads"); they help only while the other core is
+    idle. One thread per process degrades gracefully; ``accelerate launch`` already sets ``OMP_NUM_THREADS=1`` for CPU runs and
     this gives a bare ``python scripts/distill.py`` the same default. Export ``OMP_NUM_THREADS=N`` to use N.
 
     Returns the thread count set, or None when nothing changed (a non-CPU device, or the user's setting).

@@ -133,7 +133,7 @@ def build_optimizer(parameters: list[torch.nn.Parameter], training, implementati
             parameters' device and dtype, i.e. CPU/CUDA floating point, else torch's default), ``"fused"``,
             ``"foreach"`` or ``"for-loop"``. The same update rule in every case (equal within float rounding);
             the fused kernel makes one pass over parameter, gradient and moments instead of ~10 (on CPU
-            the ViT-S+head step's optimiser fell from ~250 ms to ~30 ms, BENCHMARKS.md).
+            the ViT-S + paper-size head step's optimiser fell from 184 ms to 21 ms, BENCHMARKS.md).
     """
     if implementation not in ("auto", "fused", "foreach", "for-loop"):
         raise ValueError(f"optimizer implementation must be 'auto', 'fused', 'foreach' or 'for-loop', got {implementation!r}")
