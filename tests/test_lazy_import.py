@@ -40,6 +40,7 @@ def test_import_snd_is_light_and_auto_classes_still_resolve(tmp_path, first):
         assert type(AutoBackbone.from_config(AutoConfig.from_pretrained({str(tmp_path / "snd")!r}))).__name__ == "SnDBackbone"
         assert type(AutoModel.from_config(AutoConfig.from_pretrained({str(tmp_path / "mvsplat")!r}))).__name__ == "MVSplatModel"
         assert snd.SnDModel._auto_class == "AutoModel" and snd.SnDImageProcessor._auto_class == "AutoImageProcessor"
+        assert snd.models.snd_dinov2.modeling_snd_dinov2.SnDModel is snd.SnDModel  # submodules as attributes
         try:
             snd.NoSuchName
         except AttributeError as error:

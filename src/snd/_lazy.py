@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.abc
+import importlib.util
 import logging
 import sys
 import threading
@@ -27,6 +28,9 @@ def lazy_exports(package: str, exports: dict[str, str]) -> Callable[[str], objec
 
     def __getattr__(name: str):
         if name not in exports:
+            # a submodule not imported yet (``package.modeling_x`` as an attribute), as an eager __init__ allowed
+            if not name.startswith("_") and importlib.util.find_spec(f"{package}.{name}") is not None:
+                return importlib.import_module(f"{package}.{name}")
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(exports[name], package), name)
         setattr(sys.modules[package], name, value)  # later reads are plain attribute lookups
