@@ -8,6 +8,12 @@ ViT-S-sized random student, DINO heads at paper size, 224x224 synthetic views). 
 stage's starting RSS, sampled every millisecond by a thread during one extra, untimed step (the
 sampler slows Python-heavy stages, so times come from steps without it). RSS growth is a coarse
 view: memory the allocator reuses from earlier stages does not show.
+
+Per stage it also prints CPU time (``time.process_time``, all threads; robust on a shared machine), minor page
+faults, the FLOPs counted by ``torch.utils.flop_counter`` over one extra step, the least memory traffic of the
+memory-bound stages (:func:`stage_bytes`) and the bound ``max(FLOP / sgemm rate, bytes / copy bandwidth)`` at
+rates measured in the same process (:func:`calibrate`), with the gap CPU time / bound. ``--allocator reuse``
+(default) applies :func:`snd.runtime.reuse_large_allocations` first, as the trainer does.
 """
 
 from __future__ import annotations
