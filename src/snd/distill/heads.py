@@ -68,7 +68,13 @@ class DINOHead(nn.Module):
         hidden = self.mlp(features)
         eps = 1e-6 if hidden.dtype == torch.float16 else 1e-12
         hidden = nn.functional.normalize(hidden, dim=-1, p=2, eps=eps)
+        if self._rebuilds_weight():
+            return self.last_layer(hidden)  # the parametrised layer, with its graph (and any hooks on it)
         return nn.functional.linear(hidden, self.prototype_weight())
+
+    def _rebuilds_weight(self) -> bool:
+        parametrization = self.last_layer.parametrizations.weight
+        return torch.is_grad_enabled() and (parametrization.original0.requires_grad or parametrization.original1.requires_grad)
 
     def prototype_weight(self) -> torch.Tensor:
         """The weight-normalised ``[num_prototypes, bottleneck_dim]`` prototype matrix ``g * v / ||v||``.
@@ -80,7 +86,7 @@ class DINOHead(nn.Module):
         """
         parametrization = self.last_layer.parametrizations.weight
         gain, direction = parametrization.original0, parametrization.original1
-        if torch.is_grad_enabled() and (gain.requires_grad or direction.requires_grad):
+        if self._rebuilds_weight():
             return self.last_layer.weight
         key = (gain._version, direction._version, gain.data_ptr(), direction.data_ptr(), gain.dtype, direction.dtype, gain.device)
         if self._weight_cache is None or self._weight_cache[0] != key:
