@@ -13,6 +13,7 @@ import argparse
 import sys
 
 from snd.distill import ConfigError, preset_names, run
+from snd.distill.checkpoints import CheckpointError
 from snd.distill.config import dotted_flags_to_overrides
 
 
@@ -23,6 +24,7 @@ def parse_args(argv=None):
     parser.add_argument("--max_steps", type=int, default=None, help="optimiser steps (training.max_steps)")
     parser.add_argument("--seed", type=int, default=None, help="seed of init, data order and view sampling (training.seed)")
     parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' (newest checkpoint in --output_dir) or a checkpoint directory")
+    parser.add_argument("--allow_config_change", action="store_true", help="resume even if max_steps/lr/batch size/schedule/seed differ from the checkpoint's")
     parser.add_argument("--push_to_hub", default=None, metavar="REPO", help="push the final student to this Hub repository")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config field (repeatable)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
@@ -46,8 +48,9 @@ def main(argv=None):
             resume_from_checkpoint=args.resume_from_checkpoint,
             push_to_hub=args.push_to_hub,
             progress=not args.no_progress,
+            allow_config_change=args.allow_config_change,
         )
-    except ConfigError as error:
+    except (ConfigError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"done: {result.steps} steps in {result.wall_time_s:.1f} s; outputs in {result.output_dir}")

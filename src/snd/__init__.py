@@ -24,10 +24,20 @@ __version__ = "0.1.0"
 # Names re-exported from snd.models.snd_dinov2, imported on first use.
 _EXPORTS = {
     name: ".models.snd_dinov2"
-    for name in ["PRESETS", "SnDBackbone", "SnDConfig", "SnDImageProcessor", "SnDModel", "SnDModelOutput", "normalize_images"]
+    for name in [
+        "PRESETS",
+        "SnDBackbone",
+        "SnDConfig",
+        "SnDForDepthEstimation",
+        "SnDForSemanticSegmentation",
+        "SnDImageProcessor",
+        "SnDModel",
+        "SnDModelOutput",
+        "normalize_images",
+    ]
 }
 # Subpackages load on first use (`snd.data`, `snd.viz`, ...), so `import snd` stays light.
-_SUBMODULES = {"cameras", "convert", "data", "distill", "eval", "gaussians", "hub", "lifting", "metrics", "models", "runtime", "splatting", "viz"}
+_SUBMODULES = {"backbones", "cameras", "convert", "data", "distill", "eval", "gaussians", "hub", "lifting", "metrics", "models", "runtime", "splatting", "viz"}
 _export = _lazy_exports(__name__, _EXPORTS)
 
 

@@ -15,7 +15,9 @@ Conventions applied (as the authors' loader): OpenGL -> OpenCV with diag(1, -1, 
 intrinsics normalised by the size of the image file on disk (the original size), then the image
 is resized to ``image_shape`` (bicubic, masks and depth nearest) with normalised intrinsics unchanged
 (aspect ratio is not preserved, as in the authors' code). Frames are ordered by the number in their
-file name; frames marked ``is_bad`` are dropped, and context gaps count usable frames.
+file name; frames marked ``is_bad`` are dropped (``keep_bad_frames=True`` keeps them, as the authors'
+loader does), and context gaps count usable frames (``reject_frame_gaps=True`` redraws context pairs
+with missing frame numbers in between, as the authors' loader does).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import torch
 
 from ..cameras import check_rigid, normalize_intrinsics, opengl_to_opencv
 from .base import MultiViewDataset, as_long
+from .checks import check_depth_image, check_unique, inside, is_number, require_bool, require_matrix
 from .errors import SceneDataError
 from .image_io import image_to_tensor, labels_to_tensor, open_image
 from .sample import Views
@@ -66,8 +69,12 @@ def _frame_number(file_path: str) -> int:
     return int(match.group()) if match else -1
 
 
-def read_scannetpp_scene(directory: Path) -> ScanNetPPScene:
-    """Parse ``transforms_train.json`` of a scene folder; raise :class:`SceneDataError` naming the field."""
+def read_scannetpp_scene(directory: Path, keep_bad_frames: bool = False) -> ScanNetPPScene:
+    """Parse ``transforms_train.json`` of a scene folder; raise :class:`SceneDataError` naming the field.
+
+    Args:
+        keep_bad_frames: keep frames marked ``is_bad`` (the authors' loader). Default False (dropped).
+    """
     directory = Path(directory)
     scene = directory.name
     path = directory / "transforms_train.json"
@@ -82,12 +89,12 @@ def read_scannetpp_scene(directory: Path) -> ScanNetPPScene:
     values = {}
     for key in ("fl_x", "fl_y", "cx", "cy"):
         value = meta.get(key)
-        if not isinstance(value, (int, float)) or not np.isfinite(value) or (key.startswith("fl") and value <= 0):
+        if not is_number(value) or (key.startswith("fl") and value <= 0):
             raise SceneDataError(f"expected a finite number{' > 0' if key.startswith('fl') else ''}, got {value!r}", scene=scene, file=str(path), field=key)
         values[key] = float(value)
     declared = None
     if "w" in meta or "h" in meta:
-        if not all(isinstance(meta.get(k), (int, float)) and meta.get(k) > 0 for k in ("w", "h")):
+        if not all(is_number(meta.get(k)) and meta.get(k) > 0 for k in ("w", "h")):
             raise SceneDataError(f"expected positive image sizes w, h, got {meta.get('w')!r}, {meta.get('h')!r}", scene=scene, file=str(path), field="w/h")
         declared = (int(meta["h"]), int(meta["w"]))
     frames = meta.get("frames")
@@ -98,9 +105,10 @@ def read_scannetpp_scene(directory: Path) -> ScanNetPPScene:
         field = f"frames[{position}]"
         if not isinstance(frame, dict) or not isinstance(frame.get("file_path"), str):
             raise SceneDataError("expected an object with a string file_path", scene=scene, file=str(path), field=f"{field}.file_path")
-        if frame.get("is_bad", False):
+        inside(directory / "images", frame["file_path"], scene=scene, file=str(path), field=f"{field}.file_path")
+        if require_bool(frame.get("is_bad"), scene=scene, file=str(path), field=f"{field}.is_bad") and not keep_bad_frames:
             continue
-        matrix = frame.get("transform_matrix")
+        matrix = require_matrix(frame.get("transform_matrix"), scene=scene, file=str(path), field=f"{field}.transform_matrix")
         try:
             matrix = np.asarray(matrix, dtype=np.float64)
         except (TypeError, ValueError) as error:
@@ -109,6 +117,7 @@ def read_scannetpp_scene(directory: Path) -> ScanNetPPScene:
             raise SceneDataError(f"expected a 4x4 matrix, got shape {matrix.shape}", scene=scene, file=str(path), field=f"{field}.transform_matrix")
         entries.append((_frame_number(frame["file_path"]), frame["file_path"], matrix, field))
     entries.sort(key=lambda entry: (entry[0], entry[1]))
+    check_unique([e[1] for e in entries], [e[3] for e in entries], scene=scene, file=str(path))
     intrinsics = torch.tensor(
         [[values["fl_x"], 0.0, values["cx"]], [0.0, values["fl_y"], values["cy"]], [0.0, 0.0, 1.0]], dtype=torch.float64
     )
@@ -140,6 +149,9 @@ class ScanNetPPDataset(MultiViewDataset):
         load_depth: also read ``depth/<stem>.png`` (uint16, ``depth_scale`` units per metre). Default False.
         depth_scale: Default 1000 (millimetres).
         skip_bad_samples: log, count and skip bad samples (and unusable scenes) instead of raising.
+        keep_bad_frames: keep frames marked ``is_bad`` (the authors' loader keeps them). Default False.
+        reject_frame_gaps: redraw context pairs with missing frame numbers between them (the authors'
+            loader). Default False: context gaps count usable frames.
     """
 
     def __init__(
@@ -155,8 +167,11 @@ class ScanNetPPDataset(MultiViewDataset):
         load_depth: bool = False,
         depth_scale: float = 1000.0,
         skip_bad_samples: bool = False,
+        keep_bad_frames: bool = False,
+        reject_frame_gaps: bool = False,
     ):
         super().__init__(sampler, samples_per_scene, skip_bad_samples)
+        self.keep_bad_frames, self.reject_frame_gaps = bool(keep_bad_frames), bool(reject_frame_gaps)
         self.root = Path(root)
         self.image_shape = (int(image_shape[0]), int(image_shape[1]))
         self.near, self.far = float(near), float(far)
@@ -177,7 +192,7 @@ class ScanNetPPDataset(MultiViewDataset):
                     raise SceneDataError("scene folder is missing", scene=name, file=str(directory))
                 if explicit and not (directory / "instance_segmentation").is_dir():
                     raise SceneDataError("instance_segmentation/ folder is missing", scene=name, file=str(directory / "instance_segmentation"))
-                self.scenes.append(read_scannetpp_scene(directory))
+                self.scenes.append(read_scannetpp_scene(directory, keep_bad_frames=self.keep_bad_frames))
             except SceneDataError as error:
                 if not skip_bad_samples:
                     raise
@@ -192,7 +207,10 @@ class ScanNetPPDataset(MultiViewDataset):
         candidates = [self.root / folder / _SPLIT_FILES[split] for folder in ("metadata", "splits")]
         for path in candidates:
             if path.is_file():
-                return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+                names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+                for number, name in enumerate(names, 1):  # a scene id, never a path out of scenes/
+                    inside(self.root / "scenes", name, file=str(path), field=f"line {number}")
+                return names
         raise SceneDataError(f"split list not found; looked for {[str(c) for c in candidates]}", file=str(candidates[0]), field=split)
 
     # ------------------------------------------------------------------ dataset interface
@@ -207,6 +225,18 @@ class ScanNetPPDataset(MultiViewDataset):
 
     def scene_source(self, scene_index: int) -> str:
         return str(self.scenes[scene_index].transforms_path)
+
+    def sample_frames(self, index: int):
+        """As :meth:`MultiViewDataset.sample_frames`; with ``reject_frame_gaps`` the sampler sees the frame numbers."""
+        if not self.reject_frame_gaps:
+            return super().sample_frames(index)
+        scene_index = index // self.samples_per_scene
+        meta = self.scenes[scene_index]
+        try:
+            context, target = self.sampler.sample(len(meta.file_paths), index, scene=meta.name, frame_numbers=meta.frame_numbers)
+        except SceneDataError as error:
+            raise SceneDataError(error.reason, scene=error.scene, file=str(meta.transforms_path), field=error.field) from error
+        return scene_index, context.tolist(), target.tolist()
 
     def load_views(self, scene_index: int, frames: list[int]) -> Views:
         meta = self.scenes[scene_index]
@@ -242,6 +272,7 @@ class ScanNetPPDataset(MultiViewDataset):
             if self.load_depth:
                 depth_path = meta.directory / "depth" / f"{Path(file_path).stem}.png"
                 depth_image = open_image(depth_path, scene=meta.name, field="depth")
+                check_depth_image(depth_image, image.size, scene=meta.name, file=str(depth_path))
                 depth = labels_to_tensor(depth_image, self.image_shape, scene=meta.name, field="depth", file=str(depth_path))
                 depths.append(depth.float() / self.depth_scale)
             extrinsics.append(opengl_to_opencv(pose).float())

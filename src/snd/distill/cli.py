@@ -39,8 +39,10 @@ def run(
     resume_from_checkpoint: str | None = None,
     push_to_hub: str | None = None,
     progress: bool = True,
+    allow_config_change: bool = False,
 ) -> TrainResult:
     """Resolve the config and train (see :func:`snd.distill.train`)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     resolved = resolve_config(config, overrides, output_dir, max_steps, seed, push_to_hub)
-    return train(resolved, resume_from_checkpoint=resume_from_checkpoint, push_to_hub=resolved.training.hub_model_id, progress=progress)
+    return train(resolved, resume_from_checkpoint=resume_from_checkpoint, push_to_hub=resolved.training.hub_model_id, progress=progress,
+                 allow_config_change=allow_config_change)

@@ -60,6 +60,9 @@ class EvaluationConfig:
         feature_batch_size: images per backbone call.
         seed: probe initialisation and data order (the same for every model).
         cache_features: keep extracted features under output_dir/feature_cache.
+        save_heads: save each trained depth / segmentation probe with its SnD backbone as a transformers task model
+            (`SnDForDepthEstimation` / `SnDForSemanticSegmentation`) under output_dir/<model>/heads/<task>/
+            (see `snd.eval.save_heads`).
     """
 
     tasks: list[str] = field(default_factory=lambda: ["all"])
@@ -77,6 +80,7 @@ class EvaluationConfig:
     device: str = "cpu"
     cache_features: bool = False
     progress: bool = True
+    save_heads: bool = False
 
     def resolved_tasks(self) -> list[str]:
         available = supported_tasks(self.dataset)
@@ -169,6 +173,11 @@ class Evaluator:
                                        progress=self.config.progress)
         if kept:
             report.save_dense_figures(task, test, kept, model_dir / "figures")
+        if self.config.save_heads:
+            from .save_heads import save_probe_model
+
+            save_probe_model(task, head, extractor, test, metrics, model_dir / "heads" / task, model_name=name,
+                             dataset_name=self.config.dataset)
         info = {"probe": asdict(probe.config), "train_images": len(train), "test_images": len(test),
                 "feature_shape": list(train_features.patches.shape[1:]),
                 "constant_baseline": constant_baseline(task, train, test)}
@@ -213,7 +222,11 @@ class Evaluator:
     def write_summary(self) -> dict[str, Path]:
         """results.json and comparison.md for every model evaluated so far."""
         results_path = report.write_json(self.results, self.output_dir / "results.json")
-        header = (f"Dataset: {self.config.dataset}; tasks: {', '.join(self.tasks)}. "
+        from .protocols import PROTOCOL_VERSION, QUICK_LABEL
+
+        header = (f"**{QUICK_LABEL}** (protocol `quick` version {PROTOCOL_VERSION}; `--protocol snd` reproduces "
+                  "the published protocols).\n\n"
+                  f"Dataset: {self.config.dataset}; tasks: {', '.join(self.tasks)}. "
                   "Probes on frozen features (see snd.eval.probes for the protocols).\n\n")
         table_path = report.write_text(header + report.comparison_table(self.results), self.output_dir / "comparison.md")
         return {"results": results_path, "table": table_path}

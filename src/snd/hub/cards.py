@@ -32,6 +32,7 @@ DATASETS = {
     "scannet": ("scannet", "ScanNet"),
     "nyuv2": ("nyu_depth_v2", "NYUv2"),
     "ade20k": ("scene_parse_150", "ADE20K"),
+    "synthetic": ("snd-synthetic", "SnD synthetic benchmark (snd.eval.datasets)"),
 }
 # metric key -> (model-index metric type, pretty name)
 METRICS = {
@@ -100,6 +101,8 @@ class ModelCardInfo:
         datasets: Hub dataset ids the model was trained on, if any.
         official_organization: organisation that hosts the official SnD repositories (variant table).
         model_name: name used in `model-index` (defaults to the repository name).
+        pipeline_tag: the Hub pipeline tag (`image-feature-extraction` for backbones; `depth-estimation` /
+            `image-segmentation` for probes saved as task models).
     """
 
     repo_id: str
@@ -118,6 +121,7 @@ class ModelCardInfo:
     datasets: list[str] = field(default_factory=list)
     official_organization: str = "snd"
     model_name: str | None = None
+    pipeline_tag: str = "image-feature-extraction"
 
     def __post_init__(self):
         if self.repo_id.count("/") != 1 or not all(self.repo_id.split("/")):
@@ -212,7 +216,7 @@ def render_model_card(
     card_data = ModelCardData(
         license=info.license,
         library_name="transformers",
-        pipeline_tag="image-feature-extraction",
+        pipeline_tag=info.pipeline_tag,
         tags=tags,
         base_model=info.base_model,
         datasets=info.datasets or None,
@@ -252,15 +256,16 @@ def render_model_card(
         provenance=list(info.provenance.items()),
     )
     card = ModelCard(text)
-    _check_card(card, model_name, eval_results)
+    _check_card(card, model_name, eval_results, pipeline_tag=info.pipeline_tag)
     return card
 
 
-def _check_card(card: ModelCard, model_name: str, expected: list[EvalResult]) -> None:
+def _check_card(card: ModelCard, model_name: str, expected: list[EvalResult],
+                pipeline_tag: str = "image-feature-extraction") -> None:
     # Parse the README text again, as the Hub will, and compare with what was meant to be written.
     reparsed = ModelCard(str(card))
     data = reparsed.data
-    if data.library_name != "transformers" or data.pipeline_tag != "image-feature-extraction":
+    if data.library_name != "transformers" or data.pipeline_tag != pipeline_tag:
         raise ValueError("rendered model card lost its library_name/pipeline_tag metadata")
     found = data.eval_results or []
     if len(found) != len(expected):

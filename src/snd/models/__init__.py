@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 
 _registered = False
 
 
 def register_auto_classes() -> None:
-    """Register snd's configs and models with AutoConfig / AutoModel / AutoBackbone / AutoImageProcessor.
+    """Register snd's configs and models with AutoConfig / AutoModel / AutoBackbone / AutoModelForDepthEstimation /
+    AutoModelForSemanticSegmentation / AutoImageProcessor (and say SnD has no video processor).
 
     Idempotent. The configs register at once (light). The model and image-processor classes register
     when transformers' ``modeling_auto`` / ``image_processing_auto`` module is imported (at once if it
@@ -31,7 +33,9 @@ def register_auto_classes() -> None:
     AutoConfig.register(SnDConfig.model_type, SnDConfig, exist_ok=True)
     SnDConfig.register_for_auto_class()
     _defer("transformers.models.auto.modeling_auto", _register_snd_models)
+    _defer("transformers.models.auto.modeling_auto", _patch_auto_backbone_local_folders)
     _defer("transformers.models.auto.image_processing_auto", _register_snd_image_processor)
+    _defer("transformers.models.auto.video_processing_auto", _register_no_video_processor)
     _register_mvsplat(AutoConfig)
     _registered = True
 
@@ -64,15 +68,62 @@ def _defer(module_name: str, registration) -> None:
 
 
 def _register_snd_models() -> None:
-    if _defining(f"{__name__}.snd_dinov2.modeling_snd_dinov2", "SnDBackbone"):
+    if _defining(f"{__name__}.snd_dinov2.modeling_snd_dinov2", "SnDForSemanticSegmentation"):
         return
-    from transformers import AutoBackbone, AutoModel
+    from transformers import AutoBackbone, AutoModel, AutoModelForDepthEstimation, AutoModelForSemanticSegmentation
 
     from .snd_dinov2.configuration_snd_dinov2 import SnDConfig
-    from .snd_dinov2.modeling_snd_dinov2 import SnDBackbone, SnDModel
+    from .snd_dinov2.modeling_snd_dinov2 import SnDBackbone, SnDForDepthEstimation, SnDForSemanticSegmentation, SnDModel
 
     AutoModel.register(SnDConfig, SnDModel, exist_ok=True)
     AutoBackbone.register(SnDConfig, SnDBackbone, exist_ok=True)
+    AutoModelForDepthEstimation.register(SnDConfig, SnDForDepthEstimation, exist_ok=True)
+    AutoModelForSemanticSegmentation.register(SnDConfig, SnDForSemanticSegmentation, exist_ok=True)
+
+
+def _register_no_video_processor() -> None:
+    # SnD has no video processor. Saying so (an empty backend map) stops pipelines, which also look for one, from
+    # guessing `SnDVideoProcessor` out of the image processor's `auto_map` and prompting for remote code.
+    # (`AutoVideoProcessor.register` is gated behind torchvision, so the mapping is written directly.)
+    from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
+
+    from .snd_dinov2.configuration_snd_dinov2 import SnDConfig
+
+    VIDEO_PROCESSOR_MAPPING.register(SnDConfig, {}, exist_ok=True)
+
+
+def _patch_auto_backbone_local_folders() -> None:
+    """Work around transformers 5.24's `AutoBackbone.from_pretrained`, which first asks the Hub whether the name is a
+    repo (to route non-repos to timm) even for a local folder: that raises for absolute paths and offline.
+
+    The check is skipped for an existing local folder and in offline mode (where it could only fail); any other name
+    takes transformers' own path unchanged. Applies to every backbone (DINOv2's too), which is the intended behaviour.
+    Applied when transformers' ``modeling_auto`` (where ``AutoBackbone`` lives) is imported.
+    """
+    from transformers import AutoBackbone
+
+    original_function = AutoBackbone.from_pretrained.__func__  # inherited from _BaseAutoBackboneClass
+    if getattr(original_function, "_snd_local_folder_patch", False):
+        return
+
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        from huggingface_hub import constants
+
+        if os.path.isdir(str(pretrained_model_name_or_path)) or constants.HF_HUB_OFFLINE:
+            kwargs.pop("use_timm_backbone", None)
+            # `_BaseAutoModelClass.from_pretrained`: the ordinary config -> model-class dispatch
+            return _base_auto_from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs)
+        return original_function(cls, pretrained_model_name_or_path, *model_args, **kwargs)
+
+    from_pretrained._snd_local_folder_patch = True
+    from_pretrained.__doc__ = original_function.__doc__
+    AutoBackbone.from_pretrained = classmethod(from_pretrained)
+
+
+def _base_auto_from_pretrained(cls, *args, **kwargs):
+    from transformers.models.auto.auto_factory import _BaseAutoModelClass
+
+    return _BaseAutoModelClass.from_pretrained.__func__(cls, *args, **kwargs)
 
 
 def _register_snd_image_processor() -> None:

@@ -12,6 +12,8 @@ _EXPORTS = {
     "SnDImageProcessor": ".image_processing_snd_dinov2",
     "normalize_images": ".image_processing_snd_dinov2",
     "SnDBackbone": ".modeling_snd_dinov2",
+    "SnDForDepthEstimation": ".modeling_snd_dinov2",
+    "SnDForSemanticSegmentation": ".modeling_snd_dinov2",
     "SnDModel": ".modeling_snd_dinov2",
     "SnDModelOutput": ".modeling_snd_dinov2",
     "SnDPreTrainedModel": ".modeling_snd_dinov2",

@@ -60,6 +60,12 @@ class SnDConfig(BackboneConfigMixin, PreTrainedConfig):
         apply_layernorm (`bool`, defaults to True): backbone feature maps go through the final LayerNorm.
         reshape_hidden_states (`bool`, defaults to True): backbone feature maps as `B x C x h x w`.
         out_features / out_indices: backbone stages to return (`"stem"`, `"stage1"`, ...; default the last).
+        depth_min (`float`, defaults to 1e-3), depth_max (`float`, defaults to 10.0), depth_num_bins (`int`, defaults
+            to 256), depth_head_upsample (`int`, defaults to 4), depth_head_use_cls (`bool`, defaults to True):
+            the linear-bins depth head of [`SnDForDepthEstimation`] (the FiT3D / DINOv2 linear depth probe: uniform
+            bins in metres, patch features concatenated with the CLS token, upsampled 4x before the 1x1 conv).
+        semantic_loss_ignore_index (`int`, defaults to 255): label ignored by [`SnDForSemanticSegmentation`]'s loss.
+            Its classes are `num_labels` / `id2label`, as every transformers segmentation model.
     """
 
     model_type = "snd_dinov2"
@@ -83,10 +89,20 @@ class SnDConfig(BackboneConfigMixin, PreTrainedConfig):
     use_mask_token: bool = True
     apply_layernorm: bool = True
     reshape_hidden_states: bool = True
+    depth_min: float = 1e-3
+    depth_max: float = 10.0
+    depth_num_bins: int = 256
+    depth_head_upsample: int = 4
+    depth_head_use_cls: bool = True
+    semantic_loss_ignore_index: int = 255
     _out_features: list[str] | None = None
     _out_indices: list[int] | None = None
 
     def __post_init__(self, **kwargs):
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size", "image_size", "num_channels"):
+            value = getattr(self, name, 1)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"SnDConfig.{name} must be a positive integer, got {value!r}")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"SnDConfig: hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 import torch
+import torch.nn.functional as F
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
 from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
 
@@ -22,6 +23,34 @@ class SnDImageProcessor(BitImageProcessorPil):
     image_std = list(IMAGENET_DEFAULT_STD)
     size = {"shortest_edge": 256}
     crop_size = {"height": 224, "width": 224}
+
+    def post_process_depth_estimation(self, outputs, target_sizes=None) -> list[dict[str, torch.Tensor]]:
+        """`predicted_depth [B, h, w]` -> one `{"predicted_depth": [H, W]}` per image, bilinearly resized to its
+        `(H, W)` in `target_sizes` when given (as the depth probe resizes to the ground truth)."""
+        predicted_depth = outputs["predicted_depth"]
+        if target_sizes is not None and len(target_sizes) != len(predicted_depth):
+            raise ValueError(f"got {len(target_sizes)} target_sizes for a batch of {len(predicted_depth)} depth maps")
+        results = []
+        for index, depth in enumerate(predicted_depth):
+            if target_sizes is not None:
+                size = tuple(int(v) for v in target_sizes[index])
+                depth = F.interpolate(depth[None, None], size=size, mode="bilinear", align_corners=False)[0, 0]
+            results.append({"predicted_depth": depth})
+        return results
+
+    def post_process_semantic_segmentation(self, outputs, target_sizes=None) -> list[torch.Tensor]:
+        """`logits [B, K, h, w]` -> one `[H, W]` map of class ids per image (logits bilinearly resized to
+        `target_sizes` first when given)."""
+        logits = outputs["logits"]
+        if target_sizes is not None and len(target_sizes) != len(logits):
+            raise ValueError(f"got {len(target_sizes)} target_sizes for a batch of {len(logits)} logits")
+        maps = []
+        for index, scores in enumerate(logits):
+            if target_sizes is not None:
+                size = tuple(int(v) for v in target_sizes[index])
+                scores = F.interpolate(scores[None], size=size, mode="bilinear", align_corners=False)[0]
+            maps.append(scores.argmax(dim=0))
+        return maps
 
 
 def normalize_images(images: torch.Tensor) -> torch.Tensor:
