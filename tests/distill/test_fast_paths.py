@@ -204,10 +204,12 @@ def test_reuse_large_allocations_stops_page_faults_on_reallocation(monkeypatch):
         pytest.skip("not glibc")
     size = 48 * 2**20 // 4  # 48 MiB: above glibc's largest adaptive mmap threshold (32 MiB)
     torch.ones(size)  # allocated and freed: the heap now holds the block
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    torch.ones(size)
-    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-    assert faults < 1000, f"{faults} minor faults re-allocating 48 MiB (a fresh mmap costs ~12k)"
+    counts = []
+    for _ in range(3):  # the least of three: the heap may still grow once after earlier tests' allocations
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.ones(size)
+        counts.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    assert min(counts) < 1000, f"{counts} minor faults re-allocating 48 MiB (a fresh mmap costs ~12k each time)"
 
 
 def test_default_cpu_threads_respects_the_users_choice(monkeypatch):
