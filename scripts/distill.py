@@ -18,12 +18,14 @@ from snd.distill.config import dotted_flags_to_overrides
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None, help=f"YAML file or shipped preset ({', '.join(preset_names())}); default: the embedded default")
+    parser.add_argument("--config", default=None, help=f"shipped preset ({', '.join(preset_names())}) or your YAML file, whose fields are layered over the embedded default (or over the preset its `base:` key names); default: the embedded default")
     parser.add_argument("--output_dir", default=None, help="where checkpoints, weights, logs and pictures go (training.output_dir)")
     parser.add_argument("--max_steps", type=int, default=None, help="optimiser steps (training.max_steps)")
     parser.add_argument("--seed", type=int, default=None, help="seed of init, data order and view sampling (training.seed)")
     parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' (newest checkpoint in --output_dir) or a checkpoint directory")
-    parser.add_argument("--push_to_hub", default=None, metavar="REPO", help="push the final student to this Hub repository")
+    parser.add_argument("--overwrite_output_dir", action="store_true", help="replace the run already in --output_dir (its checkpoints and logs are removed)")
+    parser.add_argument("--push_to_hub", default=None, metavar="REPO", help="push the final student to this Hub repository (token and repository are checked before training)")
+    parser.add_argument("--verbose", action="store_true", help="log Accelerate's and transformers' INFO lines too")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config field (repeatable)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args, unknown = parser.parse_known_args(argv)
@@ -46,6 +48,8 @@ def main(argv=None):
             resume_from_checkpoint=args.resume_from_checkpoint,
             push_to_hub=args.push_to_hub,
             progress=not args.no_progress,
+            overwrite_output_dir=args.overwrite_output_dir,
+            verbose=args.verbose,
         )
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)

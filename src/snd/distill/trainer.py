@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from .build import DistillStudent, PreloadedScenes, backbone_config, build_dataset, build_lifter, build_student, merged_backbone, move_lifter
 from .checkpoints import atomic_save_pretrained, resolve_resume, save_checkpoint
 from .config import DistillConfig
+from . import launch
 from .loss import CosineDistillLoss, PrototypeCrossEntropy
 from .teacher import EMATeacher, SplatTeacher, StageTimer, backbone_patch_features, no_timer
 
@@ -95,8 +96,10 @@ class TrainResult:
 # The SnD step
 
 
-def distill_step(student: nn.Module, splat_teacher: SplatTeacher, loss_fn: nn.Module, batch, stage: StageTimer = no_timer) -> dict:
-    """Forward part of one step on a batched :class:`snd.data.MultiViewSample`; returns the loss dict.
+def distill_step(student: nn.Module, splat_teacher: SplatTeacher, loss_fn: nn.Module, batch, stage: StageTimer = no_timer,
+                 return_targets: bool = False) -> dict:
+    """Forward part of one step on a batched :class:`snd.data.MultiViewSample`; returns the loss dict
+    (plus ``"targets"``, the rendered teacher targets, when ``return_targets``, for pictures).
 
     ``student`` is the (possibly DDP-wrapped) :class:`DistillStudent`; the caller does backward/step/EMA.
     """
@@ -119,6 +122,8 @@ def distill_step(student: nn.Module, splat_teacher: SplatTeacher, loss_fn: nn.Mo
             student_features = output["features"].permute(0, 2, 3, 1).reshape(-1, channels)
             losses = loss_fn(student_features, teacher_features.permute(0, 2, 3, 1).reshape(-1, channels), flat_valid)
     losses["valid_fraction"] = flat_valid.float().mean()
+    if return_targets:
+        losses["targets"] = targets
     return losses
 
 
@@ -168,15 +173,7 @@ def _unwrap(accelerator, module):
 
 
 def _trackers(config: DistillConfig) -> list[str]:
-    if config.training.report_to == "none":
-        return []
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        if config.training.report_to == "tensorboard":
-            raise ImportError("training.report_to='tensorboard' but tensorboard is not installed (pip install tensorboard)")
-        return []
-    return ["tensorboard"]
+    return launch.tracker_names(config.training.report_to)
 
 
 def _flat_hparams(config: DistillConfig) -> dict:
@@ -203,12 +200,17 @@ def train(
     resume_from_checkpoint: str | None = None,
     push_to_hub: str | None = None,
     progress: bool = True,
+    overwrite_output_dir: bool = False,
 ) -> TrainResult:
     """Run one distillation as configured; returns where things were written.
 
     Writes to ``config.training.output_dir``: ``checkpoints/checkpoint-XXXXXXXX`` (accelerate state),
     ``student/`` and ``teacher/`` (``save_pretrained``, LoRA merged), ``heads.safetensors``,
     ``config.yaml``, ``loss_log.jsonl``, ``train_summary.json``, ``pca_before_after.png`` and TensorBoard event files under ``snd-distill/`` (when tensorboard is installed).
+
+    Before the first step (see :mod:`snd.distill.launch`): an ``output_dir`` holding an earlier run is refused unless
+    resuming or ``overwrite_output_dir``; the mixed precision is the config's, else the launcher's, written to
+    ``config.yaml``; ``push_to_hub`` checks the token and creates the repository.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -217,13 +219,17 @@ def train(
     config.validate()
     training = config.training
     output_dir = Path(training.output_dir)
+    launch.check_output_dir(output_dir, resume_from_checkpoint, overwrite_output_dir)
+    if push_to_hub:
+        launch.preflight_push(push_to_hub)
     accelerator = Accelerator(
         cpu=training.cpu or not torch.cuda.is_available(),
-        mixed_precision=training.mixed_precision,
+        mixed_precision=training.mixed_precision,  # None: the launcher's choice (accelerate launch / config file)
         log_with=_trackers(config) or None,
         project_dir=str(output_dir),
         step_scheduler_with_optimizer=False,
     )
+    training.mixed_precision = launch.resolve_mixed_precision(accelerator, training.mixed_precision)
     started = time.perf_counter()
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -314,8 +320,9 @@ def train(
             if state.step >= training.max_steps:
                 break
             batch = batch.to(accelerator.device)
+            image_step = bool(trackers) and training.log_images_every > 0 and (state.step + 1) % training.log_images_every == 0
             with accelerator.autocast():
-                losses = distill_step(student, splat_teacher, loss_fn, batch)
+                losses = distill_step(student, splat_teacher, loss_fn, batch, return_targets=image_step)
             loss = losses["loss"]
             finite = torch.isfinite(loss.detach()).float().reshape(1)
             if accelerator.num_processes > 1:
@@ -372,8 +379,17 @@ def train(
                     bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{samples_per_s:.1f}")
                 if trackers:
                     accelerator.log({k: v for k, v in record.items() if k != "step"}, step=state.step)
+            if image_step and accelerator.is_main_process:
+                targets = losses["targets"]
+                student_features = _student_features(_unwrap(accelerator, student).backbone, held_out_image, patch_size, accelerator.device)
+                pictures = launch.step_images(held_out_image, student_features, targets.features[0, 0].detach(),
+                                              targets.valid[0, 0], batch.target.images[0, 0].detach())
+                launch.log_images(accelerator, pictures, state.step)
             if training.checkpoint_every and state.step % training.checkpoint_every == 0 and state.step < training.max_steps:
-                save_checkpoint(accelerator, output_dir, state.step, {"epoch": epoch}, training.keep_checkpoints)
+                saved = save_checkpoint(accelerator, output_dir, state.step, {"epoch": epoch}, training.keep_checkpoints)
+                if accelerator.is_main_process:
+                    logger.info("step %d/%d: loss %s; checkpoint %s", state.step, training.max_steps,
+                                "n/a" if last_loss is None else f"{last_loss:.4f}", saved)
     bar.close()
 
     # ---- final checkpoint, consistency check, export
