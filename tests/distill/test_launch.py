@@ -123,6 +123,17 @@ def test_launcher_mixed_precision_quiet_logs_and_images(tmp_path):
     log_lines = [line for line in bf16.stderr.splitlines() if " INFO " in line or " WARNING " in line]
     assert len([line for line in log_lines if "checkpoint" in line]) == 1, log_lines  # step 2 (4 is the final one)
     assert not any("accelerate" in line for line in log_lines), log_lines  # no "Saving current state..." lines
+    # every exported folder has its model card at save time (not only on push); safetensors say {"format": "pt"}
+    from huggingface_hub import ModelCard
+    from safetensors import safe_open
+
+    for folder in ("student", "teacher"):
+        card = ModelCard.load(tmp_path / "bf16" / folder / "README.md")
+        assert card.data.library_name == "transformers" and "snd distill: 4 steps" in card.text
+    for path in [tmp_path / "bf16" / "heads.safetensors", tmp_path / "bf16" / "student" / "model.safetensors"]:
+        with safe_open(str(path), "pt") as handle:
+            assert handle.metadata() == {"format": "pt"}, path
+
     # the config's own value wins over the launcher's
     fp32 = _launch([*common, "--training.mixed_precision", "no"], tmp_path / "fp32",
                    extra=[*config_file, "--mixed_precision", "bf16"])

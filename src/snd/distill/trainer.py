@@ -461,11 +461,12 @@ def _export(config, student: DistillStudent, teacher: EMATeacher, output_dir: Pa
         "student": atomic_save_pretrained(student_model, output_dir / "student", processor),
         "teacher": atomic_save_pretrained(teacher_model, output_dir / "teacher", processor),
     }
+    _write_cards(config, output_dir, {"student": student_model, "teacher": teacher_model})
     if student.head is not None:
         heads = {f"student.{k}": v.detach().cpu().contiguous() for k, v in student.head.state_dict().items()}
         heads.update({f"teacher.{k}": v.detach().cpu().contiguous() for k, v in teacher.head.state_dict().items()})
         temporary = output_dir / ".heads.safetensors.tmp"
-        save_file(heads, str(temporary))
+        save_file(heads, str(temporary), metadata={"format": "pt"})
         temporary.replace(output_dir / "heads.safetensors")
         files["heads"] = output_dir / "heads.safetensors"
     before = torch.load(output_dir / "pca_before_features.pt", weights_only=True)
@@ -478,6 +479,21 @@ def _export(config, student: DistillStudent, teacher: EMATeacher, output_dir: Pa
     pictures = [image, pca_image(before, basis=basis, size=size), pca_image(after, basis=basis, size=size)]
     files["pca"] = save_image_grid([pictures], output_dir / "pca_before_after.png", titles=["held-out view", "student before", "student after"])
     return files
+
+
+def _write_cards(config: DistillConfig, output_dir: Path, models: dict) -> None:
+    """A `README.md` model card (rendered from `hub_cards/`) in every exported folder at save time, not only on push;
+    `eval_results.json` next to the run becomes its `model-index`. The repository named in the card is
+    `training.hub_model_id`, or `local/<output_dir name>-<folder>` until pushed."""
+    from ..hub import render_model_card
+
+    for folder, model in models.items():
+        repo_id = config.training.hub_model_id or f"local/{output_dir.name or 'snd'}-{folder}"
+        info = card_info(config, repo_id, output_dir)
+        if folder == "teacher":
+            info.summary = "The EMA teacher of an `snd distill` run (Splat and Distill, ICLR 2026); the student is the model to use."
+        has_remote_code = "auto_map" in json.loads((output_dir / folder / "config.json").read_text())
+        render_model_card(info, config=model.config, has_remote_code=has_remote_code).save(output_dir / folder / "README.md")
 
 
 def _push(config: DistillConfig, output_dir: Path, repo_id: str):
