@@ -155,3 +155,18 @@ def test_launcher_mixed_precision_quiet_logs_and_images(tmp_path):
     fp16 = _launch(["--max_steps", "1"], tmp_path / "fp16", extra=[*config_file, "--mixed_precision", "fp16"])
     assert fp16.returncode != 0 and "'fp16'" in fp16.stderr and "needs a GPU" in fp16.stderr
     assert not (tmp_path / "fp16" / "checkpoints").exists()
+
+
+def test_mvsplat_lifter_refuses_image_sizes_it_cannot_take():
+    from types import SimpleNamespace
+
+    from snd.distill.launch import check_lifter_image_size
+    from snd.models.mvsplat import MVSplatConfig, MVSplatLifter, MVSplatModel
+
+    lifter = MVSplatLifter(MVSplatModel(MVSplatConfig.tiny()))
+    multiple = lifter.model.config.size_multiple
+    with pytest.raises(ConfigError, match=rf"42 x 56.*multiples of {multiple}.*--data.image_height"):
+        check_lifter_image_size(lifter, 42, 56)  # the embedded default's size
+    check_lifter_image_size(lifter, 4 * multiple, 6 * multiple)
+    assert MVSplatConfig().size_multiple == 16  # the released re10k/acid architecture (README)
+    check_lifter_image_size(SimpleNamespace(), 42, 56)  # the depth lifter takes any size

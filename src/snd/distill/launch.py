@@ -41,6 +41,22 @@ def resolve_mixed_precision(accelerator, configured: str | None) -> str:
     return resolved
 
 
+def check_lifter_image_size(lifter, image_height: int, image_width: int) -> None:
+    """MVSplat needs image sides that are multiples of its `config.size_multiple` (16 for the released re10k/acid
+    checkpoints): refuse other `data.image_height` / `data.image_width` before training, naming both fields."""
+    model_config = getattr(getattr(lifter, "model", None), "config", None)
+    multiple = getattr(model_config, "size_multiple", None)
+    if not multiple or (image_height % multiple == 0 and image_width % multiple == 0):
+        return
+    def up(value):
+        return -(-value // multiple) * multiple
+    raise ConfigError(
+        f"data.image_height x data.image_width = {image_height} x {image_width}, but this MVSplat lifter needs sides that "
+        f"are multiples of {multiple}; e.g. --data.image_height {up(image_height)} --data.image_width {up(image_width)} "
+        f"(the student also needs multiples of 14: {int(np.lcm(multiple, 14))} works for both)"
+    )
+
+
 # ------------------------------------------------------------------------------------------ trackers
 def _installed(name: str) -> bool:
     import importlib.util
@@ -196,6 +212,7 @@ def configure_logging(verbose: bool = False) -> None:
 __all__ = [
     "RUN_MARKERS",
     "TRACKERS",
+    "check_lifter_image_size",
     "check_output_dir",
     "configure_logging",
     "log_images",

@@ -242,6 +242,7 @@ def train(
     student = build_student(config)
     patch_size = backbone_config(student.backbone).patch_size
     lifter = build_lifter(config.lifter)
+    launch.check_lifter_image_size(lifter, config.data.image_height, config.data.image_width)
     move_lifter(lifter, accelerator.device)
     trainable = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(trainable, lr=training.lr, betas=tuple(training.adam_betas), eps=training.adam_eps, weight_decay=training.weight_decay)
