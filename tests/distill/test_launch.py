@@ -134,6 +134,13 @@ def test_launcher_mixed_precision_quiet_logs_and_images(tmp_path):
         with safe_open(str(path), "pt") as handle:
             assert handle.metadata() == {"format": "pt"}, path
 
+    # the before/after picture is made at >= 16 patches on the shorter side, though training ran at 28 x 42 (2 x 3)
+    import torch
+
+    before = torch.load(tmp_path / "bf16" / "pca_before_features.pt", weights_only=True)
+    assert min(before.shape[-2:]) >= 16 and abs(before.shape[-1] / before.shape[-2] - 42 / 28) < 0.1
+    assert (tmp_path / "bf16" / "pca_before_after.png").stat().st_size > 20_000
+
     # the config's own value wins over the launcher's
     fp32 = _launch([*common, "--training.mixed_precision", "no"], tmp_path / "fp32",
                    extra=[*config_file, "--mixed_precision", "bf16"])

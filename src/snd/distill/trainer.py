@@ -299,7 +299,7 @@ def train(
     # ---- "before" picture features (main process, no RNG used)
     held_out_image = None
     if accelerator.is_main_process:
-        held_out_image = _held_out_image(config)
+        held_out_image = _held_out_image(config, patch_size)
         before_path = output_dir / "pca_before_features.pt"
         if resume_path is None or not before_path.exists():
             before = _student_features(_unwrap(accelerator, student).backbone, held_out_image, patch_size, accelerator.device)
@@ -433,9 +433,22 @@ def _fingerprint(module: nn.Module) -> torch.Tensor:
 # Pictures and export
 
 
-def _held_out_image(config: DistillConfig) -> torch.Tensor:
-    """One target image ``[3, H, W]`` from a scene the run does not train on (see ``build_dataset``)."""
-    dataset = build_dataset(config.data, config.training.seed, held_out=True, load_depth=config.lifter.kind == "depth")
+def _held_out_image(config: DistillConfig, patch_size: int = 14, min_patches: int = 16) -> torch.Tensor:
+    """One target image ``[3, H, W]`` from a scene the run does not train on (see ``build_dataset``), for the
+    before/after PCA picture: read at the training aspect ratio but with at least ``min_patches`` patches on its
+    shorter side (a 42 x 56 training view is only 3 x 4 patches, too few to show anything), sides multiples of
+    ``patch_size``."""
+    import dataclasses
+
+    data = config.data
+    scale = max(1.0, min_patches * patch_size / min(data.image_height, data.image_width))
+    if scale > 1.0:
+        data = dataclasses.replace(
+            data,
+            image_height=max(min_patches, round(data.image_height * scale / patch_size)) * patch_size,
+            image_width=max(min_patches, round(data.image_width * scale / patch_size)) * patch_size,
+        )
+    dataset = build_dataset(data, config.training.seed, held_out=True, load_depth=config.lifter.kind == "depth")
     return dataset[0].target.images[0]
 
 
@@ -453,7 +466,7 @@ def _export(config, student: DistillStudent, teacher: EMATeacher, output_dir: Pa
     from safetensors.torch import save_file
 
     from ..models.snd_dinov2 import SnDImageProcessor
-    from ..viz import pca_project, pca_image, save_image_grid
+    from ..viz import _colormap, pca_image, pca_project, save_image_grid
 
     student_model = merged_backbone(student.backbone)
     teacher_model = merged_backbone(teacher.backbone)
@@ -478,7 +491,15 @@ def _export(config, student: DistillStudent, teacher: EMATeacher, output_dir: Pa
     _, basis = pca_project(torch.stack([before, after]))
     size = tuple(image.shape[-2:])
     pictures = [image, pca_image(before, basis=basis, size=size), pca_image(after, basis=basis, size=size)]
-    files["pca"] = save_image_grid([pictures], output_dir / "pca_before_after.png", titles=["held-out view", "student before", "student after"])
+    # how much each patch's feature turned: 1 - cosine(before, after), [h, w], on one scale from 0 to its maximum
+    change = 1 - torch.nn.functional.cosine_similarity(before.float(), after.float(), dim=0)
+    peak = max(float(change.max()), 1e-6)
+    change_picture = torch.nn.functional.interpolate((change / peak)[None, None], size=size, mode="nearest")[0, 0]
+    pictures.append(_colormap(change_picture.numpy(), "viridis"))
+    titles = ["held-out view", "student before (PCA)", "student after (same PCA basis)", f"change 1 - cos (max {peak:.3f})"]
+    grid = (before.shape[-2], before.shape[-1])
+    files["pca"] = save_image_grid([pictures], output_dir / "pca_before_after.png", titles=titles, scale=3.5)
+    logger.info("pca_before_after.png: %d x %d patches, mean feature change 1 - cos = %.4f", *grid, float(change.mean()))
     return files
 
 
