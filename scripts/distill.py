@@ -1,12 +1,14 @@
 #!/usr/bin/env python
 """Distil a 3D-aware DINOv2 with Splat and Distill.
 
-    accelerate launch scripts/distill.py                       # embedded CPU default (synthetic scenes, tiny model)
-    accelerate launch scripts/distill.py --config scannetpp_dinov2s --data.root /data/scannetpp \\
-        --lifter.checkpoint checkpoints/re10k.ckpt
-    accelerate launch --multi_gpu --num_processes 8 scripts/distill.py --config scannetpp_dinov2b ...
+    accelerate launch --config_file configs/accelerate/cpu.yaml scripts/distill.py   # embedded CPU default
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml scripts/distill.py --config scannetpp_dinov2s \\
+        --data.root /data/scannetpp --lifter.checkpoint checkpoints/re10k.ckpt
+    accelerate launch ... scripts/distill.py --config my.yaml   # your fields over the embedded default (or its `base:`)
 
-Any config field can be set with ``--set section.key=value`` or ``--section.key value``.
+Any config field can be set with ``--set section.key=value`` or ``--section.key value``. The launcher's
+``--mixed_precision`` applies unless the config sets ``training.mixed_precision``. An ``--output_dir`` that holds a
+run needs ``--resume_from_checkpoint latest`` or ``--overwrite_output_dir``.
 """
 
 import argparse
