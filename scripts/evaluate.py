@@ -1,6 +1,13 @@
 #!/usr/bin/env python
 """Evaluate backbones on 3D awareness (depth, normals, segmentation probes; correspondence).
 
+Two protocols:
+  --protocol snd    (default for real datasets) the SnD authors' published protocols, exactly:
+                    iteration schedules, per-iteration augmentation, their feature layers and test-time
+                    procedures. Example: --protocol snd --task depth --dataset nyuv2 --data-dir eval_data/nyuv2
+  --protocol quick  (default for --dataset synthetic) short probes on cached features, for the synthetic
+                    benchmark and CPU smoke runs; NOT comparable with published numbers.
+
 Example (CPU, a couple of minutes with a tiny model):
     python scripts/evaluate.py --model path/to/model --task all --dataset synthetic --output-dir eval_out
 Writes eval_out/results.json, eval_out/comparison.md, eval_out/<model>/<task>.json and pictures.
@@ -17,6 +24,9 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE
 
 from snd.eval import EvaluationConfig, SyntheticEvalConfig, evaluate_backbones  # noqa: E402
 from snd.eval.datasets import DATASETS, TASKS  # noqa: E402
+from snd.eval.protocols import PROTOCOLS, evaluate_snd  # noqa: E402
+
+ALL_DATASETS = tuple(dict.fromkeys(DATASETS + ("scannet",)))
 
 
 def parse_args(argv=None):
@@ -25,8 +35,18 @@ def parse_args(argv=None):
                         help="model folder (save_pretrained) or hub id; repeat to compare several")
     parser.add_argument("--task", action="append", choices=list(TASKS) + ["all"],
                         help="task to run (repeatable); default all tasks the dataset supports")
-    parser.add_argument("--dataset", choices=DATASETS, default="synthetic")
+    parser.add_argument("--dataset", choices=ALL_DATASETS, default="synthetic")
     parser.add_argument("--data-dir", default=None, help="dataset root (Probe3D / FiT3D layout); unused for synthetic")
+    parser.add_argument("--protocol", choices=PROTOCOLS, default=None,
+                        help="snd: the published protocols (default for real datasets); quick: cached-feature "
+                             "probes, not comparable with published numbers (default for synthetic)")
+    parser.add_argument("--max-iters", type=int, default=None,
+                        help="snd protocol: stop each task after N iterations of its official schedule (smoke runs)")
+    parser.add_argument("--max-test-images", type=int, default=None, help="snd protocol: evaluate the first N test images")
+    parser.add_argument("--train-batch-size", type=int, default=None,
+                        help="snd protocol: override the official training batch size (changes the protocol)")
+    parser.add_argument("--num-workers", type=int, default=None,
+                        help="snd protocol: data loader processes (default 0 on CPU, 4 on GPU; results do not depend on it)")
     parser.add_argument("--output-dir", default="evaluation")
     parser.add_argument("--probe-epochs", type=int, default=None, help="override every probe's epochs")
     parser.add_argument("--probe-max-steps", type=int, default=None, help="cap every probe's optimiser steps")
@@ -36,7 +56,7 @@ def parse_args(argv=None):
     parser.add_argument("--num-figures", type=int, default=3, help="test images / pairs drawn per task")
     parser.add_argument("--batch-size", type=int, default=8, help="images per backbone call")
     parser.add_argument("--seed", type=int, default=0, help="probe initialisation and data order")
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--device", default=None, help="default: cpu for --protocol quick, cuda if available for snd")
     parser.add_argument("--cache-features", action="store_true", help="store features under OUTPUT_DIR/feature_cache")
     parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy CPU)")
     parser.add_argument("--no-progress", action="store_true")
@@ -59,6 +79,23 @@ def main(argv=None):
         import torch
 
         torch.set_num_threads(args.num_threads)
+    protocol = args.protocol or ("quick" if args.dataset == "synthetic" else "snd")
+    if protocol == "snd":
+        if args.dataset == "synthetic":
+            raise SystemExit("--protocol snd needs a real dataset (nyuv2, scannet, scannetpp, scannet_pairs); "
+                             "the synthetic benchmark runs under --protocol quick")
+        if args.data_dir is None:
+            raise SystemExit(f"--protocol snd: --data-dir is required for dataset {args.dataset!r}")
+        evaluate_snd(args.model, tasks=args.task or ["all"], dataset=args.dataset, data_dir=args.data_dir,
+                     output_dir=args.output_dir, max_iters=args.max_iters, device=args.device, seed=args.seed,
+                     batch_size=args.train_batch_size, max_test_images=args.max_test_images,
+                     num_workers=args.num_workers, progress=not args.no_progress,
+                     warn=lambda message: print(message, file=sys.stderr))
+        with open(os.path.join(args.output_dir, "comparison.md")) as table:
+            print(table.read())
+        return
+    if args.dataset == "scannet":
+        raise SystemExit("--protocol quick has no 'scannet' dataset (its correspondence pairs are 'scannet_pairs')")
     config = EvaluationConfig(
         tasks=args.task or ["all"],
         dataset=args.dataset,
@@ -78,7 +115,7 @@ def main(argv=None):
         num_figures=args.num_figures,
         feature_batch_size=args.batch_size,
         seed=args.seed,
-        device=args.device,
+        device=args.device or "cpu",
         cache_features=args.cache_features,
         progress=not args.no_progress,
         save_heads=args.save_heads,

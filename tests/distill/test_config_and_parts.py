@@ -16,7 +16,7 @@ def test_presets_load_and_say_what_they_are():
     default = load_config()
     assert default.data.dataset == "synthetic" and default.lifter.kind == "depth" and default.model.pretrained is None
     paper = load_config("scannetpp_dinov2s")
-    assert (paper.data.image_height, paper.data.image_width, paper.training.batch_size, paper.training.max_steps) == (576, 880, 14, 300000)
+    assert (paper.data.image_height, paper.data.image_width, paper.training.batch_size, paper.training.max_steps) == (576, 880, 14, 300001)
     assert paper.lifter.kind == "mvsplat" and paper.head.num_prototypes == 65536 and paper.teacher.blend_alpha == 0.5
     assert load_config("scannetpp_dinov2b_no_blending").teacher.blend_alpha == 1.0
     assert load_config("scannetpp_dinov2b").model.pretrained == "facebook/dinov2-base"

@@ -49,4 +49,5 @@ def test_evaluate_script_writes_report(tmp_path):
                 "segmentation_0000.png"} <= figures
     table = (output / "comparison.md").read_text()
     assert "| tiny-snd |" in table and "| tiny-dinov2 |" in table and "depth RMSE" in table
+    assert "NOT comparable with published numbers" in table  # --protocol quick (the synthetic default)
     assert "tiny-dinov2" in completed.stdout  # the table is printed

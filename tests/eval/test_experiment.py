@@ -52,3 +52,4 @@ def test_initial_student_is_the_run_start_and_before_after_report(tmp_path):
     table = (tmp_path / "eval" / "before_after.md").read_text()
     assert "| before |" in table and "| after |" in table and "| after - before |" in table
     assert "| constant baseline (no features) |" in table
+    assert "quick protocol: NOT comparable with published numbers" in table

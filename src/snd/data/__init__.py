@@ -7,6 +7,7 @@ camera-to-world extrinsics and normalised intrinsics; see ``snd.cameras``.
 from .base import MultiViewDataset
 from .correspondence import correspondence_pairs, pixel_correspondences
 from .errors import SceneDataError
+from .nerfstudio import NerfstudioDataset, read_nerfstudio_scene
 from .re10k import RE10KDataset, re10k_default_sampler
 from .sample import MultiViewSample, Views, collate_multiview, concat_views, stack_views
 from .sampler import ViewSampler
@@ -25,6 +26,8 @@ __all__ = [
     "SceneDataError",
     "ScanNetPPDataset",
     "RE10KDataset",
+    "NerfstudioDataset",
+    "read_nerfstudio_scene",
     "re10k_default_sampler",
     "SEMANTIC_CLASSES",
     "SyntheticSceneConfig",

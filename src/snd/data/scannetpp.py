@@ -15,7 +15,9 @@ Conventions applied (as the authors' loader): OpenGL -> OpenCV with diag(1, -1, 
 intrinsics normalised by the size of the image file on disk (the original size), then the image
 is resized to ``image_shape`` (bicubic, masks and depth nearest) with normalised intrinsics unchanged
 (aspect ratio is not preserved, as in the authors' code). Frames are ordered by the number in their
-file name; frames marked ``is_bad`` are dropped, and context gaps count usable frames.
+file name; frames marked ``is_bad`` are dropped (``keep_bad_frames=True`` keeps them, as the authors'
+loader does), and context gaps count usable frames (``reject_frame_gaps=True`` redraws context pairs
+with missing frame numbers in between, as the authors' loader does).
 """
 
 from __future__ import annotations
@@ -66,8 +68,12 @@ def _frame_number(file_path: str) -> int:
     return int(match.group()) if match else -1
 
 
-def read_scannetpp_scene(directory: Path) -> ScanNetPPScene:
-    """Parse ``transforms_train.json`` of a scene folder; raise :class:`SceneDataError` naming the field."""
+def read_scannetpp_scene(directory: Path, keep_bad_frames: bool = False) -> ScanNetPPScene:
+    """Parse ``transforms_train.json`` of a scene folder; raise :class:`SceneDataError` naming the field.
+
+    Args:
+        keep_bad_frames: keep frames marked ``is_bad`` (the authors' loader). Default False (dropped).
+    """
     directory = Path(directory)
     scene = directory.name
     path = directory / "transforms_train.json"
@@ -98,7 +104,7 @@ def read_scannetpp_scene(directory: Path) -> ScanNetPPScene:
         field = f"frames[{position}]"
         if not isinstance(frame, dict) or not isinstance(frame.get("file_path"), str):
             raise SceneDataError("expected an object with a string file_path", scene=scene, file=str(path), field=f"{field}.file_path")
-        if frame.get("is_bad", False):
+        if frame.get("is_bad", False) and not keep_bad_frames:
             continue
         matrix = frame.get("transform_matrix")
         try:
@@ -140,6 +146,9 @@ class ScanNetPPDataset(MultiViewDataset):
         load_depth: also read ``depth/<stem>.png`` (uint16, ``depth_scale`` units per metre). Default False.
         depth_scale: Default 1000 (millimetres).
         skip_bad_samples: log, count and skip bad samples (and unusable scenes) instead of raising.
+        keep_bad_frames: keep frames marked ``is_bad`` (the authors' loader keeps them). Default False.
+        reject_frame_gaps: redraw context pairs with missing frame numbers between them (the authors'
+            loader). Default False: context gaps count usable frames.
     """
 
     def __init__(
@@ -155,8 +164,11 @@ class ScanNetPPDataset(MultiViewDataset):
         load_depth: bool = False,
         depth_scale: float = 1000.0,
         skip_bad_samples: bool = False,
+        keep_bad_frames: bool = False,
+        reject_frame_gaps: bool = False,
     ):
         super().__init__(sampler, samples_per_scene, skip_bad_samples)
+        self.keep_bad_frames, self.reject_frame_gaps = bool(keep_bad_frames), bool(reject_frame_gaps)
         self.root = Path(root)
         self.image_shape = (int(image_shape[0]), int(image_shape[1]))
         self.near, self.far = float(near), float(far)
@@ -177,7 +189,7 @@ class ScanNetPPDataset(MultiViewDataset):
                     raise SceneDataError("scene folder is missing", scene=name, file=str(directory))
                 if explicit and not (directory / "instance_segmentation").is_dir():
                     raise SceneDataError("instance_segmentation/ folder is missing", scene=name, file=str(directory / "instance_segmentation"))
-                self.scenes.append(read_scannetpp_scene(directory))
+                self.scenes.append(read_scannetpp_scene(directory, keep_bad_frames=self.keep_bad_frames))
             except SceneDataError as error:
                 if not skip_bad_samples:
                     raise
@@ -207,6 +219,18 @@ class ScanNetPPDataset(MultiViewDataset):
 
     def scene_source(self, scene_index: int) -> str:
         return str(self.scenes[scene_index].transforms_path)
+
+    def sample_frames(self, index: int):
+        """As :meth:`MultiViewDataset.sample_frames`; with ``reject_frame_gaps`` the sampler sees the frame numbers."""
+        if not self.reject_frame_gaps:
+            return super().sample_frames(index)
+        scene_index = index // self.samples_per_scene
+        meta = self.scenes[scene_index]
+        try:
+            context, target = self.sampler.sample(len(meta.file_paths), index, scene=meta.name, frame_numbers=meta.frame_numbers)
+        except SceneDataError as error:
+            raise SceneDataError(error.reason, scene=error.scene, file=str(meta.transforms_path), field=error.field) from error
+        return scene_index, context.tolist(), target.tolist()
 
     def load_views(self, scene_index: int, frames: list[int]) -> Views:
         meta = self.scenes[scene_index]

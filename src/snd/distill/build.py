@@ -78,7 +78,20 @@ def apply_finetuning(backbone: nn.Module, config: ModelConfig) -> nn.Module:
         target_modules=list(config.lora_target_modules),
         bias="none",
     )
-    return get_peft_model(backbone, lora)
+    return _check_lora_targets(get_peft_model(backbone, lora), lora.target_modules)
+
+
+def _check_lora_targets(model: nn.Module, targets) -> nn.Module:
+    """Every ``lora_target_modules`` entry must wrap something (peft ignores an entry that matches nothing when
+    another one does, so a typo or another codebase's module name would silently train fewer adapters)."""
+    wrapped = [name for name, module in model.named_modules() if hasattr(module, "lora_A") and hasattr(module, "base_layer")]
+    for target in targets if isinstance(targets, (list, set, tuple)) else []:
+        if not any(name == target or name.endswith(f".{target}") for name in wrapped):
+            raise ValueError(
+                f"model.lora_target_modules entry {target!r} matches no module of the backbone (SnD DINOv2 names: qkv, proj, "
+                "patch_embeddings.projection; the release's torch.hub patch_embed.proj is patch_embeddings.projection here)"
+            )
+    return model
 
 
 def merged_backbone(backbone: nn.Module) -> nn.Module:
@@ -171,7 +184,9 @@ def move_lifter(lifter, device) -> None:
 def _view_sampler(config: DataConfig, seed: int):
     from ..data.sampler import ViewSampler
 
-    return ViewSampler(min_gap=config.min_gap, max_gap=config.max_gap, num_target=config.num_target_views, seed=seed)
+    return ViewSampler(
+        min_gap=config.min_gap, max_gap=config.max_gap, num_target=config.num_target_views, seed=seed, context_gap=config.context_gap
+    )
 
 
 def build_dataset(config: DataConfig, seed: int, held_out: bool = False, load_depth: bool = False):
@@ -197,6 +212,20 @@ def build_dataset(config: DataConfig, seed: int, held_out: bool = False, load_de
             seed=seed + 1_000_003 if held_out else seed,
         )
         return SyntheticMultiViewDataset(scenes, sampler=_view_sampler(config, seed), samples_per_scene=config.samples_per_scene)
+    if config.dataset == "nerfstudio":
+        from ..data.nerfstudio import NerfstudioDataset
+
+        # One capture has no held-out split: the pictures use the same scenes.
+        return NerfstudioDataset(
+            config.root,
+            image_shape=(config.image_height, config.image_width),
+            sampler=_view_sampler(config, seed),
+            samples_per_scene=config.samples_per_scene,
+            near=config.near,
+            far=config.far,
+            load_depth=load_depth,
+            skip_bad_samples=config.skip_bad_samples,
+        )
     split = "val" if held_out else config.split
     kwargs = dict(
         sampler=_view_sampler(config, seed),
@@ -207,7 +236,12 @@ def build_dataset(config: DataConfig, seed: int, held_out: bool = False, load_de
     if config.dataset == "scannetpp":
         from ..data import ScanNetPPDataset as dataset_class
 
-        kwargs["load_depth"] = load_depth
+        kwargs.update(
+            load_depth=load_depth, keep_bad_frames=config.keep_bad_frames, reject_frame_gaps=config.reject_frame_gaps,
+            near=config.near, far=config.far,
+        )
+        if config.scene_selection == "instance_masks" and not held_out:
+            split = None  # every scene folder with instance_segmentation/ (the release has no split list)
     else:
         from ..data import RE10KDataset as dataset_class
     try:

@@ -2,9 +2,10 @@
 from the command line (``--set training.lr=1e-4`` or ``--training.lr 1e-4``), validated with errors
 that name the field.
 
-Dataclass defaults are the paper setting (ScanNet++, DINOv2-S, MVSplat re10k lifter, batch 14, 300k
-steps); the shipped presets in ``snd/configs/*.yaml`` (``default.yaml`` is the embedded CPU default)
-override what differs.
+Dataclass defaults are the paper's scale (ScanNet++, DINOv2-S, MVSplat re10k lifter, batch 14) with our
+own choices wherever the authors' released code differs; the shipped paper presets in ``snd/configs/*.yaml``
+set the release-exact switches (README "Fidelity to the authors' release"), and ``default.yaml`` is the
+embedded CPU default.
 """
 
 from __future__ import annotations
@@ -35,7 +36,11 @@ class ModelConfig:
         config_overrides: extra ``SnDConfig`` kwargs for random init. Default {}.
         finetune: "lora" (peft adapters on ``lora_target_modules``, merged on save) or "full". Default "lora".
         lora_rank, lora_alpha, lora_dropout: LoRA hyper-parameters. Defaults 8, 8, 0.1.
-        lora_target_modules: module names the adapters wrap. Default ["qkv", "proj"].
+        lora_target_modules: module names the adapters wrap (peft suffix match). Default ["qkv", "proj"]
+            (attention only). The authors' release passes ["qkv", "proj"] to peft on torch.hub's DINOv2,
+            where "proj" also matches the patch-embedding conv ``patch_embed.proj``; our conv is named
+            ``patch_embeddings.projection``, so the paper presets list it explicitly (ViT-S rank 8:
+            228,960 LoRA parameters, as released, instead of 221,184).
     """
 
     pretrained: str | None = "facebook/dinov2-small"
@@ -83,10 +88,35 @@ class TeacherConfig:
         upsample: "mask_aware" (default) or "bilinear" (ablation).
         upsample_fallback: where no low-res neighbour shares the pixel's segment: "bilinear" keeps
             the plain weights (default), "zero" outputs zeros (what the released code computes).
-        upsample_align_corners: bilinear grid convention. Default False (pixel centres).
+        upsample_align_corners: bilinear grid convention. Default False (pixel centres); the release
+            uses True.
         blend_alpha: segment blending; 0.5 "with blending" (default), 1.0 "without".
-        near_plane, far_plane: renderer clipping planes. Defaults 0.01 / 1e10.
+        near_plane, far_plane: renderer clipping planes: Gaussians with camera z < near_plane or
+            > far_plane are culled. Defaults 0.01 / 1e10 (gsplat's); the release's rasterizer culls
+            z <= 0.2 and has no far plane.
         render_backend: "auto", "torch" or "gsplat". Default "auto".
+        splat_covariance: the covariance each feature Gaussian is splatted with. "lifter" (default):
+            the lifter's covariance. "release": what the release's LUDVIG renderer does:
+            ``eigh(covariance)`` eigenvalues (variances) used as the rasterizer's scales (standard
+            deviations), i.e. std sigma^2 instead of sigma, rotated by the eigenvectors, or unrotated
+            (world axes, ascending eigenvalues) where the eigenvector matrix has det < 0.
+        opacity_clamp: per-pair alpha clamp ``min(opacity_clamp, o exp(-d))``. Default 0.999 (gsplat);
+            the release's graphdeco rasterizer uses 0.99. Values other than 0.999 render with the
+            torch backend (gsplat's kernels hard-code 0.999).
+        principal_point: "intrinsics" (default: render with the full intrinsics) or "centered" (the
+            release: a symmetric frustum whose field of view is the angle between the rays through
+            the left/right (top/bottom) image-edge midpoints, principal point at the image centre).
+        update_timing: when the EMA update of step ``s`` happens. "after_step" (default): after optimiser
+            step ``s`` (s = 10, 20, ...), so the next forward sees it. "before_step" (the release's
+            ``on_after_backward`` hook): when ``s`` steps are done (s = 0, 10, 20, ...), after the
+            backward of the next step and before its optimiser step, so it takes effect one forward later.
+        dropout_in_teacher: keep the teacher in train mode so its LoRA dropout is active in teacher
+            forwards (the release never calls ``eval()`` on it). Default False (teacher in eval mode).
+        holes: which target pixels are holes (features zeroed on both sides of the loss).
+            "alpha" (default): where no feature Gaussian reaches the pixel (rendered alpha 0).
+            "rgb": where the RGB render of the lifter's Gaussians (their own covariances; MVSplat's
+            view-dependent colour as the release's rasterizer evaluates it, or the context images'
+            colours for the depth lifter) is exactly 0 in every channel, as the release (``output.color == 0``).
     """
 
     momentum: float = 0.999
@@ -98,6 +128,12 @@ class TeacherConfig:
     near_plane: float = 0.01
     far_plane: float = 1e10
     render_backend: str = "auto"
+    splat_covariance: str = "lifter"
+    opacity_clamp: float = 0.999
+    principal_point: str = "intrinsics"
+    update_timing: str = "after_step"
+    dropout_in_teacher: bool = False
+    holes: str = "alpha"
 
 
 @dataclass
@@ -117,13 +153,26 @@ class LifterConfig:
 @dataclass
 class DataConfig:
     """Args:
-        dataset: "synthetic", "scannetpp" or "re10k". Default "scannetpp".
+        dataset: "synthetic", "scannetpp", "re10k" or "nerfstudio" (your own captures: a folder with
+            ``transforms.json``, or a folder of such scene folders). Default "scannetpp".
         root: dataset root (unused for synthetic). Default None.
+        near, far: depth bounds handed to the lifter with every view (ScanNet++ and nerfstudio), in the
+            poses' units. Defaults 1.0 / 100.0 (the release's ScanNet++ setting); COLMAP poses have an
+            arbitrary scale, so set them to bracket your scene.
         split: split name. Default "train".
         image_height, image_width: training resolution. Default 576 x 880 (ScanNet++ release).
         num_scenes, num_frames: synthetic scenes and frames per scene. Defaults 8 / 24.
         samples_per_scene: dataset indices per scene per epoch. Default 1.
         min_gap, max_gap: context frames apart. Defaults 8 / 12.
+        context_gap: how the context gap is drawn. "uniform" (default): uniformly in
+            [min_gap, max_gap]. "release_min": always min_gap, as the release's bounded sampler
+            computes (it sets ``max_gap = min(num_views - 1, min_gap)``, "we keep the bug", so its
+            configured maximum 12 is never used).
+        scene_selection: ScanNet++ training scenes (this and the next two fields apply to ScanNet++ only). "split_file" (default): ``metadata/nvs_sem_<split>.txt``.
+            "instance_masks": every scene folder that has ``instance_segmentation/`` (the release).
+        keep_bad_frames: keep ScanNet++ frames marked ``is_bad`` (the release keeps them). Default False.
+        reject_frame_gaps: redraw a context pair when frame numbers between its two frames are missing
+            (the release's ScanNet++ loader). Default False.
         num_target_views: target views per sample. Default 1.
         num_workers: DataLoader workers per process. Default 0.
         skip_bad_samples: replace unreadable samples instead of failing. Default False.
@@ -132,6 +181,8 @@ class DataConfig:
 
     dataset: str = "scannetpp"
     root: str | None = None
+    near: float = 1.0
+    far: float = 100.0
     split: str = "train"
     image_height: int = 576
     image_width: int = 880
@@ -140,6 +191,10 @@ class DataConfig:
     samples_per_scene: int = 1
     min_gap: int = 8
     max_gap: int = 12
+    context_gap: str = "uniform"
+    scene_selection: str = "split_file"
+    keep_bad_frames: bool = False
+    reject_frame_gaps: bool = False
     num_target_views: int = 1
     num_workers: int = 0
     skip_bad_samples: bool = False
@@ -157,7 +212,13 @@ class TrainingConfig:
         adam_betas, adam_eps, weight_decay: Adam settings. Defaults (0.9, 0.999), 1e-8, 0.
         schedule: "one_cycle_cosine" (1% warm-up by default) or "constant". Default one-cycle.
         warmup_fraction: share of steps warming up. Default 0.01.
-        max_grad_norm: gradient clipping (0 disables). Default 0.5 (the release's Lightning setting).
+        one_cycle_extra_steps: the one-cycle schedule spans ``max_steps + one_cycle_extra_steps`` steps.
+            Default 1; the release uses 10 (``OneCycleLR(total_steps=trainer.max_steps + 10)``).
+        max_grad_norm: gradient clipping (0 disables). Default 0.5 (our choice; the release's config
+            has ``gradient_clip_val: 0.5`` but passing it to the Trainer is commented out, so the
+            release does not clip: the paper presets use 0).
+        float32_matmul_precision: ``torch.set_float32_matmul_precision`` for the run: "highest" (default,
+            full float32) or "high" (TF32 matmuls on Ampere+ GPUs; the release sets "high" in src/main.py).
         seed: seed of everything (init, data order, view sampling). Default 0.
         output_dir: where everything goes. Default "outputs/snd-distill".
         checkpoint_every: steps between ``save_state`` checkpoints (0: only at the end). Default 10000.
@@ -184,7 +245,9 @@ class TrainingConfig:
     weight_decay: float = 0.0
     schedule: str = "one_cycle_cosine"
     warmup_fraction: float = 0.01
+    one_cycle_extra_steps: int = 1
     max_grad_norm: float = 0.5
+    float32_matmul_precision: str = "highest"
     seed: int = 0
     output_dir: str = "outputs/snd-distill"
     checkpoint_every: int = 10000
@@ -232,8 +295,15 @@ _CHOICES = {
     "teacher.upsample": ("mask_aware", "bilinear"),
     "teacher.upsample_fallback": ("bilinear", "zero"),
     "teacher.render_backend": ("auto", "torch", "gsplat"),
+    "teacher.splat_covariance": ("lifter", "release"),
+    "teacher.principal_point": ("intrinsics", "centered"),
+    "teacher.holes": ("alpha", "rgb"),
+    "teacher.update_timing": ("after_step", "before_step"),
+    "training.float32_matmul_precision": ("highest", "high", "medium"),
+    "data.context_gap": ("uniform", "release_min"),
+    "data.scene_selection": ("split_file", "instance_masks"),
     "lifter.kind": ("depth", "mvsplat"),
-    "data.dataset": ("synthetic", "scannetpp", "re10k"),
+    "data.dataset": ("synthetic", "scannetpp", "re10k", "nerfstudio"),
     "training.schedule": ("one_cycle_cosine", "constant"),
     "training.mixed_precision": ("no", "fp16", "bf16", None),
     "training.nonfinite_loss": ("raise", "skip"),
@@ -246,7 +316,7 @@ _POSITIVE = [
     "training.keep_checkpoints", "training.log_every", "loss.student_temperature", "loss.teacher_temperature",
     "training.lr", "teacher.near_plane",
 ]
-_NON_NEGATIVE = ["training.log_images_every", "training.checkpoint_every", "training.max_grad_norm", "training.weight_decay", "data.num_workers", "training.max_skipped_steps", "model.lora_dropout"]
+_NON_NEGATIVE = ["training.log_images_every", "training.checkpoint_every", "training.max_grad_norm", "training.weight_decay", "data.num_workers", "training.max_skipped_steps", "model.lora_dropout", "training.one_cycle_extra_steps"]
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -494,6 +564,12 @@ def validate(config: DistillConfig) -> DistillConfig:
         raise ConfigError(f"teacher.blend_alpha must be in [0, 1] (0.5 with blending, 1.0 without), got {config.teacher.blend_alpha}")
     if not 0.0 <= config.training.warmup_fraction < 1.0:
         raise ConfigError(f"training.warmup_fraction must be in [0, 1), got {config.training.warmup_fraction}")
+    if not 0.0 < config.data.near < config.data.far:
+        raise ConfigError(f"data.near and data.far must satisfy 0 < near < far, got {config.data.near}, {config.data.far}")
+    if not 0.0 < config.teacher.opacity_clamp < 1.0:
+        raise ConfigError(f"teacher.opacity_clamp must be in (0, 1) (0.999 gsplat, 0.99 the release), got {config.teacher.opacity_clamp}")
+    if config.teacher.opacity_clamp != 0.999 and config.teacher.render_backend == "gsplat":
+        raise ConfigError(f"teacher.opacity_clamp={config.teacher.opacity_clamp} needs teacher.render_backend 'torch' or 'auto' (gsplat clamps at 0.999)")
     if not config.model.lora_dropout < 1.0:
         raise ConfigError(f"model.lora_dropout must be < 1, got {config.model.lora_dropout}")
     if len(config.training.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in config.training.adam_betas):

@@ -9,6 +9,7 @@ against brute-force references; :class:`EMATeacher` and :class:`SplatTeacher` co
 from __future__ import annotations
 
 import copy
+import dataclasses
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Callable
@@ -201,9 +202,19 @@ class EMATeacher(nn.Module):
         head: the student projection head to copy, or None.
         momentum: EMA momentum ``m``. Default 0.999.
         update_every: optimiser steps between updates. Default 10.
+        dropout: keep the teacher in train mode, so dropout layers (LoRA's) are active in its forwards,
+            as in the authors' release, which never puts its teacher in eval mode. Default False: the
+            teacher is always in eval mode, whatever ``train()`` asks.
     """
 
-    def __init__(self, backbone: nn.Module, head: nn.Module | None = None, momentum: float = 0.999, update_every: int = 10) -> None:
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module | None = None,
+        momentum: float = 0.999,
+        update_every: int = 10,
+        dropout: bool = False,
+    ) -> None:
         super().__init__()
         if not 0.0 <= momentum <= 1.0:
             raise ValueError(f"teacher momentum must be in [0, 1], got {momentum}")
@@ -213,12 +224,13 @@ class EMATeacher(nn.Module):
         self.head = copy.deepcopy(head) if head is not None else None
         self.momentum = momentum
         self.update_every = update_every
+        self.dropout = bool(dropout)
         self.requires_grad_(False)
-        self.eval()
+        self.train(self.dropout)
 
     def train(self, mode: bool = True) -> "EMATeacher":
-        # The teacher never trains: no dropout, whatever the caller asks.
-        return super().train(False)
+        # Without `dropout` the teacher never trains: no dropout, whatever the caller asks.
+        return super().train(bool(mode) and self.dropout)
 
     @torch.no_grad()
     def update(self, backbone: nn.Module, head: nn.Module | None = None, momentum: float | None = None) -> None:
@@ -243,6 +255,125 @@ class EMATeacher(nn.Module):
             return False
         self.update(backbone, head)
         return True
+
+
+# --------------------------------------------------------------------------------------------
+# The authors' renderer inputs (teacher.splat_covariance="release", teacher.principal_point="centered")
+
+
+def release_splat_covariances(covariances: torch.Tensor, orthogonality_tolerance: float = 1e-3) -> torch.Tensor:
+    """The covariance the authors' LUDVIG renderer effectively splats for each lifter covariance ``[..., 3, 3]``.
+
+    The release computes ``variances, vectors = torch.linalg.eigh(covariance)`` and hands the
+    eigenvalues to the rasterizer as *scales* (standard deviations) with the quaternion of the
+    eigenvector matrix; where that matrix is not a proper rotation (det < 0, or not orthogonal within
+    ``orthogonality_tolerance``) the quaternion is the identity. The rasterizer then builds
+    ``R diag(scales)^2 R^T``. So the rendered covariance is ``V diag(lambda^2) V^T`` (std sigma^2 instead
+    of sigma along each axis), or ``diag(lambda^2)`` in world axes (ascending) for reflections. The
+    quaternion round trip of the release (``q / (|q| + 1e-6)``, unnormalised in the rasterizer) changes
+    this by ~2e-6 relative; it is not reproduced.
+
+    Returns:
+        ``[..., 3, 3]`` covariances to render with.
+    """
+    variances, vectors = torch.linalg.eigh(covariances)  # [..., 3], [..., 3, 3] (eigenvectors in columns)
+    identity = torch.eye(3, dtype=covariances.dtype, device=covariances.device)
+    error = (vectors.transpose(-1, -2) @ vectors - identity).abs().amax(dim=(-2, -1))
+    proper = (error < orthogonality_tolerance) & (torch.linalg.det(vectors) > 0)  # [...]
+    rotation = torch.where(proper[..., None, None], vectors, identity.expand_as(vectors))
+    return (rotation * variances.square()[..., None, :]) @ rotation.transpose(-1, -2)
+
+
+def centered_intrinsics(intrinsics: torch.Tensor) -> torch.Tensor:
+    """Normalised intrinsics ``[..., 3, 3]`` -> the symmetric frustum the authors' renderers use.
+
+    The release (``get_fov`` + graphdeco's projection matrix) takes the horizontal field of view as
+    the angle between the rays through the image points ``(0, 0.5)`` and ``(1, 0.5)`` (vertical:
+    ``(0.5, 0)`` and ``(0.5, 1)``), in normalised image coordinates, and renders a frustum centred on
+    the optical axis: focal ``0.5 / tan(fov / 2)``, principal point ``(0.5, 0.5)``. For intrinsics whose
+    principal point is already centred this returns them unchanged.
+    """
+    inverse = torch.linalg.inv(intrinsics)  # [..., 3, 3]
+
+    def ray(u: float, v: float) -> torch.Tensor:
+        point = torch.tensor([u, v, 1.0], dtype=intrinsics.dtype, device=intrinsics.device)
+        direction = inverse @ point  # [..., 3]
+        return direction / direction.norm(dim=-1, keepdim=True)
+
+    fov_x = (ray(0.0, 0.5) * ray(1.0, 0.5)).sum(-1).clamp(-1.0, 1.0).acos()  # [...]
+    fov_y = (ray(0.5, 0.0) * ray(0.5, 1.0)).sum(-1).clamp(-1.0, 1.0).acos()
+    result = torch.zeros_like(intrinsics)
+    result[..., 0, 0] = 0.5 / (0.5 * fov_x).tan()
+    result[..., 1, 1] = 0.5 / (0.5 * fov_y).tan()
+    result[..., 0, 2] = 0.5
+    result[..., 1, 2] = 0.5
+    result[..., 2, 2] = 1.0
+    return result
+
+
+_SH_C0 = 0.28209479177387814
+_SH_C1 = 0.4886025119029199
+_SH_C2 = (1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396)
+_SH_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154, -0.4570457994644658,
+          1.445305721320277, -0.5900435899266435)
+
+
+def release_sh_colors(harmonics: torch.Tensor, means: torch.Tensor, camera_centers: torch.Tensor) -> torch.Tensor:
+    """The RGB each MVSplat Gaussian has in each target view of the authors' release.
+
+    MVSplat's rasterizer (dcharatan/diff-gaussian-rasterization-modified, ``computeColorFromSH``) evaluates
+    the 3DGS real SH polynomials of degree <= 3 (degree-4 coefficients are passed but ignored) at the
+    view direction ``normalize(mean - camera_centre)`` with its axes permuted to e3nn's order
+    ``(x, y, z) = (d_z, d_x, d_y)``, adds 0.5 and clamps at 0.
+
+    Args:
+        harmonics: ``[B, N, 3, K]`` SH coefficients (MVSplat's, world space).
+        means: ``[B, N, 3]`` Gaussian centres.
+        camera_centers: ``[B, T, 3]`` target camera centres (world).
+    Returns:
+        ``[B, T, N, 3]`` colours in [0, inf).
+    """
+    directions = means[:, None] - camera_centers[:, :, None]  # [B, T, N, 3]
+    directions = directions / directions.norm(dim=-1, keepdim=True)
+    x, y, z = (directions[..., index, None] for index in (2, 0, 1))  # [B, T, N, 1] each, e3nn's axis order
+    sh = harmonics[:, None]  # [B, 1, N, 3, K]
+    degree = min(round(harmonics.shape[-1] ** 0.5) - 1, 3)
+    result = _SH_C0 * sh[..., 0]
+    if degree > 0:
+        result = result - _SH_C1 * y * sh[..., 1] + _SH_C1 * z * sh[..., 2] - _SH_C1 * x * sh[..., 3]
+    if degree > 1:
+        xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
+        result = (result + _SH_C2[0] * xy * sh[..., 4] + _SH_C2[1] * yz * sh[..., 5] + _SH_C2[2] * (2 * zz - xx - yy) * sh[..., 6]
+                  + _SH_C2[3] * xz * sh[..., 7] + _SH_C2[4] * (xx - yy) * sh[..., 8])
+    if degree > 2:
+        result = (result + _SH_C3[0] * y * (3 * xx - yy) * sh[..., 9] + _SH_C3[1] * xy * z * sh[..., 10]
+                  + _SH_C3[2] * y * (4 * zz - xx - yy) * sh[..., 11] + _SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy) * sh[..., 12]
+                  + _SH_C3[4] * x * (4 * zz - xx - yy) * sh[..., 13] + _SH_C3[5] * z * (xx - yy) * sh[..., 14]
+                  + _SH_C3[6] * x * (xx - 3 * yy) * sh[..., 15])
+    return (result + 0.5).clamp_min(0.0)
+
+
+def lifter_colors(gaussians, context, target_extrinsics: torch.Tensor | None = None) -> torch.Tensor:
+    """RGB of the lifter's Gaussians for the hole render.
+
+    With MVSplat harmonics and ``target_extrinsics [B, T, 4, 4]`` (camera-to-world): the view-dependent
+    colours of the release's rasterizer, ``[B, T, N, 3]`` (:func:`release_sh_colors`); with harmonics only:
+    the DC colour ``[B, N, 3]``; without harmonics (depth lifter): the context pixels' colours ``[B, N, 3]``.
+    """
+    if gaussians.harmonics is not None:
+        if target_extrinsics is not None:
+            return release_sh_colors(gaussians.harmonics, gaussians.means, target_extrinsics[..., :3, 3].to(gaussians.means.dtype))
+        from ..models.mvsplat.lifting_mvsplat import harmonics_to_rgb
+
+        return harmonics_to_rgb(gaussians.harmonics)
+    batch, views, channels, height, width = context.images.shape
+    colors = context.images.permute(0, 1, 3, 4, 2).reshape(batch, views * height * width, channels)  # lift order
+    if colors.shape[1] != gaussians.num_gaussians:
+        raise ValueError(
+            f"teacher.holes='rgb': the lifter gave {gaussians.num_gaussians} Gaussians and no harmonics; expected one per "
+            f"context pixel ({colors.shape[1]}) to colour them with the context images"
+        )
+    return colors
 
 
 # --------------------------------------------------------------------------------------------
@@ -285,6 +416,11 @@ class SplatTeacher(nn.Module):
         blend_alpha: segment blending strength (0.5 "with blending", 1.0 "without").
         near_plane, far_plane: renderer clipping planes.
         render_backend: renderer backend ("auto", "torch", "gsplat").
+        splat_covariance: ``"lifter"`` (default) or ``"release"`` (:func:`release_splat_covariances`).
+        opacity_clamp: the renderer's per-pair alpha clamp. Default 0.999 (gsplat); 0.99 the release.
+        principal_point: ``"intrinsics"`` (default) or ``"centered"`` (:func:`centered_intrinsics`).
+        holes: ``"alpha"`` (default: feature render's alpha is 0) or ``"rgb"`` (an RGB render of the
+            lifter's Gaussians with their own covariances and :func:`lifter_colors`, is exactly 0).
     """
 
     def __init__(
@@ -299,8 +435,23 @@ class SplatTeacher(nn.Module):
         near_plane: float = 0.01,
         far_plane: float = 1e10,
         render_backend: str = "auto",
+        splat_covariance: str = "lifter",
+        opacity_clamp: float = 0.999,
+        principal_point: str = "intrinsics",
+        holes: str = "alpha",
     ) -> None:
         super().__init__()
+        for name, value, choices in (
+            ("splat_covariance", splat_covariance, ("lifter", "release")),
+            ("principal_point", principal_point, ("intrinsics", "centered")),
+            ("holes", holes, ("alpha", "rgb")),
+        ):
+            if value not in choices:
+                raise ValueError(f"SplatTeacher: {name} must be one of {list(choices)}, got {value!r}")
+        self.splat_covariance = splat_covariance
+        self.opacity_clamp = float(opacity_clamp)
+        self.principal_point = principal_point
+        self.holes = holes
         self.teacher = teacher
         self.lifter = lifter
         self.patch_size = patch_size
@@ -311,6 +462,26 @@ class SplatTeacher(nn.Module):
         self.near_plane = near_plane
         self.far_plane = far_plane
         self.render_backend = render_backend
+
+    @classmethod
+    def from_config(cls, teacher: EMATeacher, lifter, patch_size: int, config) -> "SplatTeacher":
+        """Build from a :class:`snd.distill.config.TeacherConfig` (every rendering switch of the config)."""
+        return cls(
+            teacher,
+            lifter,
+            patch_size=patch_size,
+            upsample_mode=config.upsample,
+            upsample_fallback=config.upsample_fallback,
+            upsample_align_corners=config.upsample_align_corners,
+            blend_alpha=config.blend_alpha,
+            near_plane=config.near_plane,
+            far_plane=config.far_plane,
+            render_backend=config.render_backend,
+            splat_covariance=config.splat_covariance,
+            opacity_clamp=config.opacity_clamp,
+            principal_point=config.principal_point,
+            holes=config.holes,
+        )
 
     @torch.no_grad()
     def forward(self, context, target, grid_size: tuple[int, int], stage: StageTimer = no_timer) -> TeacherTargets:
@@ -338,20 +509,26 @@ class SplatTeacher(nn.Module):
             lifted = full_res.reshape(batch, views, channels, height, width)
         with stage("render"), torch.autocast(lifted.device.type, enabled=False):
             # Rendering stays in float32 under mixed precision (alpha compositing accumulates many terms).
-            gaussians = gaussians.to(torch.float32).with_features(lifted.float())
+            gaussians = gaussians.to(torch.float32)
+            intrinsics = target.intrinsics.float()
+            if self.principal_point == "centered":
+                intrinsics = centered_intrinsics(intrinsics)
+            settings = dict(
+                near_plane=self.near_plane, far_plane=self.far_plane, backend=self.render_backend, max_alpha=self.opacity_clamp
+            )
+            splats = gaussians.with_features(lifted.float())  # features [B, N, C] in lift order
+            if self.splat_covariance == "release":
+                splats = dataclasses.replace(splats, covariances=release_splat_covariances(splats.covariances))
             rendered = render_gaussians(
-                gaussians,
-                gaussians.features,
-                target.extrinsics,
-                target.intrinsics,
-                target_height,
-                target_width,
-                near_plane=self.near_plane,
-                far_plane=self.far_plane,
-                backend=self.render_backend,
+                splats, splats.features, target.extrinsics, intrinsics, target_height, target_width, **settings
             )
             features = rendered.renders.permute(0, 1, 4, 2, 3).flatten(0, 1)  # [B*T, C, H', W']
-            holes = rendered.alphas[..., 0].flatten(0, 1) <= 0  # [B*T, H', W']
+            if self.holes == "rgb":
+                colors = lifter_colors(gaussians, context, target.extrinsics).float()  # [B, T, N, 3] or [B, N, 3]
+                rgb = render_gaussians(gaussians, colors, target.extrinsics, intrinsics, target_height, target_width, **settings)
+                holes = (rgb.renders == 0).all(dim=-1).flatten(0, 1)  # [B*T, H', W']
+            else:
+                holes = rendered.alphas[..., 0].flatten(0, 1) <= 0  # [B*T, H', W']
         with stage("blend"):
             if target.masks is not None:
                 features = blend_segments(features, target.masks.flatten(0, 1), self.blend_alpha)

@@ -156,11 +156,12 @@ def one_cycle_factor(step: int, total_steps: int, pct_start: float, div_factor: 
 
 
 def build_scheduler(optimizer, config: DistillConfig):
-    """One-cycle cosine (as released: ``OneCycleLR(pct_start=0.01, anneal_strategy="cos")``) or constant."""
+    """One-cycle cosine (as released: ``OneCycleLR(pct_start=0.01, anneal_strategy="cos")`` over
+    ``max_steps + one_cycle_extra_steps`` steps; the release adds 10) or constant."""
     training = config.training
     if training.schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
-    total = training.max_steps + 1
+    total = training.max_steps + training.one_cycle_extra_steps
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: one_cycle_factor(step, total, training.warmup_fraction))
 
 
@@ -222,6 +223,8 @@ def train(
     launch.check_output_dir(output_dir, resume_from_checkpoint, overwrite_output_dir)
     if push_to_hub:
         launch.preflight_push(push_to_hub)
+    previous_precision = torch.get_float32_matmul_precision()  # restored on return (process-wide setting)
+    torch.set_float32_matmul_precision(training.float32_matmul_precision)
     accelerator = Accelerator(
         cpu=training.cpu or not torch.cuda.is_available(),
         mixed_precision=training.mixed_precision,  # None: the launcher's choice (accelerate launch / config file)
@@ -250,19 +253,11 @@ def train(
     student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
     # The teacher is copied after `prepare`, i.e. after DDP broadcast rank 0's weights, so every rank starts equal.
     unwrapped = _unwrap(accelerator, student)
-    teacher = EMATeacher(unwrapped.backbone, unwrapped.head, momentum=config.teacher.momentum, update_every=config.teacher.update_every)
-    splat_teacher = SplatTeacher(
-        teacher,
-        lifter,
-        patch_size=patch_size,
-        upsample_mode=config.teacher.upsample,
-        upsample_fallback=config.teacher.upsample_fallback,
-        upsample_align_corners=config.teacher.upsample_align_corners,
-        blend_alpha=config.teacher.blend_alpha,
-        near_plane=config.teacher.near_plane,
-        far_plane=config.teacher.far_plane,
-        render_backend=config.teacher.render_backend,
-    ).to(accelerator.device)
+    teacher = EMATeacher(
+        unwrapped.backbone, unwrapped.head, momentum=config.teacher.momentum, update_every=config.teacher.update_every,
+        dropout=config.teacher.dropout_in_teacher,
+    )
+    splat_teacher = SplatTeacher.from_config(teacher, lifter, patch_size, config.teacher).to(accelerator.device)
     loss_fn = build_loss(config)
     dataset = build_dataset(config.data, training.seed, load_depth=config.lifter.kind == "depth")
     if config.data.preload:
@@ -348,12 +343,15 @@ def train(
                         raise RuntimeError(f"trainable parameters received no gradient (freeze them): {unused[:10]}")
                 if training.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(trainable, training.max_grad_norm)
+                unwrapped = _unwrap(accelerator, student)
+                if config.teacher.update_timing == "before_step":  # the release's on_after_backward hook
+                    teacher.maybe_update(state.step - state.skipped, unwrapped.backbone, unwrapped.head)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 state.step += 1
-                unwrapped = _unwrap(accelerator, student)
-                teacher.maybe_update(state.step - state.skipped, unwrapped.backbone, unwrapped.head)
+                if config.teacher.update_timing == "after_step":
+                    teacher.maybe_update(state.step - state.skipped, unwrapped.backbone, unwrapped.head)
                 bar.update(1)
             window_steps += 1
 
@@ -419,6 +417,7 @@ def train(
     accelerator.wait_for_everyone()
     if trackers:
         accelerator.end_training()
+    torch.set_float32_matmul_precision(previous_precision)
     return TrainResult(output_dir, state.step, state.skipped, last_loss, wall_time, files)
 
 

@@ -7,6 +7,8 @@ Quick use::
                        EvaluationConfig(tasks=["all"], dataset="synthetic", output_dir="eval_out"))
 
 or ``python scripts/evaluate.py --model ... --task all --dataset synthetic --output-dir eval_out``.
+That is the ``quick`` protocol (cached features, not comparable with published numbers); the authors'
+published protocols are :mod:`snd.eval.protocols` (``--protocol snd``, the default for real datasets).
 """
 
 from .correspondence import PairMatches, match_pair, ratio_test_matches, relative_rotation_degrees

@@ -110,6 +110,7 @@ def before_after(run_dirs: list[str | Path], config: EvaluationConfig) -> dict:
         summary["constant baseline (no features)"] = baseline
     report.write_json({"runs": per_run, "mean": summary, "std": spread}, output_dir / "before_after.json")
     header = (f"Before vs after distillation, {len(per_run)} runs ({', '.join(per_run)}); "
-              f"cells: mean ± sample std over runs. Dataset: {config.dataset}.\n\n")
+              f"cells: mean ± sample std over runs. Dataset: {config.dataset}. "
+              "**quick protocol: NOT comparable with published numbers.**\n\n")
     report.write_text(header + report.comparison_table(summary, spread), output_dir / "before_after.md")
     return {"runs": per_run, "mean": summary, "std": spread}

@@ -21,7 +21,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 class FeatureBatch:
     """Frozen features of a set of images.
 
-    patches: ``[N, C, h, w]`` patch features (after the backbone's final norm) covering the image.
+    patches: ``[N, C, h, w]`` patch features covering the image (after the backbone's final norm
+        unless the extractor was built with ``final_norm=False``).
     cls: ``[N, C]`` class token (zeros for models without one).
     """
 
@@ -83,10 +84,20 @@ class FeatureExtractor:
         image_mean, image_std: input normalisation; ImageNet statistics by default (DINOv2/SnD).
         resize: ``"round"`` resizes images (bilinear, antialiased) to the nearest multiple of the
             patch size on each side; ``"none"`` requires the input to be a multiple already.
+            Ignored when ``pad`` is set.
+        final_norm: ``True`` (default) returns tokens after the backbone's final LayerNorm;
+            ``False`` returns the last block's output before it (patches and CLS), as Probe3D's
+            ``DINO.forward`` and the SnD authors' depth/normals/correspondence probes read them.
+            Needs a model that returns ``hidden_states`` when called with ``output_hidden_states=True``.
+        pad: zero-pad the normalised image to patch multiples instead of resizing, split as
+            Probe3D's ``center_padding``: ``pad = patch - (size % patch)`` per side, ``pad // 2`` on
+            top / left and the rest on bottom / right (480 x 640 -> 490 x 644 at patch 14). As in
+            Probe3D, once either side needs padding, a side that is already a multiple is padded
+            by a whole patch (448 x 640 -> 462 x 644); nothing is padded when both are multiples.
     """
 
     def __init__(self, model: torch.nn.Module, patch_size: int | None = None, image_mean=IMAGENET_MEAN,
-                 image_std=IMAGENET_STD, resize: str = "round"):
+                 image_std=IMAGENET_STD, resize: str = "round", final_norm: bool = True, pad: bool = False):
         config = getattr(model, "config", None)
         self.model = model.eval()
         self.patch_size = int(patch_size or getattr(config, "patch_size", 0) or 0)
@@ -98,9 +109,22 @@ class FeatureExtractor:
         if resize not in ("round", "none"):
             raise ValueError(f"FeatureExtractor: resize must be 'round' or 'none', got {resize!r}")
         self.resize = resize
+        self.final_norm = bool(final_norm)
+        self.pad = bool(pad)
+
+    def padding(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """Zero padding ``(left, right, top, bottom)`` that ``pad=True`` adds to a ``height x width`` image."""
+        p = self.patch_size
+        if height % p == 0 and width % p == 0:
+            return 0, 0, 0, 0
+        pad_h, pad_w = p - height % p, p - width % p  # a whole patch where the side is a multiple (Probe3D)
+        return pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2
 
     def input_size(self, height: int, width: int) -> tuple[int, int]:
         """Backbone input size for an image of ``height x width``."""
+        if self.pad:
+            left, right, top, bottom = self.padding(height, width)
+            return height + top + bottom, width + left + right
         if self.resize == "none":
             if height % self.patch_size or width % self.patch_size:
                 raise ValueError(f"image {height}x{width} is not a multiple of the patch size {self.patch_size}")
@@ -115,13 +139,25 @@ class FeatureExtractor:
         device = next(self.model.parameters()).device
         images = images.to(device=device, dtype=torch.float32)
         height, width = self.input_size(*images.shape[-2:])
-        if (height, width) != tuple(images.shape[-2:]):
+        if not self.pad and (height, width) != tuple(images.shape[-2:]):
             images = F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False, antialias=True)
         pixel_values = (images - self.mean.to(device)) / self.std.to(device)
-        output = self.model(pixel_values=pixel_values)
+        if self.pad:  # zeros in normalised space, after normalisation (Probe3D pads the normalised tensor)
+            pixel_values = F.pad(pixel_values, self.padding(*images.shape[-2:]))  # [B, 3, height, width]
         grid = (height // self.patch_size, width // self.patch_size)
-        patches = getattr(output, "patch_features", None)
-        tokens = getattr(output, "last_hidden_state", None)
+        if self.final_norm:
+            output = self.model(pixel_values=pixel_values)
+            patches = getattr(output, "patch_features", None)
+            tokens = getattr(output, "last_hidden_state", None)
+        else:
+            output = self.model(pixel_values=pixel_values, output_hidden_states=True)
+            hidden_states = getattr(output, "hidden_states", None)
+            if not hidden_states:
+                raise ValueError(
+                    f"{type(self.model).__name__} returned no hidden_states: final_norm=False needs the last "
+                    "block's output (before the final LayerNorm)"
+                )
+            patches, tokens = None, hidden_states[-1]  # [B, prefix + h * w, C], the last block's output
         if patches is None:
             if tokens is None or tokens.ndim != 3:
                 raise ValueError(

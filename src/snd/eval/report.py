@@ -233,3 +233,64 @@ def save_match_figure(image0: torch.Tensor, image1: torch.Tensor, matches, path:
     plt.close(figure)
     os.replace(temporary, path)
     return path
+
+
+# ------------------------------------------------------------------------- protocol tables
+# Published ViT-S numbers (SnD paper via /work/shared/METHOD.md): (task, dataset) -> metric, values.
+PUBLISHED_VITS = {
+    ("depth", "scannetpp"): ("rmse", {"DINOv2": 0.3777, "FiT3D": 0.3506, "MEF": 0.4000, "SnD": 0.3299}),
+    ("depth", "scannet"): ("rmse", {"DINOv2": 0.2817, "FiT3D": 0.2713, "MEF": 0.3042, "SnD": 0.2555}),
+    ("depth", "nyuv2"): ("rmse", {"DINOv2": 0.5210, "FiT3D": 0.5075, "MEF": 0.5656, "SnD": 0.4912}),
+    ("normals", "nyuv2"): ("rmse", {"DINOv2": 30.99, "FiT3D": 30.57, "MEF": 33.05, "SnD": 28.93}),
+    ("segmentation", "scannetpp"): ("mean_iou", {"DINOv2": 29.54, "FiT3D": 31.77, "MEF": 27.44, "SnD": 31.78}),
+    ("segmentation", "scannet"): ("mean_iou", {"DINOv2": 51.27, "FiT3D": 54.50, "MEF": 47.44, "SnD": 56.01}),
+    ("segmentation", "nyuv2"): ("mean_iou", {"DINOv2": 64.73, "FiT3D": 66.33, "MEF": 63.17, "SnD": 67.50}),
+}
+
+# settings named in the table header, per task (keys of a result's "settings")
+_HEADER_SETTINGS = {
+    "depth": ("iterations_run", "max_iters", "batch_size", "lr_schedule", "momentum_schedule", "loss",
+              "train_augmentation", "test", "valid_depth", "eval_crop", "features_final_norm", "features_padding"),
+    "segmentation": ("iterations_run", "max_iters", "batch_size", "lr_schedule", "head", "loss",
+                     "train_augmentation", "test", "num_classes", "features_final_norm", "features_padding"),
+    "normals": ("iterations_run", "schedule_iterations", "batch_size", "crop", "features", "padding", "head", "loss",
+                "zero_normals"),
+    "correspondence": ("pairs_evaluated", "pairs_total", "image_mean", "scale_factor", "num_corr", "features",
+                       "padding"),
+}
+
+
+def protocol_table(results: dict[str, dict[str, dict]], *, protocol: str, version: str, dataset: str) -> str:
+    """Markdown report of a protocol run: a header naming the protocol, its version and every setting,
+    the metric table, and the published ViT-S numbers for the (task, dataset) rows that exist.
+
+    ``results[model][task]`` is a task module's result (``metrics`` and ``settings``).
+    """
+    lines = [f"# Evaluation: protocol `{protocol}` version {version}, dataset `{dataset}`", ""]
+    if protocol == "quick":
+        lines += ["**Quick protocol: NOT comparable with published numbers.**", ""]
+    tasks = [task for task in ("depth", "normals", "segmentation", "correspondence")
+             if any(task in per_model for per_model in results.values())]
+    for task in tasks:
+        settings = next(per_model[task].get("settings", {}) for per_model in results.values() if task in per_model)
+        keys = _HEADER_SETTINGS.get(task) or tuple(settings)
+        shown = [f"{key}={settings[key]}" for key in keys if key in settings]
+        lines.append(f"- **{task}**: " + "; ".join(shown))
+        run = settings.get("iterations_run", settings.get("pairs_evaluated"))
+        full = settings.get("schedule_iterations", settings.get("max_iters", settings.get("pairs_total")))
+        if isinstance(run, int) and isinstance(full, int) and run < full:
+            unit = "pairs" if "pairs_evaluated" in settings else "iterations"
+            lines.append(f"  - **smoke run: stopped after {run} of {full} {unit}; not the published protocol "
+                         "length, not comparable with published numbers**")
+    lines.append("")
+    flat = {model: {task: result.get("metrics", result) for task, result in per_model.items()}
+            for model, per_model in results.items()}
+    lines.append(comparison_table(flat))
+    published = [(task, PUBLISHED_VITS[(task, dataset)]) for task in tasks if (task, dataset) in PUBLISHED_VITS]
+    if published:
+        lines += ["Published (SnD paper, ViT-S):", "", "| task | metric | " + " | ".join(published[0][1][1]) + " |",
+                  "|---|---|" + "---|" * len(published[0][1][1])]
+        for task, (metric, values) in published:
+            lines.append(f"| {task} ({dataset}) | {metric} | " + " | ".join(f"{v:g}" for v in values.values()) + " |")
+        lines.append("")
+    return "\n".join(lines) + "\n"

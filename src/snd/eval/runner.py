@@ -222,7 +222,11 @@ class Evaluator:
     def write_summary(self) -> dict[str, Path]:
         """results.json and comparison.md for every model evaluated so far."""
         results_path = report.write_json(self.results, self.output_dir / "results.json")
-        header = (f"Dataset: {self.config.dataset}; tasks: {', '.join(self.tasks)}. "
+        from .protocols import PROTOCOL_VERSION, QUICK_LABEL
+
+        header = (f"**{QUICK_LABEL}** (protocol `quick` version {PROTOCOL_VERSION}; `--protocol snd` reproduces "
+                  "the published protocols).\n\n"
+                  f"Dataset: {self.config.dataset}; tasks: {', '.join(self.tasks)}. "
                   "Probes on frozen features (see snd.eval.probes for the protocols).\n\n")
         table_path = report.write_text(header + report.comparison_table(self.results), self.output_dir / "comparison.md")
         return {"results": results_path, "table": table_path}

@@ -100,6 +100,14 @@ def save_probe_model(
         logger.warning("--save-heads: %s is a %s, not an SnD backbone; its %s probe is not saved",
                        model_name, type(backbone).__name__, task)
         return None
+    from .probes import DepthBinsHead, SegmentationHead
+
+    expected = DepthBinsHead if task == "depth" else SegmentationHead
+    if not isinstance(head, expected):
+        logger.warning("--save-heads: the %s probe is a %s, not the %s that %s reproduces; not saved",
+                       task, type(head).__name__, expected.__name__, "SnDForDepthEstimation" if task == "depth"
+                       else "SnDForSemanticSegmentation")
+        return None
     directory = Path(directory)
     model = probe_task_model(task, head, backbone, dataset)
     model.save_pretrained(directory)

@@ -20,10 +20,14 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions: normal maps shaped [N, 3, H, W] (any length; compared by angle).
     references: ground-truth normal maps shaped [N, 3, H, W].
-    valid (optional): boolean masks [N, H, W]; default all pixels. Pixels whose ground truth has
-        zero length or is not finite are always invalid.
+    valid (optional): boolean masks [N, H, W]; default all pixels. Pixels whose ground truth is
+        not finite are always invalid; zero-length ones too unless ``zero_normals="count_90"``.
     thresholds: angles in degrees for the "within" percentages; default (11.25, 22.5, 30).
     aggregation (str): "image" (default) or "pixel".
+    zero_normals (str): "exclude" (default) drops pixels whose ground truth has zero length;
+        "count_90" keeps those inside ``valid`` with an error of 90 degrees, as Probe3D's
+        ``evaluate_surface_norm`` does (cosine similarity 0 against a zero vector) and as the
+        published Probe3D / SnD normals numbers were computed.
 Returns:
     dict of floats: rmse, mean, median, within_11.25, within_22.5, within_30 (percent), num_images.
 """
@@ -46,7 +50,11 @@ def _format_threshold(threshold: float) -> str:
     return f"{threshold:g}"
 
 
-def normal_metrics(predictions, references, valid=None, thresholds=DEFAULT_THRESHOLDS, aggregation="image"):
+ZERO_NORMALS = ("exclude", "count_90")
+
+
+def normal_metrics(predictions, references, valid=None, thresholds=DEFAULT_THRESHOLDS, aggregation="image",
+                   zero_normals="exclude"):
     """Pure-numpy implementation behind the `evaluate` module (usable without it)."""
     predictions = np.asarray(predictions, dtype=np.float64)
     references = np.asarray(references, dtype=np.float64)
@@ -58,7 +66,12 @@ def normal_metrics(predictions, references, valid=None, thresholds=DEFAULT_THRES
         )
     if aggregation not in ("image", "pixel"):
         raise ValueError(f"normals: aggregation must be 'image' or 'pixel', got {aggregation!r}")
-    mask = np.isfinite(references).all(axis=1) & (np.linalg.norm(np.nan_to_num(references), axis=1) > 0)
+    if zero_normals not in ZERO_NORMALS:
+        raise ValueError(f"normals: zero_normals must be one of {ZERO_NORMALS}, got {zero_normals!r}")
+    mask = np.isfinite(references).all(axis=1)
+    zero_length = np.linalg.norm(np.nan_to_num(references), axis=1) == 0  # [N, H, W]
+    if zero_normals == "exclude":
+        mask &= ~zero_length
     if valid is not None:
         valid = np.asarray(valid).astype(bool)
         if valid.ndim == 2:
@@ -69,6 +82,8 @@ def normal_metrics(predictions, references, valid=None, thresholds=DEFAULT_THRES
     if not mask.any():
         raise ValueError("normals: no valid pixel")
     errors = angular_error_degrees(np.nan_to_num(predictions), np.nan_to_num(references))
+    if zero_normals == "count_90":
+        errors = np.where(zero_length, 90.0, errors)  # Probe3D: cos_sim(x, 0) = 0 -> 90 degrees
 
     if aggregation == "pixel":
         groups = [errors[mask]]
@@ -99,5 +114,7 @@ class Normals(evaluate.Metric):
             features=datasets.Features({"predictions": nested, "references": nested}),
         )
 
-    def _compute(self, predictions, references, valid=None, thresholds=DEFAULT_THRESHOLDS, aggregation="image"):
-        return normal_metrics(predictions, references, valid=valid, thresholds=thresholds, aggregation=aggregation)
+    def _compute(self, predictions, references, valid=None, thresholds=DEFAULT_THRESHOLDS, aggregation="image",
+                 zero_normals="exclude"):
+        return normal_metrics(predictions, references, valid=valid, thresholds=thresholds, aggregation=aggregation,
+                              zero_normals=zero_normals)
