@@ -462,8 +462,8 @@ class SnDBackbone(SnDPreTrainedModel, BackboneMixin):
 
     `AutoBackbone.from_pretrained(folder, out_indices=...)` works on a local folder, offline, once `snd` is imported
     (transformers 5.24 asks the Hub whether the name is a repo first; `snd.models.register_auto_classes` skips that
-    for local folders). Through remote code without `snd`, give a Hub repo id, or use
-    `SnDBackbone`'s remote class via `AutoModel`'s `auto_map` (same weights as `SnDModel`).
+    for local folders). Through remote code without `snd` installed it needs a Hub repo id (transformers cannot
+    resolve a local folder there before any repository code runs). Same weights as `SnDModel`.
     """
 
     def __init__(self, config: SnDConfig):
