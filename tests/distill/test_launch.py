@@ -158,8 +158,10 @@ def test_launcher_mixed_precision_quiet_logs_and_images(tmp_path):
     image = events.Images("student/pca_held_out")
     assert [e.step for e in image] == [2, 4] and image[0].height >= 224
 
-    # fp16 on the CPU: refused with the reason, before anything is written
-    fp16 = _launch(["--max_steps", "1"], tmp_path / "fp16", extra=[*config_file, "--mixed_precision", "fp16"])
+    # fp16 from an `accelerate config` file on the CPU: refused with the reason, before anything is written
+    fp16_config = tmp_path / "fp16.yaml"
+    fp16_config.write_text((REPO_ROOT / "configs" / "accelerate" / "cpu.yaml").read_text().replace('mixed_precision: "no"', "mixed_precision: fp16"))
+    fp16 = _launch(["--max_steps", "1"], tmp_path / "fp16", extra=["--config_file", str(fp16_config)])
     assert fp16.returncode != 0 and "'fp16'" in fp16.stderr and "needs a GPU" in fp16.stderr
     assert not (tmp_path / "fp16" / "checkpoints").exists()
 
