@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from snd.convert import FORMATS, ConversionError, convert_backbone, save_backbone
 from snd.models.snd_dinov2 import PRESETS
@@ -31,17 +32,17 @@ def main(argv=None) -> int:
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    folder = save_backbone(model, args.output)
+    from snd import SnDImageProcessor
+    from snd.hub import ModelCardInfo, push_model, render_model_card
+
+    differences = ", ".join(f"{name}: {value:.2g}" for name, value in report.max_abs_difference.items())
+    card = ModelCardInfo(
+        repo_id=args.push_to_hub or f"local/{Path(args.output).name}",  # the card is written now, pushed or not
+        provenance={"source": str(args.input), "format": args.format, "preset": report.preset, "conversion check": differences},
+    )
+    folder = save_backbone(model, args.output, card=render_model_card(card, config=model.config, has_remote_code=True))
     print(json.dumps({"output": str(folder), "preset": report.preset, "max_abs_difference": report.max_abs_difference}, indent=2))
     if args.push_to_hub:
-        from snd import SnDImageProcessor
-        from snd.hub import ModelCardInfo, push_model
-
-        differences = ", ".join(f"{name}: {value:.2g}" for name, value in report.max_abs_difference.items())
-        card = ModelCardInfo(
-            repo_id=args.push_to_hub,
-            provenance={"source": str(args.input), "format": args.format, "preset": report.preset, "conversion check": differences},
-        )
         result = push_model(model, SnDImageProcessor(), args.push_to_hub, card)
         print(f"pushed to {result.commit_url}")
     return 0

@@ -169,8 +169,10 @@ def _as_transformers_v5(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return out
 
 
-def save_backbone(model: SnDModel, output_dir: str | os.PathLike, image_processor: SnDImageProcessor | None = None) -> Path:
-    """Write model (safetensors), config and image processor into `output_dir`, atomically.
+def save_backbone(model: SnDModel, output_dir: str | os.PathLike, image_processor: SnDImageProcessor | None = None,
+                  card=None) -> Path:
+    """Write model (safetensors), config and image processor into `output_dir`, atomically; with `card` (a
+    `huggingface_hub.ModelCard`, e.g. from `snd.hub.render_model_card`) also its `README.md`.
 
     Everything goes into a temporary sibling folder first and is renamed into place at the end, so an
     interrupted conversion never leaves a half-written model folder.
@@ -181,6 +183,8 @@ def save_backbone(model: SnDModel, output_dir: str | os.PathLike, image_processo
     try:
         model.save_pretrained(staging)
         (image_processor or SnDImageProcessor()).save_pretrained(staging)
+        if card is not None:
+            card.save(staging / "README.md")
         if output_dir.exists():
             backup = output_dir.with_name(f".{output_dir.name}.old")
             shutil.rmtree(backup, ignore_errors=True)
