@@ -4,7 +4,8 @@
 #   bash scripts/experiment_before_after.sh [OUTPUT_DIR] [SEEDS...]
 # Uses the repository's .venv (set PYTHON=... for another interpreter); an interrupted run resumes.
 set -euo pipefail
-PYTHON="${PYTHON:-.venv/bin/python}"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 OUT="${1:-outputs/before_after}"
 shift || true
 SEEDS=("${@:-0 1 2}")
@@ -13,9 +14,9 @@ RUNS=()
 for seed in "${SEEDS[@]}"; do
   run="$OUT/distill-seed$seed"
   if [ ! -f "$run/student/config.json" ]; then
-    "$PYTHON" -m accelerate.commands.launch --config_file configs/accelerate/cpu.yaml scripts/distill.py \
+    "$PYTHON" -m accelerate.commands.launch --config_file "$ROOT/configs/accelerate/cpu.yaml" "$ROOT/scripts/distill.py" \
       --seed "$seed" --output_dir "$run" --resume_from_checkpoint latest --no_progress
   fi
   RUNS+=(--run "$run")
 done
-"$PYTHON" scripts/experiment_before_after.py "${RUNS[@]}" --output-dir "$OUT/evaluation" --num-threads 1 --no-progress
+"$PYTHON" "$ROOT/scripts/experiment_before_after.py" "${RUNS[@]}" --output-dir "$OUT/evaluation" --num-threads 1 --no-progress

@@ -179,3 +179,16 @@ def test_mvsplat_lifter_refuses_image_sizes_it_cannot_take():
     check_lifter_image_size(lifter, 4 * multiple, 6 * multiple)
     assert MVSplatConfig().size_multiple == 16  # the released re10k/acid architecture (README)
     check_lifter_image_size(SimpleNamespace(), 42, 56)  # the depth lifter takes any size
+
+
+def test_resume_without_a_checkpoint_restarts_the_loss_log(tmp_path):
+    """`--resume_from_checkpoint latest` in a folder whose run died before its first checkpoint starts from scratch,
+    and the dead run's loss-log lines do not stay in front of the new ones."""
+    (tmp_path / "config.yaml").write_text("training: {}\n")
+    (tmp_path / "loss_log.jsonl").write_text('{"step": 1, "loss": 99.0}\n{"step": 2, "loss": 98.0}\n')
+    from snd.distill.config import dotted_flags_to_overrides
+
+    overrides = dotted_flags_to_overrides([a for a in TINY if a != "--no_progress"])
+    run(overrides=overrides, output_dir=str(tmp_path), max_steps=1, resume_from_checkpoint="latest", progress=False)
+    records = [json.loads(line) for line in (tmp_path / "loss_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [1] and records[0]["loss"] != 99.0

@@ -285,6 +285,7 @@ def train(
             _truncate_log(log_path, state.step)
     elif resume_from_checkpoint is not None and accelerator.is_main_process:
         logger.warning("--resume_from_checkpoint %s: no checkpoint yet in %s; starting from scratch", resume_from_checkpoint, output_dir)
+        _truncate_log(log_path, 0)  # lines of a run killed before its first checkpoint would mix with this one's
     accelerator.wait_for_everyone()
 
     trackers = _trackers(config)
