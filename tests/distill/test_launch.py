@@ -192,3 +192,33 @@ def test_resume_without_a_checkpoint_restarts_the_loss_log(tmp_path):
     run(overrides=overrides, output_dir=str(tmp_path), max_steps=1, resume_from_checkpoint="latest", progress=False)
     records = [json.loads(line) for line in (tmp_path / "loss_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1] and records[0]["loss"] != 99.0
+
+
+def test_images_go_to_every_tracker_that_takes_them(monkeypatch):
+    import types
+
+    import numpy as np
+    import torch
+
+    from snd.distill.launch import log_images, step_images
+
+    pictures = step_images(torch.rand(3, 28, 42), torch.randn(8, 2, 3), torch.randn(8, 2, 3),
+                           torch.tensor([[True, False, True], [True, True, True]]), torch.rand(3, 28, 42), min_side=56)
+    student = pictures["student/pca_held_out"]
+    assert student.dtype == np.uint8 and student.shape == (56, 2 * 84, 3)  # image | PCA, upsampled to >= 56 px
+    target = pictures["teacher/rendered_target_pca"]
+    assert (target[:28, 84 + 28:84 + 56] == 0).all()  # the hole patch (row 0, column 1) is black
+
+    calls = []
+    writer = types.SimpleNamespace(add_image=lambda tag, image, global_step, dataformats: calls.append(("tb", tag, global_step, dataformats)),
+                                   flush=lambda: None)
+    run = types.SimpleNamespace(log=lambda values, step: calls.append(("wandb", sorted(values), step)))
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(Image=lambda image: image.shape))
+    accelerator = types.SimpleNamespace(is_main_process=True, trackers=[
+        types.SimpleNamespace(name="tensorboard", writer=writer), types.SimpleNamespace(name="wandb", run=run),
+        types.SimpleNamespace(name="mlflow")])  # one that takes no images here
+    assert log_images(accelerator, pictures, step=7) == ["tensorboard", "wandb"]
+    assert ("tb", "student/pca_held_out", 7, "HWC") in calls
+    assert ("wandb", sorted(pictures), 7) in calls
+    accelerator.is_main_process = False
+    assert log_images(accelerator, pictures, step=8) == []
