@@ -17,11 +17,12 @@ from snd.convert.mvsplat import convert_checkpoint
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input", required=True, help="official MVSplat checkpoint (.ckpt)")
-    parser.add_argument("--output", required=True, help="new folder to write (config.json, model.safetensors)")
+    parser.add_argument("--output", required=True, help="folder to write (config.json, model.safetensors); must be new or empty unless --overwrite")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --output (by renames; refused otherwise)")
     parser.add_argument("--push-to-hub", metavar="REPO", help="also push the converted model to this Hub repo")
     args = parser.parse_args(argv)
     try:
-        report = convert_checkpoint(args.input, args.output, push_to_hub=args.push_to_hub)
+        report = convert_checkpoint(args.input, args.output, push_to_hub=args.push_to_hub, overwrite=args.overwrite)
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ import argparse
 import sys
 
 from snd.distill import ConfigError, preset_names, run
+from snd.distill.checkpoints import CheckpointError
 from snd.distill.config import dotted_flags_to_overrides
 
 
@@ -26,6 +27,7 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=None, help="seed of init, data order and view sampling (training.seed)")
     parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' (newest checkpoint in --output_dir) or a checkpoint directory")
     parser.add_argument("--overwrite_output_dir", action="store_true", help="replace the run already in --output_dir (its checkpoints and logs are removed)")
+    parser.add_argument("--allow_config_change", action="store_true", help="resume even if max_steps/lr/batch size/schedule/seed differ from the checkpoint's")
     parser.add_argument("--push_to_hub", default=None, metavar="REPO", help="push the final student to this Hub repository (token and repository are checked before training)")
     parser.add_argument("--verbose", action="store_true", help="log Accelerate's and transformers' INFO lines too")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config field (repeatable)")
@@ -52,8 +54,9 @@ def main(argv=None):
             progress=not args.no_progress,
             overwrite_output_dir=args.overwrite_output_dir,
             verbose=args.verbose,
+            allow_config_change=args.allow_config_change,
         )
-    except ConfigError as error:
+    except (ConfigError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(f"done: {result.steps} steps in {result.wall_time_s:.1f} s; outputs in {result.output_dir}")

@@ -29,7 +29,7 @@ _register_auto_classes()
 __version__ = "0.1.0"
 
 # Subpackages load on first use (`snd.data`, `snd.viz`, ...), so `import snd` stays light.
-_SUBMODULES = {"cameras", "convert", "data", "distill", "eval", "gaussians", "hub", "lifting", "metrics", "models", "splatting", "viz"}
+_SUBMODULES = {"backbones", "cameras", "convert", "data", "distill", "eval", "gaussians", "hub", "lifting", "metrics", "models", "splatting", "viz"}
 
 
 def __getattr__(name):

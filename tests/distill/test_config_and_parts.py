@@ -1,12 +1,10 @@
 """Config loading/validation, the schedule, data order, checkpoint bookkeeping and LoRA merging."""
 
-import json
-
 import pytest
 import torch
 
 from snd.distill import ConfigError, DistillConfig, load_config, preset_names
-from snd.distill.checkpoints import COMPLETE_MARKER, checkpoint_dir, list_checkpoints, resolve_resume
+from snd.distill.checkpoints import checkpoint_dir, list_checkpoints, resolve_resume, write_checkpoint_marker
 from snd.distill.config import apply_overrides, config_from_dict, dotted_flags_to_overrides
 from snd.distill.trainer import ShardedEpochBatchSampler, one_cycle_factor
 
@@ -109,7 +107,8 @@ def test_latest_checkpoint_ignores_incomplete_saves(tmp_path):
     for step in (5, 10):
         path = checkpoint_dir(tmp_path, step)
         path.mkdir(parents=True)
-        (path / COMPLETE_MARKER).write_text(json.dumps({"step": step}))
+        (path / "model.safetensors").write_bytes(b"weights")
+        write_checkpoint_marker(path, step)
     # a save killed half way: the temporary directory, and a final-looking directory without the marker
     (tmp_path / "checkpoints" / ".tmp-checkpoint-00000015").mkdir()
     checkpoint_dir(tmp_path, 20).mkdir()

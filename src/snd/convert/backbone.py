@@ -5,14 +5,22 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..models.snd_dinov2 import PRESETS, SnDConfig, SnDImageProcessor, SnDModel
-from .common import ConversionError, guess_preset, load_checkpoint, load_into_model, verify_patch_tokens
+from .common import (
+    ConversionError,
+    check_output,
+    guess_preset,
+    load_checkpoint,
+    load_into_model,
+    publish_folder,
+    staging_folder,
+    verify_patch_tokens,
+)
 from .layouts import FORMATS, TO_TORCHHUB, describe_architecture, torchhub_to_snd
 from .reference import dinov2_reference_patch_tokens
 
@@ -169,30 +177,24 @@ def _as_transformers_v5(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     return out
 
 
-def save_backbone(model: SnDModel, output_dir: str | os.PathLike, image_processor: SnDImageProcessor | None = None,
-                  card=None) -> Path:
+def save_backbone(
+    model: SnDModel, output_dir: str | os.PathLike, image_processor: SnDImageProcessor | None = None, overwrite: bool = False,
+    card=None,
+) -> Path:
     """Write model (safetensors), config and image processor into `output_dir`, atomically; with `card` (a
     `huggingface_hub.ModelCard`, e.g. from `snd.hub.render_model_card`) also its `README.md`.
 
     Everything goes into a temporary sibling folder first and is renamed into place at the end, so an
-    interrupted conversion never leaves a half-written model folder.
+    interrupted conversion never leaves a half-written model folder. An existing file or non-empty folder
+    at `output_dir` is refused (`ConversionError`) unless `overwrite`, which replaces it by renames.
     """
-    output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
+    check_output(output_dir, overwrite)
+    staging = staging_folder(output_dir)
     try:
         model.save_pretrained(staging)
         (image_processor or SnDImageProcessor()).save_pretrained(staging)
         if card is not None:
             card.save(staging / "README.md")
-        if output_dir.exists():
-            backup = output_dir.with_name(f".{output_dir.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            output_dir.rename(backup)
-            staging.rename(output_dir)
-            shutil.rmtree(backup, ignore_errors=True)
-        else:
-            staging.rename(output_dir)
+        return publish_folder(staging, output_dir, overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return output_dir

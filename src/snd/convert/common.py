@@ -59,9 +59,13 @@ def read_torch_checkpoint(path: Path):
 
 def _read_file(path: Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        try:
+            return load_file(str(path))
+        except (SafetensorError, OSError, ValueError) as error:
+            raise ConversionError(f"{path}: corrupt or truncated safetensors file ({error})") from error
     state = read_torch_checkpoint(path)
     if not isinstance(state, dict):
         raise ConversionError(f"{path}: expected a dict of tensors, got {type(state).__name__}")
@@ -69,7 +73,12 @@ def _read_file(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _read_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
-    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else None
+    config = None
+    if (folder / "config.json").is_file():
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ConversionError(f"{folder / 'config.json'}: not valid JSON ({error})") from error
     single = [folder / name for name in ("model.safetensors", "pytorch_model.bin") if (folder / name).is_file()]
     if single:
         return _read_file(single[0]), config
@@ -178,3 +187,67 @@ def verify_patch_tokens(
                 f"(max |patch token difference| = {difference:.3g} > {tolerance:g}); nothing was saved"
             )
     return worst
+
+
+# --------------------------------------------------------------------------------------------
+# Output folders: never delete or replace what the user had unless asked
+
+
+def check_output(output: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse an existing file or non-empty folder at ``output`` unless ``overwrite`` (call before converting)."""
+    output = Path(output)
+    if output.is_symlink() or (output.exists() and not output.is_dir()):
+        if not overwrite:
+            raise ConversionError(f"{output}: exists and is not a folder; choose another --output or pass --overwrite to replace it")
+    elif output.is_dir() and any(output.iterdir()) and not overwrite:
+        raise ConversionError(
+            f"{output}: exists and is not empty ({len(list(output.iterdir()))} entries); choose a new --output folder "
+            "or pass --overwrite to replace it"
+        )
+    return output
+
+
+def staging_folder(output: str | os.PathLike) -> Path:
+    """A fresh hidden sibling of ``output`` to write into, with the permissions a new folder would get."""
+    import tempfile
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}.staging-", dir=output.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    staging.chmod(0o777 & ~umask)  # mkdtemp makes 0700
+    return staging
+
+
+def publish_folder(staging: str | os.PathLike, output: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Move the finished ``staging`` folder to ``output``.
+
+    ``output`` absent or an empty folder: a rename. Otherwise only with ``overwrite``: the old ``output`` is
+    renamed aside, ``staging`` renamed into place, then the old one deleted, so a failure part-way leaves
+    the old or the new folder under ``output``, never neither (the aside copy keeps its hidden name).
+    """
+    import shutil
+
+    staging, output = Path(staging), Path(output)
+    check_output(output, overwrite)  # again: something may have appeared while converting
+    if output.is_dir() and not output.is_symlink() and not any(output.iterdir()):
+        output.rmdir()
+    if output.exists() or output.is_symlink():
+        aside = output.with_name(f".{output.name}.replaced-{os.getpid()}")
+        output.rename(aside)
+        staging.rename(output)
+        if aside.is_dir() and not aside.is_symlink():
+            shutil.rmtree(aside)
+        else:
+            aside.unlink()
+    else:
+        staging.rename(output)
+    return output
+
+
+def check_finite_state(state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse weights with NaN/Inf, naming the first keys (a broken checkpoint must not convert silently)."""
+    bad = [key for key, value in state.items() if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if bad:
+        raise ConversionError(f"{source}: {len(bad)} tensors hold NaN/Inf values, e.g. {bad[:5]}; nothing was saved")

@@ -103,12 +103,21 @@ def transformers_layout(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
     for (layer, kind), parts in pending_qkv.items():
         if set(parts) != {"q", "k", "v"}:
             raise ConversionError(f"transformers checkpoint: layer {layer} {kind} has only {sorted(parts)} of q, k, v")
+        _check_same_shapes(f"layer {layer} attention.{{query,key,value}}.{kind}", parts)
         out[f"blocks.{layer}.attn.qkv.{kind}"] = torch.cat([parts["q"], parts["k"], parts["v"]], dim=0)
     for (layer, kind), parts in pending_gate_up.items():
         if set(parts) != {"gate_proj", "up_proj"}:
             raise ConversionError(f"transformers checkpoint: layer {layer} {kind} has only {sorted(parts)} of gate_proj, up_proj")
+        _check_same_shapes(f"layer {layer} mlp.{{gate_proj,up_proj}}.{kind}", parts)
         out[f"blocks.{layer}.mlp.w12.{kind}"] = torch.cat([parts["gate_proj"], parts["up_proj"]], dim=0)
     return out
+
+
+def _check_same_shapes(what: str, parts: dict[str, torch.Tensor]) -> None:
+    """The projections fused into one tensor must agree in shape; name them all when they do not."""
+    shapes = {name: tuple(value.shape) for name, value in parts.items()}
+    if len(set(shapes.values())) != 1:
+        raise ConversionError(f"transformers checkpoint: {what} have different shapes {shapes}; they cannot be fused (is the checkpoint corrupt?)")
 
 
 TO_TORCHHUB = {"torchhub": torchhub_layout, "timm": timm_layout, "transformers": transformers_layout}

@@ -9,14 +9,14 @@ checked key by key and shape by shape, and anything missing or unexpected is lis
 from __future__ import annotations
 
 import os
-import tempfile
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from ..models.mvsplat import MVSplatConfig, MVSplatModel
-from .common import ConversionError, read_torch_checkpoint
+from .common import ConversionError, check_finite_state, check_output, publish_folder, read_torch_checkpoint, staging_folder
 
 ENCODER_PREFIX = "encoder."
 
@@ -151,26 +151,46 @@ def convert_state_dict(
     return model.eval(), report
 
 
+def check_forward_finite(model: MVSplatModel, source: str, height: int = 32, width: int = 32, seed: int = 0) -> None:
+    """Run ``model`` on two random views (``height`` x ``width``); refuse non-finite Gaussians naming the output."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.rand(1, 2, 3, height, width, generator=generator)  # [B, V, 3, H, W]
+    extrinsics = torch.eye(4).repeat(1, 2, 1, 1)  # [B, V, 4, 4] camera-to-world, 0.3 apart along x
+    extrinsics[0, 1, 0, 3] = 0.3
+    intrinsics = torch.tensor([[0.8, 0.0, 0.5], [0.0, 0.8, 0.5], [0.0, 0.0, 1.0]]).repeat(1, 2, 1, 1)
+    with torch.no_grad():
+        output = model.eval()(images, extrinsics, intrinsics, torch.ones(1, 2), torch.full((1, 2), 100.0))
+    bad = [name for name in ("means", "covariances", "opacities", "harmonics") if not bool(torch.isfinite(getattr(output, name)).all())]
+    if bad:
+        raise ConversionError(f"{source}: the converted model gives non-finite {bad} on a {height}x{width} two-view input; nothing was saved")
+
+
 def convert_checkpoint(
-    source: str | os.PathLike, output: str | os.PathLike, push_to_hub: str | None = None
+    source: str | os.PathLike, output: str | os.PathLike, push_to_hub: str | None = None, overwrite: bool = False
 ) -> MVSplatConversionReport:
-    """Read an official checkpoint, convert it and `save_pretrained` it to `output` (safetensors), atomically."""
-    output = Path(output)
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise ConversionError(f"{output}: exists and is not an empty folder; choose a new output folder")
+    """Read an official checkpoint, convert it and `save_pretrained` it to `output` (safetensors), atomically.
+
+    Every tensor must be finite and a forward on a small two-view input must give finite Gaussians, or
+    nothing is saved. An existing file or non-empty folder at `output` is refused unless `overwrite`
+    (which replaces it by renames, as `snd.convert.save_backbone` does).
+    """
+    output = check_output(output, overwrite)
     model, report = convert_state_dict(load_official_checkpoint(source))
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{output.name}-", dir=output.parent))
-    model.save_pretrained(staging, safe_serialization=True)
-    if output.exists():
-        output.rmdir()
-    staging.rename(output)
+    check_finite_state({ours_to_official(k): v for k, v in model.state_dict().items()}, str(source))
+    check_forward_finite(model, str(source))
+    staging = staging_folder(output)
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        publish_folder(staging, output, overwrite)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     if push_to_hub:
         model.push_to_hub(push_to_hub)
     return report
 
 
 __all__ = [
+    "check_forward_finite",
     "convert_checkpoint",
     "convert_state_dict",
     "infer_config",

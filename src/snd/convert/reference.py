@@ -76,3 +76,81 @@ def dinov2_reference_patch_tokens(
         x = x + weight(f"{block}.ls2.gamma") * hidden
     x = layer_norm(x, "norm")
     return x[:, 1 + num_register_tokens :]
+
+
+def _rotate_half(tensor: torch.Tensor) -> torch.Tensor:
+    # [x0 x1 x2 x3] -> [-x2 -x3 x0 x1], as the original `rope_rotate_half`
+    first, second = tensor.chunk(2, dim=-1)
+    return torch.cat([-second, first], dim=-1)
+
+
+def dinov3_reference_tokens(
+    weight: Callable[[str], torch.Tensor],
+    has: Callable[[str], bool],
+    pixel_values: torch.Tensor,  # [B, 3, H, W]
+    num_heads: int,
+    num_layers: int,
+    layer_norm_eps: float = 1e-5,
+) -> tuple[torch.Tensor, torch.Tensor]:  # ([B, h * w, C] x_norm_patchtokens, [B, h * w, C] pre-norm patch tokens)
+    """The original DINOv3 ``DinoVisionTransformer.forward_features`` (facebookresearch/dinov3), restated
+    over its torch.hub state dict: ``weight(name)`` returns a tensor, ``has(name)`` says whether it exists.
+
+    Written from the original's semantics: one fused ``qkv`` (its bias times ``bias_mask`` when the
+    checkpoint has one: ``LinearKMaskedBias`` zeroes the key bias), axial RoPE from the stored
+    ``rope_embed.periods`` (coordinates of patch centres in [-1, 1] per axis, "separate" normalisation)
+    applied to the patch tokens only, CLS then storage (register) tokens then patches, LayerScale
+    ``gamma``, an ``Mlp`` (``fc1``/``fc2``, exact GELU) or a ``SwiGLUFFN`` (``w1``/``w2``/``w3``).
+    """
+    patch_weight = weight("patch_embed.proj.weight")
+    patch_size = patch_weight.shape[-1]
+    batch = pixel_values.shape[0]
+    x = F.conv2d(pixel_values, patch_weight, weight("patch_embed.proj.bias"), stride=patch_size)  # [B, C, h, w]
+    grid_height, grid_width = x.shape[-2:]
+    x = x.flatten(2).transpose(1, 2)
+    prefix = [weight("cls_token").expand(batch, -1, -1)]
+    if has("storage_tokens"):
+        prefix.append(weight("storage_tokens").expand(batch, -1, -1))
+    x = torch.cat(prefix + [x], dim=1)
+    num_prefix = x.shape[1] - grid_height * grid_width
+    channels = x.shape[-1]
+    head_dim = channels // num_heads
+
+    periods = weight("rope_embed.periods").float()  # [D_head / 4]
+    coords_h = torch.arange(0.5, grid_height, dtype=torch.float32) / grid_height
+    coords_w = torch.arange(0.5, grid_width, dtype=torch.float32) / grid_width
+    coords = torch.stack(torch.meshgrid(coords_h, coords_w, indexing="ij"), dim=-1).flatten(0, 1) * 2.0 - 1.0  # [hw, 2]
+    angles = (2 * math.pi * coords[:, :, None] / periods[None, None, :]).flatten(1, 2).tile(2)  # [hw, D_head]
+    sin, cos = angles.sin(), angles.cos()
+
+    def rope(tensor):  # [B, heads, N, D_head]; prefix tokens untouched
+        patches = tensor[:, :, num_prefix:]
+        return torch.cat([tensor[:, :, :num_prefix], patches * cos + _rotate_half(patches) * sin], dim=2)
+
+    def layer_norm(tensor, name):
+        return F.layer_norm(tensor, (channels,), weight(f"{name}.weight"), weight(f"{name}.bias"), layer_norm_eps)
+
+    def linear(tensor, name, bias_mask=False):
+        bias = weight(f"{name}.bias") if has(f"{name}.bias") else None
+        if bias is not None and bias_mask and has(f"{name}.bias_mask"):
+            bias = bias * weight(f"{name}.bias_mask")
+        return F.linear(tensor, weight(f"{name}.weight"), bias)
+
+    def scale(tensor, name):
+        return tensor * weight(name) if has(name) else tensor
+
+    for index in range(num_layers):
+        block = f"blocks.{index}"
+        tokens = x.shape[1]
+        qkv = linear(layer_norm(x, f"{block}.norm1"), f"{block}.attn.qkv", bias_mask=True)
+        qkv = qkv.reshape(batch, tokens, 3, num_heads, head_dim).permute(2, 0, 3, 1, 4)  # [3, B, heads, N, D_head]
+        query, key, value = rope(qkv[0]), rope(qkv[1]), qkv[2]
+        attention = (query @ key.transpose(-2, -1) * head_dim**-0.5).softmax(dim=-1)
+        attended = (attention @ value).transpose(1, 2).reshape(batch, tokens, channels)
+        x = x + scale(linear(attended, f"{block}.attn.proj"), f"{block}.ls1.gamma")
+        hidden = layer_norm(x, f"{block}.norm2")
+        if has(f"{block}.mlp.w1.weight"):
+            hidden = linear(F.silu(linear(hidden, f"{block}.mlp.w1")) * linear(hidden, f"{block}.mlp.w2"), f"{block}.mlp.w3")
+        else:
+            hidden = linear(F.gelu(linear(hidden, f"{block}.mlp.fc1")), f"{block}.mlp.fc2")
+        x = x + scale(hidden, f"{block}.ls2.gamma")
+    return layer_norm(x, "norm")[:, num_prefix:], x[:, num_prefix:]

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 
 from ..cameras import check_rigid, invert_rigid
 from .base import MultiViewDataset, as_long
+from .checks import inside
 from .errors import SceneDataError
 from .image_io import image_to_tensor, open_image, resize_and_center_crop, resize_crop_intrinsics
 from .sample import Views
@@ -49,8 +50,11 @@ def re10k_default_sampler(seed: int = 0) -> ViewSampler:
 
 def load_chunk(path: str | Path) -> list[dict]:
     """Load one ``.torch`` chunk safely (``weights_only=True``) and check its structure."""
+    from ..convert.pickles import check_sizes
+
     path = Path(path)
     try:
+        check_sizes(path)  # size fields vs the file size before torch allocates anything
         chunk = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as error:
         raise SceneDataError("chunk file does not exist", file=str(path)) from error
@@ -64,6 +68,12 @@ def load_chunk(path: str | Path) -> list[dict]:
         for key in ("key", "cameras", "images"):
             if key not in example:
                 raise SceneDataError("missing field", scene=str(example.get("key")), file=str(path), field=key)
+        if not isinstance(example["key"], str):
+            raise SceneDataError(f"expected a string, got {type(example['key']).__name__}", file=str(path), field=f"[{position}].key")
+        if not isinstance(example["cameras"], torch.Tensor) or not example["cameras"].is_floating_point():
+            raise SceneDataError("expected a float tensor [F, 18]", scene=example["key"], file=str(path), field="cameras")
+        if not isinstance(example["images"], (list, tuple)):
+            raise SceneDataError(f"expected a list of JPEG byte tensors, got {type(example['images']).__name__}", scene=example["key"], file=str(path), field="images")
     return chunk
 
 
@@ -132,7 +142,10 @@ class RE10KDataset(MultiViewDataset):
                 raise SceneDataError(f"is not valid JSON ({error})", file=str(index_path)) from error
             if not isinstance(index, dict):
                 raise SceneDataError("expected an object {scene key: chunk file}", file=str(index_path))
-            entries = [(str(key), self.stage_dir / str(value)) for key, value in index.items()]
+            for key, value in index.items():
+                if not isinstance(value, str):
+                    raise SceneDataError(f"expected a chunk file name, got {type(value).__name__} {value!r}", file=str(index_path), field=str(key))
+                entries.append((str(key), inside(self.stage_dir, value, file=str(index_path), field=str(key))))
         else:
             # No index: read every chunk once to list its scenes (slow for the full dataset; write an index.json).
             for path in tqdm(chunk_paths, desc="indexing chunks", disable=len(chunk_paths) < 8):

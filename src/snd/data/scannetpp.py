@@ -33,6 +33,7 @@ import torch
 
 from ..cameras import check_rigid, normalize_intrinsics, opengl_to_opencv
 from .base import MultiViewDataset, as_long
+from .checks import check_depth_image, check_unique, inside, is_number, require_bool, require_matrix
 from .errors import SceneDataError
 from .image_io import image_to_tensor, labels_to_tensor, open_image
 from .sample import Views
@@ -88,12 +89,12 @@ def read_scannetpp_scene(directory: Path, keep_bad_frames: bool = False) -> Scan
     values = {}
     for key in ("fl_x", "fl_y", "cx", "cy"):
         value = meta.get(key)
-        if not isinstance(value, (int, float)) or not np.isfinite(value) or (key.startswith("fl") and value <= 0):
+        if not is_number(value) or (key.startswith("fl") and value <= 0):
             raise SceneDataError(f"expected a finite number{' > 0' if key.startswith('fl') else ''}, got {value!r}", scene=scene, file=str(path), field=key)
         values[key] = float(value)
     declared = None
     if "w" in meta or "h" in meta:
-        if not all(isinstance(meta.get(k), (int, float)) and meta.get(k) > 0 for k in ("w", "h")):
+        if not all(is_number(meta.get(k)) and meta.get(k) > 0 for k in ("w", "h")):
             raise SceneDataError(f"expected positive image sizes w, h, got {meta.get('w')!r}, {meta.get('h')!r}", scene=scene, file=str(path), field="w/h")
         declared = (int(meta["h"]), int(meta["w"]))
     frames = meta.get("frames")
@@ -104,9 +105,10 @@ def read_scannetpp_scene(directory: Path, keep_bad_frames: bool = False) -> Scan
         field = f"frames[{position}]"
         if not isinstance(frame, dict) or not isinstance(frame.get("file_path"), str):
             raise SceneDataError("expected an object with a string file_path", scene=scene, file=str(path), field=f"{field}.file_path")
-        if frame.get("is_bad", False) and not keep_bad_frames:
+        inside(directory / "images", frame["file_path"], scene=scene, file=str(path), field=f"{field}.file_path")
+        if require_bool(frame.get("is_bad"), scene=scene, file=str(path), field=f"{field}.is_bad") and not keep_bad_frames:
             continue
-        matrix = frame.get("transform_matrix")
+        matrix = require_matrix(frame.get("transform_matrix"), scene=scene, file=str(path), field=f"{field}.transform_matrix")
         try:
             matrix = np.asarray(matrix, dtype=np.float64)
         except (TypeError, ValueError) as error:
@@ -115,6 +117,7 @@ def read_scannetpp_scene(directory: Path, keep_bad_frames: bool = False) -> Scan
             raise SceneDataError(f"expected a 4x4 matrix, got shape {matrix.shape}", scene=scene, file=str(path), field=f"{field}.transform_matrix")
         entries.append((_frame_number(frame["file_path"]), frame["file_path"], matrix, field))
     entries.sort(key=lambda entry: (entry[0], entry[1]))
+    check_unique([e[1] for e in entries], [e[3] for e in entries], scene=scene, file=str(path))
     intrinsics = torch.tensor(
         [[values["fl_x"], 0.0, values["cx"]], [0.0, values["fl_y"], values["cy"]], [0.0, 0.0, 1.0]], dtype=torch.float64
     )
@@ -204,7 +207,10 @@ class ScanNetPPDataset(MultiViewDataset):
         candidates = [self.root / folder / _SPLIT_FILES[split] for folder in ("metadata", "splits")]
         for path in candidates:
             if path.is_file():
-                return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+                names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+                for number, name in enumerate(names, 1):  # a scene id, never a path out of scenes/
+                    inside(self.root / "scenes", name, file=str(path), field=f"line {number}")
+                return names
         raise SceneDataError(f"split list not found; looked for {[str(c) for c in candidates]}", file=str(candidates[0]), field=split)
 
     # ------------------------------------------------------------------ dataset interface
@@ -266,6 +272,7 @@ class ScanNetPPDataset(MultiViewDataset):
             if self.load_depth:
                 depth_path = meta.directory / "depth" / f"{Path(file_path).stem}.png"
                 depth_image = open_image(depth_path, scene=meta.name, field="depth")
+                check_depth_image(depth_image, image.size, scene=meta.name, file=str(depth_path))
                 depth = labels_to_tensor(depth_image, self.image_shape, scene=meta.name, field="depth", file=str(depth_path))
                 depths.append(depth.float() / self.depth_scale)
             extrinsics.append(opengl_to_opencv(pose).float())

@@ -11,7 +11,6 @@ from torch import nn
 
 from .config import DataConfig, DistillConfig, LifterConfig, ModelConfig
 from .heads import DINOHead
-from .teacher import resize_to_patch_multiple
 
 
 # --------------------------------------------------------------------------------------------
@@ -19,25 +18,36 @@ from .teacher import resize_to_patch_multiple
 
 
 def load_backbone(config: ModelConfig):
-    """The student backbone as an ``SnDModel``: random from ``preset`` or loaded from ``pretrained``.
+    """The student backbone: random from ``preset`` or loaded from ``pretrained``.
 
     ``pretrained`` may be a ``save_pretrained`` directory or Hub id of an SnD model, a transformers
-    DINOv2 directory/Hub id (``facebook/dinov2-small``: converted on the fly), or a torch.hub-layout
-    file (``dinov2_vits14_pretrain.pth``, the SnD ``*_snd.pth`` releases).
+    DINOv2 (with registers) directory/Hub id (``facebook/dinov2-small``: converted on the fly to
+    ``SnDModel`` unless ``dinov2_as_snd`` is False), a torch.hub-layout file (``dinov2_vits14_pretrain.pth``, the SnD
+    ``*_snd.pth`` releases, or an original DINOv3 ``dinov3_vit*16*.pth``), or any other transformers
+    ViT directory/Hub id (DINOv3, DINOv2 with registers, ...), which is kept in its own class.
     """
-    from ..models.snd_dinov2 import SnDConfig, SnDModel
+    from ..backbones import random_backbone, without_rope_augmentation
 
     if config.pretrained is None:
-        if config.preset == "tiny":
-            model_config = SnDConfig.tiny(**config.config_overrides)
-        else:
-            model_config = SnDConfig.from_preset(config.preset, **config.config_overrides)
-        return SnDModel(model_config)
+        model = random_backbone(config.preset, config.config_overrides)
+    else:
+        model = _load_pretrained(config)
+    return model if config.rope_augmentation else without_rope_augmentation(model)
+
+
+def _load_pretrained(config: ModelConfig):
+    from ..backbones import pretrained_backbone
+    from ..models.snd_dinov2 import SnDModel
+
     source = config.pretrained
     path = Path(source)
     if path.is_file():
         from ..convert import convert_backbone
 
+        if "dinov3" in path.name:
+            from ..convert.dinov3 import convert_dinov3_hub
+
+            return convert_dinov3_hub(str(path))[0]
         model, _ = convert_backbone(str(path), format="timm" if "timm" in path.name else "torchhub")
         return model
     if path.is_dir():
@@ -47,16 +57,17 @@ def load_backbone(config: ModelConfig):
         model_type = json.loads(config_file.read_text()).get("model_type")
         if model_type == "snd_dinov2":
             return SnDModel.from_pretrained(str(path))
-        if model_type == "dinov2":
+        if model_type in ("dinov2", "dinov2_with_registers") and config.dinov2_as_snd:
             from ..convert import convert_backbone
 
             return convert_backbone(str(path), format="transformers")[0]
-        raise ValueError(f"model.pretrained={source!r}: config.json has model_type {model_type!r}; expected 'snd_dinov2' or 'dinov2'")
-    if source.startswith("facebook/dinov2"):
+        return pretrained_backbone(str(path))
+    _require_hub_id(source, "model.pretrained")
+    if source.startswith("facebook/dinov2") and config.dinov2_as_snd:
         from ..convert import convert_backbone
 
         return convert_backbone(source, format="transformers")[0]
-    return SnDModel.from_pretrained(source)
+    return pretrained_backbone(source)
 
 
 def apply_finetuning(backbone: nn.Module, config: ModelConfig) -> nn.Module:
@@ -75,7 +86,7 @@ def apply_finetuning(backbone: nn.Module, config: ModelConfig) -> nn.Module:
         r=config.lora_rank,
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
-        target_modules=list(config.lora_target_modules),
+        target_modules=resolve_lora_targets(backbone, config.lora_target_modules),
         bias="none",
     )
     return _check_lora_targets(get_peft_model(backbone, lora), lora.target_modules)
@@ -84,18 +95,29 @@ def apply_finetuning(backbone: nn.Module, config: ModelConfig) -> nn.Module:
 def _check_lora_targets(model: nn.Module, targets) -> nn.Module:
     """Every ``lora_target_modules`` entry must wrap something (peft ignores an entry that matches nothing when
     another one does, so a typo or another codebase's module name would silently train fewer adapters)."""
+    from ..backbones import default_lora_targets
+
     wrapped = [name for name, module in model.named_modules() if hasattr(module, "lora_A") and hasattr(module, "base_layer")]
     for target in targets if isinstance(targets, (list, set, tuple)) else []:
         if not any(name == target or name.endswith(f".{target}") for name in wrapped):
             raise ValueError(
-                f"model.lora_target_modules entry {target!r} matches no module of the backbone (SnD DINOv2 names: qkv, proj, "
-                "patch_embeddings.projection; the release's torch.hub patch_embed.proj is patch_embeddings.projection here)"
+                f"model.lora_target_modules entry {target!r} matches no module of the backbone (its default set, \"auto\": "
+                f"{default_lora_targets(model)}; the release's torch.hub patch_embed.proj is patch_embeddings.projection in SnD)"
             )
     return model
 
 
+def resolve_lora_targets(backbone: nn.Module, targets) -> list[str]:
+    """``targets`` as a list; "auto" (or None) -> :func:`snd.backbones.default_lora_targets` of the architecture."""
+    if targets is None or targets == "auto":
+        from ..backbones import default_lora_targets
+
+        return default_lora_targets(backbone)
+    return list(targets)
+
+
 def merged_backbone(backbone: nn.Module) -> nn.Module:
-    """A plain ``SnDModel`` copy with any LoRA adapters merged into the weights (the original is untouched)."""
+    """A plain copy in the backbone's own class (``SnDModel``, ``DINOv3ViTModel``...) with any LoRA adapters merged into the weights (the original is untouched)."""
     backbone = copy.deepcopy(backbone)
     if hasattr(backbone, "merge_and_unload"):
         backbone = backbone.merge_and_unload()
@@ -103,8 +125,9 @@ def merged_backbone(backbone: nn.Module) -> nn.Module:
 
 
 def backbone_config(backbone: nn.Module):
-    model = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
-    return model.config
+    from ..backbones import unwrap_backbone
+
+    return unwrap_backbone(backbone).config
 
 
 class DistillStudent(nn.Module):
@@ -121,10 +144,9 @@ class DistillStudent(nn.Module):
         self.patch_size = patch_size
 
     def forward(self, images: torch.Tensor, valid: torch.Tensor | None = None) -> dict:
-        from ..models.snd_dinov2 import normalize_images
+        from .teacher import backbone_patch_features
 
-        pixel_values = normalize_images(resize_to_patch_multiple(images, self.patch_size))
-        features = self.backbone(pixel_values=pixel_values).patch_features  # [N, C, h, w]
+        features = backbone_patch_features(self.backbone, images, self.patch_size)  # [N, C, h, w]
         if valid is not None:
             features = features.masked_fill(~valid[:, None], 0.0)
         logits = None
@@ -134,6 +156,8 @@ class DistillStudent(nn.Module):
 
 
 def build_student(config: DistillConfig) -> DistillStudent:
+    from ..backbones import backbone_spec
+
     backbone = apply_finetuning(load_backbone(config.model), config.model)
     model_config = backbone_config(backbone)
     head = None
@@ -146,11 +170,17 @@ def build_student(config: DistillConfig) -> DistillStudent:
             num_layers=config.head.num_layers,
             freeze_last_layer_norm=config.head.freeze_last_layer_norm,
         )
-    return DistillStudent(backbone, head, patch_size=model_config.patch_size)
+    return DistillStudent(backbone, head, patch_size=backbone_spec(backbone).patch_size)
 
 
 # --------------------------------------------------------------------------------------------
 # Lifter and data
+
+
+def _require_hub_id(source: str, field: str) -> None:
+    """A source that is not a local path must look like a Hub id; a missing local path says so (not "Repo id must be ...")."""
+    if source.startswith(("/", "./", "../", "~")) or "\\" in source or source.count("/") > 1:
+        raise FileNotFoundError(f"{field}={source!r}: no such file or directory (and not a Hub id 'owner/name')")
 
 
 def build_lifter(config: LifterConfig):
@@ -164,11 +194,15 @@ def build_lifter(config: LifterConfig):
     checkpoint = Path(config.checkpoint)
     if checkpoint.is_file():
         # An official Lightning checkpoint (re10k.ckpt): convert in memory (weights-only unpickling).
+        from ..convert.common import check_finite_state
         from ..convert.mvsplat import convert_state_dict, load_official_checkpoint
 
         model, _ = convert_state_dict(load_official_checkpoint(checkpoint))
+        check_finite_state(model.state_dict(), str(checkpoint))  # NaN weights would give only culled Gaussians
         lifter = MVSplatLifter(model.eval())
     else:  # a converted save_pretrained directory or Hub id
+        if not checkpoint.is_dir():
+            _require_hub_id(config.checkpoint, "lifter.checkpoint")
         lifter = MVSplatLifter.from_pretrained(config.checkpoint)
     lifter.model.requires_grad_(False)
     return lifter

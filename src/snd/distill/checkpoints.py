@@ -1,15 +1,43 @@
-"""Checkpoint directories: atomic ``save_state`` (temp dir + rename), "latest" lookup, pruning, final export."""
+"""Checkpoint directories: atomic ``save_state`` (temp dir + rename) with a verified manifest, "latest" lookup
+with fall-back, rename-then-delete pruning, start-up cleanup, pickle-free resume, final export.
+
+A checkpoint directory ``checkpoints/checkpoint-XXXXXXXX`` holds Accelerate's files (``model.safetensors``,
+``optimizer.bin``, ``scheduler.bin``, ``random_states_<rank>.pkl``), our own state (the EMA teacher in
+``snd_state.safetensors``, the counters in ``snd_state.json``) and, written last, ``snd_checkpoint.json``:
+the step, run facts and the size and SHA-256 of every other file. On resume nothing is unpickled with
+code: Accelerate's ``.bin``/``.pkl`` files are first loaded with ``torch.load(weights_only=True)`` (plain
+tensors, numbers and containers only) and a checkpoint that holds anything else is refused naming the file.
+"""
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import logging
 import os
 import re
 import shutil
 from pathlib import Path
 
+from .config import ConfigError
+
+logger = logging.getLogger(__name__)
+
 CHECKPOINT_PREFIX = "checkpoint-"
 COMPLETE_MARKER = "snd_checkpoint.json"  # written last: a directory without it is not a checkpoint
+STATE_TENSORS = "snd_state.safetensors"  # EMA teacher (and any other registered tensor state)
+STATE_JSON = "snd_state.json"  # train counters
+MANIFEST_FORMAT = 2  # markers written before the manifest existed have no "format"
+_STALE_PREFIXES = (".tmp-", ".pruned-", ".stale-")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used (incomplete, corrupt, or holding pickled code); the message names the file."""
+
+
+class DiskFullError(OSError):
+    """No space left on the device while writing; the message names the path."""
 
 
 def checkpoint_dir(output_dir: str | os.PathLike, step: int) -> Path:
@@ -17,7 +45,7 @@ def checkpoint_dir(output_dir: str | os.PathLike, step: int) -> Path:
 
 
 def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
-    """Complete checkpoints under ``output_dir/checkpoints``, oldest first."""
+    """Checkpoints with a completion marker under ``output_dir/checkpoints``, oldest first (not yet verified)."""
     root = Path(output_dir) / "checkpoints"
     found = []
     if root.is_dir():
@@ -28,36 +56,238 @@ def list_checkpoints(output_dir: str | os.PathLike) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+# --------------------------------------------------------------------------------------------
+# Manifest
+
+
+def _sha256(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _manifest(directory: Path) -> dict:
+    """``{relative path: {"size", "sha256"}}`` of every file under ``directory`` except the marker."""
+    files = {}
+    for path in sorted(directory.rglob("*")):
+        if path.is_file() and path.name != COMPLETE_MARKER:
+            files[path.relative_to(directory).as_posix()] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+    return files
+
+
+def write_checkpoint_marker(directory: str | os.PathLike, step: int, metadata: dict | None = None) -> Path:
+    """Write ``snd_checkpoint.json`` (step, ``metadata`` and the manifest of every other file) atomically, last."""
+    directory = Path(directory)
+    record = {"format": MANIFEST_FORMAT, "step": step, **(metadata or {}), "files": _manifest(directory)}
+    temporary = directory / f".{COMPLETE_MARKER}.tmp"
+    with temporary.open("w") as handle:
+        handle.write(json.dumps(record, indent=2))
+        handle.flush()
+        os.fsync(handle.fileno())
+    temporary.replace(directory / COMPLETE_MARKER)
+    return directory / COMPLETE_MARKER
+
+
+def read_checkpoint_metadata(path: str | os.PathLike) -> dict:
+    marker = Path(path) / COMPLETE_MARKER
+    try:
+        record = json.loads(marker.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: not a complete checkpoint directory (no {COMPLETE_MARKER})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{marker}: corrupt checkpoint marker ({error})") from error
+    if not isinstance(record, dict):
+        raise CheckpointError(f"{marker}: corrupt checkpoint marker (expected a JSON object)")
+    return record
+
+
+def checkpoint_problems(path: str | os.PathLike, check_hashes: bool = True) -> list[str]:
+    """What is wrong with checkpoint ``path`` (empty when it is complete and every file matches its manifest)."""
+    path = Path(path)
+    try:
+        record = read_checkpoint_metadata(path)
+    except CheckpointError as error:
+        return [str(error)]
+    files = record.get("files")
+    if record.get("format") != MANIFEST_FORMAT or not isinstance(files, dict):
+        return [
+            f"{path / COMPLETE_MARKER}: no file manifest (written by an older snd, whose pickled state Accelerate would "
+            "unpickle with code); convert it with snd.distill.checkpoints.upgrade_legacy_checkpoint(path)"
+        ]
+    problems = []
+    for name, expected in files.items():
+        file = path / name
+        if not file.is_file():
+            problems.append(f"{file}: missing")
+        elif file.stat().st_size != expected.get("size"):
+            problems.append(f"{file}: {file.stat().st_size} bytes, the manifest says {expected.get('size')} (truncated or replaced)")
+        elif check_hashes and _sha256(file) != expected.get("sha256"):
+            problems.append(f"{file}: SHA-256 differs from the manifest (corrupt or modified)")
+    for file in sorted(path.glob("custom_checkpoint_*.pkl")):
+        if file.name not in files:
+            problems.append(f"{file}: a pickle that is not in the manifest")
+    return problems
+
+
+def verify_checkpoint(path: str | os.PathLike) -> Path:
+    """Raise :class:`CheckpointError` listing what is wrong with ``path``; return it when it is complete and intact."""
+    problems = checkpoint_problems(path)
+    if problems:
+        raise CheckpointError(f"checkpoint {path} failed verification: " + "; ".join(problems))
+    return Path(path)
+
+
 def resolve_resume(output_dir: str | os.PathLike, resume: str | None) -> Path | None:
-    """``"latest"`` -> the newest complete checkpoint (None when there is none yet); a path -> that checkpoint."""
+    """``"latest"`` -> the newest checkpoint that verifies (None when there is none yet); a path -> that checkpoint.
+
+    A newest checkpoint that fails verification is skipped with a warning naming what is wrong, and the
+    previous one is tried; when checkpoints exist but none verifies, :class:`CheckpointError` lists them all.
+    """
     if resume is None:
         return None
     if resume == "latest":
-        checkpoints = list_checkpoints(output_dir)
-        return checkpoints[-1][1] if checkpoints else None
+        candidates = list_checkpoints(output_dir)
+        rejected = []
+        for _, path in reversed(candidates):
+            problems = checkpoint_problems(path)
+            if not problems:
+                if rejected:
+                    logger.warning("--resume_from_checkpoint latest: using %s", path)
+                return path
+            rejected.append(f"{path.name}: " + "; ".join(problems))
+            logger.warning("--resume_from_checkpoint latest: skipping %s: %s", path, "; ".join(problems))
+        if rejected:
+            raise CheckpointError("--resume_from_checkpoint latest: no checkpoint in " f"{Path(output_dir) / 'checkpoints'} verifies: " + " | ".join(rejected))
+        return None
     path = Path(resume)
     if not (path / COMPLETE_MARKER).exists():
         raise FileNotFoundError(f"--resume_from_checkpoint {resume}: not a complete checkpoint directory (no {COMPLETE_MARKER})")
-    return path
+    return verify_checkpoint(path)
 
 
-def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, metadata: dict, keep: int) -> Path:
-    """``accelerator.save_state`` into a temporary directory, then rename it into place (all processes call this).
+# --------------------------------------------------------------------------------------------
+# Clean-up and pruning
 
-    A kill at any moment leaves either the previous checkpoints or the complete new one.
+
+def clean_stale(output_dir: str | os.PathLike) -> list[Path]:
+    """Remove what killed saves and prunes left under ``output_dir/checkpoints`` (main process, at start):
+    ``.tmp-*``/``.pruned-*``/``.stale-*`` folders and ``checkpoint-N`` folders without a marker
+    (a prune by an older snd killed half way). Returns what was removed; logs each."""
+    root = Path(output_dir) / "checkpoints"
+    removed = []
+    if not root.is_dir():
+        return removed
+    for path in sorted(root.iterdir()):
+        stale = path.name.startswith(_STALE_PREFIXES) and CHECKPOINT_PREFIX in path.name
+        half_pruned = re.fullmatch(rf"{CHECKPOINT_PREFIX}\d+", path.name) and path.is_dir() and not (path / COMPLETE_MARKER).exists()
+        if stale or half_pruned:
+            logger.warning("removing %s left by an interrupted checkpoint save or prune", path)
+            _remove(path)
+            removed.append(path)
+    return removed
+
+
+def _remove(path: Path) -> None:
+    """Rename out of the way, then delete: a kill part-way leaves a ``.pruned-*`` folder, never a half checkpoint."""
+    if path.name.startswith(_STALE_PREFIXES):
+        doomed = path
+    else:
+        doomed = path.with_name(f".pruned-{path.name}")
+        if doomed.exists():
+            shutil.rmtree(doomed, ignore_errors=True)
+        path.rename(doomed)
+    if doomed.is_dir():
+        shutil.rmtree(doomed, ignore_errors=True)
+    else:
+        doomed.unlink(missing_ok=True)
+
+
+def prune_checkpoints(output_dir: str | os.PathLike, keep: int) -> list[Path]:
+    """Keep the newest ``keep`` checkpoints; older ones are renamed to ``.pruned-*`` and then deleted."""
+    doomed = [path for _, path in list_checkpoints(output_dir)[:-keep]] if keep > 0 else []
+    for path in doomed:
+        _remove(path)
+    return doomed
+
+
+# --------------------------------------------------------------------------------------------
+# Save and load
+
+
+def _is_disk_full(error: BaseException, path: Path) -> bool:
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(error)
+    if "No space left" in text or "Disk quota" in text:
+        return True
+    # torch's zip writer reports a short write as "unexpected pos A vs B" / "file write failed"
+    if "unexpected pos" in text or "write failed" in text:
+        try:
+            return shutil.disk_usage(path).free < (64 << 20)
+        except OSError:
+            return False
+    return False
+
+
+def raise_if_disk_full(error: BaseException, path: str | os.PathLike, what: str = "writing") -> None:
+    """Re-raise ``error`` as :class:`DiskFullError` naming ``path`` when it is a full disk (or quota)."""
+    path = Path(path)
+    if _is_disk_full(error, path if path.exists() else path.parent):
+        try:
+            free = shutil.disk_usage(path if path.exists() else path.parent).free
+        except OSError:
+            free = -1
+        raise DiskFullError(
+            errno.ENOSPC,
+            f"disk full (no space left on device) while {what} {path} ({free} bytes free): free some space, "
+            "lower training.keep_checkpoints or choose another --output_dir; the previous checkpoints are intact",
+        ) from error
+
+
+def save_checkpoint(
+    accelerator,
+    output_dir: str | os.PathLike,
+    step: int,
+    metadata: dict,
+    keep: int,
+    tensors: dict | None = None,
+    state: dict | None = None,
+) -> Path:
+    """``accelerator.save_state`` (no custom pickled objects) into a temporary directory, plus ``tensors``
+    (``snd_state.safetensors``) and ``state`` (``snd_state.json``), then the manifest marker, then rename
+    it into place and prune to ``keep`` (all processes call this).
+
+    A kill at any moment leaves either the previous checkpoints or the complete new one. A full disk raises
+    :class:`DiskFullError` naming the path (the partial save is removed).
     """
+    from safetensors.torch import save_file
+
     final = checkpoint_dir(output_dir, step)
     temporary = final.with_name(f".tmp-{final.name}")
     if accelerator.is_main_process:
         shutil.rmtree(temporary, ignore_errors=True)
         temporary.mkdir(parents=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(temporary), safe_serialization=True)
-    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(str(temporary), safe_serialization=True)
+        accelerator.wait_for_everyone()
+        if accelerator.is_main_process:
+            if tensors is not None:
+                save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(temporary / STATE_TENSORS))
+            if state is not None:
+                (temporary / STATE_JSON).write_text(json.dumps(state, indent=2))
+            write_checkpoint_marker(temporary, step, metadata)
+            _fsync_dir(temporary)
+    except (OSError, RuntimeError) as error:
+        try:  # judge the free space before the partial save is removed
+            raise_if_disk_full(error, temporary, "writing checkpoint")
+        finally:
+            if accelerator.is_main_process:
+                shutil.rmtree(temporary, ignore_errors=True)
+        raise
     if accelerator.is_main_process:
-        marker = temporary / COMPLETE_MARKER
-        marker.write_text(json.dumps({"step": step, **metadata}, indent=2))
-        _fsync_dir(temporary)
         if final.exists():  # a re-save of the same step (after a resume): replace it
             stale = final.with_name(f".stale-{final.name}")
             shutil.rmtree(stale, ignore_errors=True)
@@ -65,14 +295,120 @@ def save_checkpoint(accelerator, output_dir: str | os.PathLike, step: int, metad
             shutil.rmtree(stale, ignore_errors=True)
         temporary.rename(final)
         _fsync_dir(final.parent)
-        for _, old in list_checkpoints(output_dir)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        prune_checkpoints(output_dir, keep)
     accelerator.wait_for_everyone()
     return final
 
 
-def read_checkpoint_metadata(path: str | os.PathLike) -> dict:
-    return json.loads((Path(path) / COMPLETE_MARKER).read_text())
+def _check_weights_only(file: Path) -> None:
+    """Load ``file`` the way Accelerate does but with ``weights_only=True`` forced: refuse anything that is
+    not plain tensors/numbers/containers (that is where pickled code would hide) and name the file."""
+    from accelerate.utils.other import load
+
+    from ..convert.pickles import check_sizes
+
+    try:
+        check_sizes(file)  # size fields vs the file size, and no storage constructor calls, before torch allocates
+        load(str(file), map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - every failure becomes a refusal naming the file
+        raise CheckpointError(
+            f"{file}: refused; it does not load as plain tensors and numbers with torch.load(weights_only=True), "
+            f"so it is corrupt or holds pickled objects (nothing from it was run): {type(error).__name__}: {str(error)[:300]}"
+        ) from error
+
+
+def load_checkpoint(accelerator, path: str | os.PathLike, tensor_module=None, state=None, verify: bool = True) -> dict:
+    """Resume from checkpoint ``path`` without unpickling code; returns its metadata.
+
+    Args:
+        accelerator: the run's ``Accelerator`` (model/optimizer/scheduler prepared, nothing registered for checkpointing).
+        path: a checkpoint directory written by :func:`save_checkpoint`.
+        tensor_module: module whose ``load_state_dict`` receives ``snd_state.safetensors`` (the EMA teacher).
+        state: object whose ``load_state_dict`` receives ``snd_state.json`` (the train counters).
+        verify: check the manifest (sizes and SHA-256) first. Default True.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if verify:
+        verify_checkpoint(path)
+    metadata = read_checkpoint_metadata(path)
+    pickles = sorted(path.glob("custom_checkpoint_*.pkl"))
+    if pickles:
+        raise CheckpointError(
+            f"{pickles[0]}: refused; Accelerate would unpickle it with weights_only=False, which can run code "
+            "(a checkpoint written by an older snd, or tampered)"
+        )
+    for file in sorted([*path.glob("*.bin"), *path.glob("*.pkl")]):
+        _check_weights_only(file)
+    for name in ("model.safetensors", STATE_TENSORS):
+        if (path / name).exists():
+            try:
+                from safetensors import safe_open
+
+                with safe_open(str(path / name), framework="pt"):
+                    pass
+            except (SafetensorError, OSError) as error:
+                raise CheckpointError(f"{path / name}: corrupt or truncated safetensors file ({error})") from error
+    try:
+        accelerator.load_state(str(path))
+    except Exception as error:  # noqa: BLE001 - name the checkpoint whatever Accelerate raised
+        raise CheckpointError(f"loading checkpoint {path} failed: {type(error).__name__}: {error}") from error
+    if tensor_module is not None:
+        file = path / STATE_TENSORS
+        if not file.exists():
+            raise CheckpointError(f"{file}: missing (the EMA teacher state)")
+        try:
+            values = load_file(str(file))
+        except (SafetensorError, OSError) as error:
+            raise CheckpointError(f"{file}: corrupt or truncated safetensors file ({error})") from error
+        try:
+            tensor_module.load_state_dict(values)
+        except RuntimeError as error:
+            raise CheckpointError(f"{file}: does not fit this run's teacher: {error}") from error
+    if state is not None:
+        file = path / STATE_JSON
+        try:
+            state.load_state_dict(json.loads(file.read_text()))
+        except FileNotFoundError:
+            raise CheckpointError(f"{file}: missing (the train counters)") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as error:
+            raise CheckpointError(f"{file}: corrupt train counters ({type(error).__name__}: {error})") from error
+    return metadata
+
+
+def upgrade_legacy_checkpoint(path: str | os.PathLike) -> Path:
+    """Convert a checkpoint written by an older snd (EMA teacher and counters in Accelerate's
+    ``custom_checkpoint_0.pkl`` / ``custom_checkpoint_1.pkl``) to this format, without running code from it.
+
+    The two pickles are read with the size dry-run and ``torch.load(weights_only=True)`` (a pickle holding
+    anything but tensors and numbers is refused), written as ``snd_state.safetensors`` / ``snd_state.json``,
+    and renamed to ``*.pkl.legacy`` (kept, not deleted); then the manifest marker is written.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    metadata = read_checkpoint_metadata(path)
+    teacher_file, counters_file = path / "custom_checkpoint_0.pkl", path / "custom_checkpoint_1.pkl"
+    for file in (teacher_file, counters_file):
+        if not file.is_file():
+            raise CheckpointError(f"{file}: missing; {path} is not a checkpoint of an older snd")
+        _check_weights_only(file)
+    teacher = torch.load(teacher_file, map_location="cpu", weights_only=True)
+    counters = torch.load(counters_file, map_location="cpu", weights_only=True)
+    if not (isinstance(teacher, dict) and all(isinstance(v, torch.Tensor) for v in teacher.values())):
+        raise CheckpointError(f"{teacher_file}: expected the EMA teacher's state dict of tensors")
+    if not (isinstance(counters, dict) and {"step", "skipped"} <= set(counters)):
+        raise CheckpointError(f"{counters_file}: expected the train counters (step, skipped)")
+    save_file({k: v.contiguous().clone() for k, v in teacher.items()}, str(path / STATE_TENSORS))
+    (path / STATE_JSON).write_text(json.dumps({key: int(value) for key, value in counters.items()}, indent=2))
+    for file in (teacher_file, counters_file):
+        file.rename(file.with_name(file.name + ".legacy"))
+    extra = {k: v for k, v in metadata.items() if k not in ("format", "step", "files")}
+    write_checkpoint_marker(path, int(metadata.get("step", counters["step"])), {**extra, "upgraded_from_legacy": True})
+    return path
 
 
 def _fsync_dir(path: Path) -> None:
@@ -88,15 +424,140 @@ def _fsync_dir(path: Path) -> None:
         os.close(descriptor)
 
 
+def resume_checkpoint_path(accelerator, output_dir: str | os.PathLike, resume: str | None) -> Path | None:
+    """At the start of a run (all processes call this): the main process removes stale ``.tmp-*``/half-pruned
+    folders and resolves ``resume`` (see :func:`resolve_resume`, with verification); every process gets its answer
+    (or its error)."""
+    answer: list = [None, None]  # [path, error message]
+    if accelerator.is_main_process:
+        clean_stale(output_dir)
+        try:
+            found = resolve_resume(output_dir, resume)
+            answer[0] = None if found is None else str(found)
+        except (CheckpointError, FileNotFoundError) as error:
+            answer[1] = f"{type(error).__name__}: {error}"
+            if accelerator.num_processes == 1:
+                raise
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(answer)
+    if answer[1] is not None:
+        raise CheckpointError(answer[1])
+    return None if answer[0] is None else Path(answer[0])
+
+
 def atomic_save_pretrained(model, directory: str | os.PathLike, image_processor=None) -> Path:
     """``save_pretrained`` into a temporary sibling, then rename over ``directory``."""
     directory = Path(directory)
     temporary = directory.with_name(f".tmp-{directory.name}")
     shutil.rmtree(temporary, ignore_errors=True)
-    model.save_pretrained(str(temporary), safe_serialization=True)
-    if image_processor is not None:
-        image_processor.save_pretrained(str(temporary))
-    if directory.exists():
-        shutil.rmtree(directory)
-    temporary.rename(directory)
+    try:
+        model.save_pretrained(str(temporary), safe_serialization=True)
+        if image_processor is not None:
+            image_processor.save_pretrained(str(temporary))
+    except (OSError, RuntimeError) as error:
+        try:
+            raise_if_disk_full(error, temporary, "exporting")
+        finally:
+            shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    if directory.exists():  # swap by renames, so a kill leaves the old or the new export, never neither
+        stale = directory.with_name(f".stale-{directory.name}")
+        shutil.rmtree(stale, ignore_errors=True)
+        directory.rename(stale)
+        temporary.rename(directory)
+        shutil.rmtree(stale, ignore_errors=True)
+    else:
+        temporary.rename(directory)
     return directory
+
+
+# --------------------------------------------------------------------------------------------
+# Resuming with the same run definition
+
+
+SCHEDULE_KEYS = ("max_steps", "lr", "batch_size", "global_batch_size", "schedule", "warmup_fraction", "one_cycle_extra_steps", "seed")
+
+
+class ConfigChangeError(ConfigError):
+    """A resume would silently change what the checkpoint's run was (its schedule or data order)."""
+
+
+def schedule_facts(config, num_processes: int = 1) -> dict:
+    """The values that define the learning-rate schedule and the data order of a run (stored in each checkpoint)."""
+    training = config.training
+    return {
+        "max_steps": training.max_steps,
+        "lr": training.lr,
+        "batch_size": training.batch_size,
+        "global_batch_size": training.batch_size * num_processes,
+        "schedule": training.schedule,
+        "warmup_fraction": training.warmup_fraction,
+        "one_cycle_extra_steps": getattr(training, "one_cycle_extra_steps", None),
+        "seed": training.seed,
+    }
+
+
+def check_config_change(saved: dict | None, current: dict, allow: bool = False, where: str | os.PathLike | None = None) -> dict:
+    """Compare the checkpoint's :func:`schedule_facts` with this run's; raise :class:`ConfigChangeError` listing
+    the differences unless ``allow`` (then warn). Returns ``{key: (saved, current)}`` of what differs."""
+    if not saved:
+        return {}
+    changed = {key: (saved.get(key), current.get(key)) for key in SCHEDULE_KEYS if key in saved and saved.get(key) != current.get(key)}
+    if changed:
+        listing = ", ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changed.items())
+        if not allow:
+            raise ConfigChangeError(
+                f"resuming from {where} with a different run definition ({listing}) would rebuild the schedule or "
+                "data order silently; use the checkpoint's values or pass --allow_config_change"
+            )
+        logger.warning("resuming from %s with changed values (--allow_config_change): %s", where, listing)
+    return changed
+
+
+def write_run_config(output_dir: str | os.PathLike, text: str, step: int = 0) -> Path:
+    """Write the run's resolved config as ``config.yaml``; never overwrite a different existing one: then write
+    ``config.resume-XXXXXXXX.yaml`` (the step the run starts from) beside it. Returns the path written (or kept)."""
+    output_dir = Path(output_dir)
+    target = output_dir / "config.yaml"
+    if target.exists():
+        if target.read_text() == text:
+            return target
+        target = output_dir / f"config.resume-{step:08d}.yaml"
+        logger.warning("the config differs from %s; writing this run's config to %s", output_dir / "config.yaml", target)
+    temporary = target.with_name(f".{target.name}.tmp")
+    try:
+        temporary.write_text(text)
+    except OSError as error:
+        raise_if_disk_full(error, temporary)
+        raise
+    temporary.replace(target)
+    return target
+
+
+def truncate_log(path: str | os.PathLike, step: int) -> int:
+    """Drop loss-log lines written after ``step`` (by a run killed before its next checkpoint), and a torn final
+    line (a kill mid-write) with a warning; a corrupt line elsewhere raises naming the file and line.
+    Returns the number of lines dropped."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    kept = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            if number == len(lines):
+                logger.warning("%s: dropping a torn final line %d (%s): %r", path, number, error, line[:80])
+                break
+            raise ValueError(f"{path}: line {number} is not JSON ({error}): {line[:80]!r}") from error
+        if not isinstance(record, dict):
+            raise ValueError(f"{path}: line {number} is not a JSON object: {line[:80]!r}")
+        if record.get("step", 0) <= step:
+            kept.append(line)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("".join(line + "\n" for line in kept))
+    temporary.replace(path)
+    return len(lines) - len(kept)

@@ -39,6 +39,7 @@ def run(
     progress: bool = True,
     overwrite_output_dir: bool = False,
     verbose: bool = False,
+    allow_config_change: bool = False,
 ) -> TrainResult:
     """Resolve the config and train (see :func:`snd.distill.train`). Logging is quiet (one line per checkpoint and
     warnings) unless ``verbose``."""
@@ -47,4 +48,4 @@ def run(
     configure_logging(verbose)
     resolved = resolve_config(config, overrides, output_dir, max_steps, seed, push_to_hub)
     return train(resolved, resume_from_checkpoint=resume_from_checkpoint, push_to_hub=resolved.training.hub_model_id,
-                 progress=progress, overwrite_output_dir=overwrite_output_dir)
+                 progress=progress, overwrite_output_dir=overwrite_output_dir, allow_config_change=allow_config_change)

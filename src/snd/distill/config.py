@@ -30,17 +30,26 @@ class ModelConfig:
     """The student backbone (the teacher starts as a copy of it).
 
     Args:
-        pretrained: local directory, Hub id or torch.hub-layout ``.pth`` of SnD/DINOv2 weights.
-            None: random init from ``preset``. Default "facebook/dinov2-small".
-        preset: ``SnDConfig`` preset for random init ("tiny", "dinov2-s", ...). Default "tiny".
-        config_overrides: extra ``SnDConfig`` kwargs for random init. Default {}.
+        pretrained: local directory, Hub id or torch.hub-layout ``.pth`` of SnD/DINOv2 weights, or any
+            transformers ViT folder/Hub id (``facebook/dinov3-vits16-pretrain-lvd1689m``,
+            ``facebook/dinov2-with-registers-small``...; trained and saved in its own class, see
+            ``snd.backbones``). None: random init from ``preset``. Default "facebook/dinov2-small".
+        preset: random-init architecture: an ``SnDConfig`` preset ("tiny", "dinov2-s", ...) or one of
+            ``snd.backbones.RANDOM_PRESETS`` ("dinov3-tiny", "dinov2reg-tiny", ...). Default "tiny".
+        config_overrides: extra config kwargs for random init. Default {}.
         finetune: "lora" (peft adapters on ``lora_target_modules``, merged on save) or "full". Default "lora".
         lora_rank, lora_alpha, lora_dropout: LoRA hyper-parameters. Defaults 8, 8, 0.1.
-        lora_target_modules: module names the adapters wrap (peft suffix match). Default ["qkv", "proj"]
-            (attention only). The authors' release passes ["qkv", "proj"] to peft on torch.hub's DINOv2,
-            where "proj" also matches the patch-embedding conv ``patch_embed.proj``; our conv is named
-            ``patch_embeddings.projection``, so the paper presets list it explicitly (ViT-S rank 8:
-            228,960 LoRA parameters, as released, instead of 221,184).
+        lora_target_modules: module names the adapters wrap (peft suffix match), or "auto": per
+            architecture from ``snd.backbones.default_lora_targets``: for SnD the release's set, ``qkv``,
+            ``proj`` and the patch-embedding conv (the release passes ["qkv", "proj"] to peft on torch.hub's
+            DINOv2, where "proj" also matches ``patch_embed.proj``; ours is ``patch_embeddings.projection``:
+            ViT-S rank 8 has 228,960 LoRA parameters, as released; ["qkv", "proj"] gives 221,184); the same
+            set under transformers DINOv2's names; DINOv3's attention projections. Default "auto".
+        dinov2_as_snd: transformers DINOv2 checkpoints (``Dinov2Model``, ``Dinov2WithRegistersModel``)
+            are converted to ``SnDModel`` (the release's architecture; the paper presets). False: kept
+            and saved in their own class. Default True.
+        rope_augmentation: DINOv3 students keep DINOv3's training-mode RoPE coordinate augmentation
+            (shift/jitter/rescale). Default False (same positions in training and evaluation).
     """
 
     pretrained: str | None = "facebook/dinov2-small"
@@ -50,7 +59,9 @@ class ModelConfig:
     lora_rank: int = 8
     lora_alpha: float = 8.0
     lora_dropout: float = 0.1
-    lora_target_modules: list = field(default_factory=lambda: ["qkv", "proj"])
+    lora_target_modules: list | str = "auto"
+    dinov2_as_snd: bool = True
+    rope_augmentation: bool = False
 
 
 @dataclass
@@ -229,6 +240,8 @@ class TrainingConfig:
             is written to ``config.yaml``; fp16 on a CPU is refused.
         nonfinite_loss: "raise" (stop naming the step) or "skip" (skip the step and count). Default "raise".
         max_skipped_steps: stop after this many skipped non-finite steps. Default 100.
+        max_empty_steps: stop after this many consecutive steps whose teacher target is empty (valid_fraction 0;
+            the student would learn nothing); 0 disables. Default 20.
         report_to: "auto" (TensorBoard when installed; default), "none", "all" (every installed tracker) or tracker
             names joined by commas: "tensorboard", "wandb", "trackio" (each must be installed).
         log_images_every: steps between pictures sent to trackers that take images (PCA of the student's features
@@ -256,6 +269,7 @@ class TrainingConfig:
     mixed_precision: str | None = None
     nonfinite_loss: str = "raise"
     max_skipped_steps: int = 100
+    max_empty_steps: int = 20
     report_to: str = "auto"
     log_images_every: int = 0
     cpu: bool = False
@@ -316,7 +330,8 @@ _POSITIVE = [
     "training.keep_checkpoints", "training.log_every", "loss.student_temperature", "loss.teacher_temperature",
     "training.lr", "teacher.near_plane",
 ]
-_NON_NEGATIVE = ["training.log_images_every", "training.checkpoint_every", "training.max_grad_norm", "training.weight_decay", "data.num_workers", "training.max_skipped_steps", "model.lora_dropout", "training.one_cycle_extra_steps"]
+_NON_NEGATIVE = ["training.log_images_every", "training.checkpoint_every", "training.max_grad_norm", "training.weight_decay", "data.num_workers", "training.max_skipped_steps", "model.lora_dropout",
+                 "training.one_cycle_extra_steps", "training.max_empty_steps"]
 
 
 def _coerce(value: Any, annotation: Any, where: str) -> Any:
@@ -584,6 +599,14 @@ def validate(config: DistillConfig) -> DistillConfig:
         raise ConfigError("lifter.kind='depth' needs depth maps, which RealEstate10K does not have; use lifter.kind='mvsplat'")
     if config.lifter.kind == "mvsplat" and not config.lifter.checkpoint:
         raise ConfigError("lifter.checkpoint is required for lifter.kind='mvsplat' (e.g. the MVSplat re10k.ckpt)")
+    if config.model.pretrained is None:
+        from ..backbones import RANDOM_PRESETS
+        from ..models.snd_dinov2 import PRESETS
+
+        if config.model.preset not in {**PRESETS, **RANDOM_PRESETS}:
+            raise ConfigError(f"model.preset must be one of {sorted(PRESETS) + sorted(RANDOM_PRESETS)}, got {config.model.preset!r}")
+    if isinstance(config.model.lora_target_modules, str) and config.model.lora_target_modules != "auto":
+        raise ConfigError(f"model.lora_target_modules must be a list of module names or 'auto', got {config.model.lora_target_modules!r}")
     if config.model.finetune == "lora" and not config.model.lora_target_modules:
         raise ConfigError("model.lora_target_modules must name at least one module for finetune='lora'")
     return config

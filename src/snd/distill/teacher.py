@@ -395,12 +395,22 @@ class TeacherTargets:
     holes: torch.Tensor
 
 
-def backbone_patch_features(backbone: nn.Module, images: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """``images [N, 3, H, W]`` in [0, 1] -> patch features ``[N, C, H // p, W // p]`` (final LayerNorm applied)."""
+def backbone_patch_features(backbone: nn.Module, images: torch.Tensor, patch_size: int | None = None) -> torch.Tensor:
+    """``images [N, 3, H, W]`` in [0, 1] -> patch features ``[N, C, H // p, W // p]`` (final norm applied).
+
+    Any backbone :mod:`snd.backbones` supports (SnD, transformers DINOv2 with or without registers,
+    DINOv3...); ``patch_size`` defaults to the backbone's. A module without a ``config`` (a test double,
+    a custom wrapper) is called as ``backbone(pixel_values=...)`` and must return ``patch_features``;
+    it needs ``patch_size``.
+    """
+    from ..backbones import backbone_spec, backbone_tokens
     from ..models.snd_dinov2 import normalize_images
 
-    pixel_values = normalize_images(resize_to_patch_multiple(images, patch_size))
-    return backbone(pixel_values=pixel_values).patch_features
+    if getattr(backbone, "config", None) is None and not hasattr(backbone, "get_base_model") and patch_size:
+        return backbone(pixel_values=normalize_images(resize_to_patch_multiple(images, patch_size))).patch_features
+    spec = backbone_spec(backbone)
+    pixel_values = normalize_images(resize_to_patch_multiple(images, patch_size or spec.patch_size))
+    return backbone_tokens(backbone, pixel_values, final_norm=True, spec=spec).patches
 
 
 class SplatTeacher(nn.Module):
@@ -409,7 +419,7 @@ class SplatTeacher(nn.Module):
     Args:
         teacher: the :class:`EMATeacher` (its backbone embeds the context views).
         lifter: a :class:`snd.lifting.Lifter` (frozen; called without gradients).
-        patch_size: the backbone patch size (14).
+        patch_size: the backbone patch size (14 for DINOv2, 16 for DINOv3).
         upsample_mode: ``"mask_aware"`` (default) or ``"bilinear"``.
         upsample_fallback: ``"bilinear"`` (default) or ``"zero"``, see :func:`mask_aware_upsample`.
         upsample_align_corners: bilinear grid convention. Default False.

@@ -14,8 +14,20 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from .build import DistillStudent, PreloadedScenes, backbone_config, build_dataset, build_lifter, build_student, merged_backbone, move_lifter
-from .checkpoints import atomic_save_pretrained, resolve_resume, save_checkpoint
+from ..backbones import backbone_spec
+from .build import DistillStudent, PreloadedScenes, build_dataset, build_lifter, build_student, merged_backbone, move_lifter
+from .checkpoints import (
+    atomic_save_pretrained,
+    check_config_change,
+    load_checkpoint,
+    raise_if_disk_full,
+    read_checkpoint_metadata,
+    resume_checkpoint_path,
+    save_checkpoint,
+    schedule_facts,
+    truncate_log,
+    write_run_config,
+)
 from .config import DistillConfig
 from . import launch
 from .loss import CosineDistillLoss, PrototypeCrossEntropy
@@ -26,6 +38,10 @@ logger = logging.getLogger(__name__)
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite (``training.nonfinite_loss="raise"``)."""
+
+
+class EmptyTargetError(RuntimeError):
+    """The teacher target had no valid pixel for ``training.max_empty_steps`` consecutive steps."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -74,12 +90,14 @@ class TrainState:
 
     step: int = 0  # optimiser steps attempted (batches consumed per process)
     skipped: int = 0  # steps skipped for a non-finite loss
+    empty_streak: int = 0  # consecutive steps whose teacher target had no valid pixel
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "skipped": self.skipped}
+        return {"step": self.step, "skipped": self.skipped, "empty_streak": self.empty_streak}
 
     def load_state_dict(self, state: dict) -> None:
         self.step, self.skipped = int(state["step"]), int(state["skipped"])
+        self.empty_streak = int(state.get("empty_streak", 0))
 
 
 @dataclass
@@ -186,24 +204,18 @@ def _flat_hparams(config: DistillConfig) -> dict:
     return flat
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop loss-log lines written after ``step`` by a run that was killed before its next checkpoint."""
-    if not path.exists():
-        return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line).get("step", 0) <= step]
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text("".join(line + "\n" for line in kept))
-    temporary.replace(path)
-
-
 def train(
     config: DistillConfig,
     resume_from_checkpoint: str | None = None,
     push_to_hub: str | None = None,
     progress: bool = True,
     overwrite_output_dir: bool = False,
+    allow_config_change: bool = False,
 ) -> TrainResult:
     """Run one distillation as configured; returns where things were written.
+
+    ``allow_config_change``: resume even when the checkpoint's schedule-defining values (max_steps, lr, batch
+    size, schedule, seed) differ from ``config`` (otherwise refused; see ``snd.distill.checkpoints``).
 
     Writes to ``config.training.output_dir``: ``checkpoints/checkpoint-XXXXXXXX`` (accelerate state),
     ``student/`` and ``teacher/`` (``save_pretrained``, LoRA merged), ``heads.safetensors``,
@@ -234,16 +246,19 @@ def train(
     )
     training.mixed_precision = launch.resolve_mixed_precision(accelerator, training.mixed_precision)
     started = time.perf_counter()
+    # Resolve (and verify) the checkpoint and check the run definition before building anything.
+    resume_path = resume_checkpoint_path(accelerator, output_dir, resume_from_checkpoint)
+    resume_metadata = read_checkpoint_metadata(resume_path) if resume_path is not None else {}
+    run_facts = schedule_facts(config, accelerator.num_processes)
+    check_config_change(resume_metadata.get("run"), run_facts, allow_config_change, resume_path)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
-        temporary = output_dir / ".config.yaml.tmp"
-        temporary.write_text(config.to_yaml())
-        temporary.replace(output_dir / "config.yaml")
+        write_run_config(output_dir, config.to_yaml(), int(resume_metadata.get("step", 0)))
     set_seed(training.seed)
 
     # ---- parts
     student = build_student(config)
-    patch_size = backbone_config(student.backbone).patch_size
+    patch_size = backbone_spec(student.backbone).patch_size
     lifter = build_lifter(config.lifter)
     launch.check_lifter_image_size(lifter, config.data.image_height, config.data.image_width)
     move_lifter(lifter, accelerator.device)
@@ -272,20 +287,18 @@ def train(
         dataset, batch_sampler=batch_sampler, collate_fn=collate_multiview, num_workers=config.data.num_workers, generator=loader_generator
     )
 
-    state = TrainState()
-    accelerator.register_for_checkpointing(teacher, state)
+    state = TrainState()  # saved with the EMA teacher by save_checkpoint (JSON + safetensors, never pickled)
 
     # ---- resume
     log_path = output_dir / "loss_log.jsonl"
-    resume_path = resolve_resume(output_dir, resume_from_checkpoint)
     if resume_path is not None:
-        accelerator.load_state(str(resume_path))
+        load_checkpoint(accelerator, resume_path, tensor_module=teacher, state=state, verify=False)  # verified above
         if accelerator.is_main_process:
             logger.info("resumed from %s at step %d", resume_path, state.step)
-            _truncate_log(log_path, state.step)
+            truncate_log(log_path, state.step)
     elif resume_from_checkpoint is not None and accelerator.is_main_process:
         logger.warning("--resume_from_checkpoint %s: no checkpoint yet in %s; starting from scratch", resume_from_checkpoint, output_dir)
-        _truncate_log(log_path, 0)  # lines of a run killed before its first checkpoint would mix with this one's
+        truncate_log(log_path, 0)  # lines of a run killed before its first checkpoint
     accelerator.wait_for_everyone()
 
     trackers = _trackers(config)
@@ -321,6 +334,7 @@ def train(
             with accelerator.autocast():
                 losses = distill_step(student, splat_teacher, loss_fn, batch, return_targets=image_step)
             loss = losses["loss"]
+            _check_empty_target(accelerator, losses["valid_fraction"], state, training.max_empty_steps)
             finite = torch.isfinite(loss.detach()).float().reshape(1)
             if accelerator.num_processes > 1:
                 finite = accelerator.gather(finite).min().reshape(1)
@@ -374,8 +388,12 @@ def train(
                     "epoch": epoch,
                 }
                 if accelerator.is_main_process:
-                    with log_path.open("a") as handle:
-                        handle.write(json.dumps(record) + "\n")
+                    try:
+                        with log_path.open("a") as handle:
+                            handle.write(json.dumps(record) + "\n")
+                    except OSError as error:
+                        raise_if_disk_full(error, log_path)
+                        raise
                     bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{samples_per_s:.1f}")
                 if trackers:
                     accelerator.log({k: v for k, v in record.items() if k != "step"}, step=state.step)
@@ -386,14 +404,16 @@ def train(
                                               targets.valid[0, 0], batch.target.images[0, 0].detach())
                 launch.log_images(accelerator, pictures, state.step)
             if training.checkpoint_every and state.step % training.checkpoint_every == 0 and state.step < training.max_steps:
-                saved = save_checkpoint(accelerator, output_dir, state.step, {"epoch": epoch}, training.keep_checkpoints)
+                saved = save_checkpoint(accelerator, output_dir, state.step, {"epoch": epoch, "run": run_facts}, training.keep_checkpoints,
+                                        tensors=teacher.state_dict(), state=state.state_dict())
                 if accelerator.is_main_process:
                     logger.info("step %d/%d: loss %s; checkpoint %s", state.step, training.max_steps,
                                 "n/a" if last_loss is None else f"{last_loss:.4f}", saved)
     bar.close()
 
     # ---- final checkpoint, consistency check, export
-    save_checkpoint(accelerator, output_dir, state.step, {"final": True}, training.keep_checkpoints)
+    save_checkpoint(accelerator, output_dir, state.step, {"final": True, "run": run_facts}, training.keep_checkpoints,
+                    tensors=teacher.state_dict(), state=state.state_dict())
     fingerprints = accelerator.gather(_fingerprint(teacher).to(accelerator.device)[None]).cpu()  # [processes, 2]
     if not torch.equal(fingerprints, fingerprints[:1].expand_as(fingerprints)):
         raise RuntimeError(f"the EMA teacher differs across processes after step {state.step}: fingerprints {fingerprints.tolist()}")
@@ -420,6 +440,21 @@ def train(
         accelerator.end_training()
     torch.set_float32_matmul_precision(previous_precision)
     return TrainResult(output_dir, state.step, state.skipped, last_loss, wall_time, files)
+
+
+def _check_empty_target(accelerator, valid_fraction: torch.Tensor, state: TrainState, limit: int) -> None:
+    """Count consecutive steps whose teacher target is empty on every process; raise after ``limit`` (0: never)."""
+    fraction = valid_fraction.detach().float().reshape(1)
+    if accelerator.num_processes > 1:
+        fraction = accelerator.gather(fraction).max().reshape(1)
+    state.empty_streak = state.empty_streak + 1 if fraction.item() == 0 else 0
+    if limit and state.empty_streak >= limit:
+        raise EmptyTargetError(
+            f"the teacher target was empty (valid_fraction 0: no Gaussian rendered into any target pixel) for "
+            f"{state.empty_streak} consecutive steps up to step {state.step + 1}; the student is learning nothing. "
+            "Check the lifter (checkpoint, near/far planes, depth maps) and the cameras; training.max_empty_steps "
+            f"(now {limit}, 0 disables) sets the limit"
+        )
 
 
 @torch.no_grad()
@@ -465,17 +500,21 @@ def _student_features(backbone: nn.Module, image: torch.Tensor, patch_size: int,
 def _export(config, student: DistillStudent, teacher: EMATeacher, output_dir: Path, image, patch_size, device) -> dict:
     from safetensors.torch import save_file
 
-    from ..models.snd_dinov2 import SnDImageProcessor
+    from ..backbones import default_image_processor
     from ..viz import _colormap, pca_image, pca_project, save_image_grid
 
     student_model = merged_backbone(student.backbone)
     teacher_model = merged_backbone(teacher.backbone)
-    processor = SnDImageProcessor()  # default DINOv2 preprocessing, so AutoImageProcessor works on the exports
+    # The architecture's (or the source checkpoint's) preprocessing, so AutoImageProcessor and
+    # pipeline("image-feature-extraction") work on the exports.
+    source = config.model.pretrained if config.model.pretrained and not Path(config.model.pretrained).is_file() else None
+    processor = default_image_processor(student_model, source)
     files = {
         "student": atomic_save_pretrained(student_model, output_dir / "student", processor),
         "teacher": atomic_save_pretrained(teacher_model, output_dir / "teacher", processor),
     }
-    _write_cards(config, output_dir, {"student": student_model, "teacher": teacher_model})
+    _write_card(config, student_model, output_dir / "student")
+    _write_card(config, teacher_model, output_dir / "teacher")  # every exported folder has its card at save time
     if student.head is not None:
         heads = {f"student.{k}": v.detach().cpu().contiguous() for k, v in student.head.state_dict().items()}
         heads.update({f"teacher.{k}": v.detach().cpu().contiguous() for k, v in teacher.head.state_dict().items()})
@@ -503,38 +542,39 @@ def _export(config, student: DistillStudent, teacher: EMATeacher, output_dir: Pa
     return files
 
 
-def _write_cards(config: DistillConfig, output_dir: Path, models: dict) -> None:
-    """A `README.md` model card (rendered from `hub_cards/`) in every exported folder at save time, not only on push;
-    `eval_results.json` next to the run becomes its `model-index`. The repository named in the card is
-    `training.hub_model_id`, or `local/<output_dir name>-<folder>` until pushed."""
-    from ..hub import render_model_card
+def _write_card(config: DistillConfig, model: nn.Module, folder: Path) -> None:
+    """A README.md model card in the exported folder naming the base model (best effort: a failure only warns)."""
+    try:
+        from ..hub.cards import render_model_card
 
-    for folder, model in models.items():
-        repo_id = config.training.hub_model_id or f"local/{output_dir.name or 'snd'}-{folder}"
-        info = card_info(config, repo_id, output_dir)
-        if folder == "teacher":
-            info.summary = "The EMA teacher of an `snd distill` run (Splat and Distill, ICLR 2026); the student is the model to use."
-        has_remote_code = "auto_map" in json.loads((output_dir / folder / "config.json").read_text())
-        render_model_card(info, config=model.config, has_remote_code=has_remote_code).save(output_dir / folder / "README.md")
+        repo_id = config.training.hub_model_id or f"local/{folder.parent.name or 'snd-distill'}"
+        info = card_info(config, repo_id, folder.parent, model_config=model.config)
+        text = str(render_model_card(info, model.config))
+    except Exception as error:  # the card is documentation; never lose a finished run over it
+        logger.warning("no model card written to %s: %s", folder, error)
+        return
+    temporary = folder / ".README.md.tmp"
+    temporary.write_text(text)
+    temporary.replace(folder / "README.md")
 
 
 def _push(config: DistillConfig, output_dir: Path, repo_id: str):
     """Push the exported student (weights, image processor, model card) with ``snd.hub.push_model``."""
-    from transformers import AutoModel
+    from transformers import AutoImageProcessor, AutoModel
 
     from ..hub import push_model
-    from ..models.snd_dinov2 import SnDImageProcessor
 
     model = AutoModel.from_pretrained(str(output_dir / "student"))
-    processor = SnDImageProcessor.from_pretrained(str(output_dir / "student"))
-    return push_model(model, processor, repo_id, card=card_info(config, repo_id, output_dir), commit_message="Upload SnD student (snd distill)")
+    processor = AutoImageProcessor.from_pretrained(str(output_dir / "student"))  # the export's own class (SnD, Bit...)
+    return push_model(model, processor, repo_id, card=card_info(config, repo_id, output_dir, model_config=model.config), commit_message="Upload SnD student (snd distill)")
 
 
-def card_info(config: DistillConfig, repo_id: str, output_dir: Path | None = None):
+def card_info(config: DistillConfig, repo_id: str, output_dir: Path | None = None, model_config=None):
     """Model-card facts of a run: variant, base model, data, lifter, schedule; results from ``eval_results.json`` when present.
 
     ``eval_results.json`` (written next to the run by the user or ``scripts/evaluate.py``) holds a list of
-    ``{"task", "dataset", "metric", "value"}`` records.
+    ``{"task", "dataset", "metric", "value"}`` records. ``model_config`` (the student's config) adds its
+    architecture (class and ``model_type``) to the card.
     """
     from ..hub import ModelCardInfo, ProbeResult
 
@@ -553,8 +593,14 @@ def card_info(config: DistillConfig, repo_id: str, output_dir: Path | None = Non
     results_file = None if output_dir is None else Path(output_dir) / "eval_results.json"
     if results_file is not None and results_file.exists():
         results = [ProbeResult(**record) for record in json.loads(results_file.read_text())]
+    tags = []
+    if model_config is not None:
+        architecture = ", ".join(getattr(model_config, "architectures", None) or []) or model_config.model_type
+        provenance["architecture"] = f"{architecture} (model_type {model_config.model_type}), loads with transformers AutoModel"
+        tags.append(model_config.model_type)
     return ModelCardInfo(
         repo_id=repo_id,
+        tags=tags,
         blend_alpha=config.teacher.blend_alpha,
         base_model=base_model,
         summary="An SnD backbone distilled with `snd distill` (Splat and Distill, ICLR 2026).",

@@ -44,15 +44,22 @@ def load_backbone(name_or_path: str, device: str | torch.device = "cpu") -> torc
 
     Folders and hub ids go through transformers' AutoModel: SnD checkpoints (``model_type:
     snd_dinov2``) resolve because ``import snd`` registers them; ``facebook/dinov2-*`` resolve to
-    transformers' ``Dinov2Model``. A ``.pth`` / ``.pt`` / ``.safetensors`` file in the original
-    torch.hub layout (DINOv2, the SnD authors' ``dinov2_small_snd.pth``) is converted with
-    :func:`snd.convert.convert_backbone`, which checks the numbers against the source layout.
+    transformers' ``Dinov2Model``; DINOv3 folders to ``DINOv3ViTModel``. A ``.pth`` / ``.pt`` /
+    ``.safetensors`` file in the original torch.hub layout (DINOv2, the SnD authors'
+    ``dinov2_small_snd.pth``) is converted with :func:`snd.convert.convert_backbone`, one whose name
+    contains ``dinov3`` with :func:`snd.convert.dinov3.convert_dinov3_hub`; both check the numbers
+    against the source layout.
     """
     import snd  # noqa: F401  (registers the SnD Auto classes)
     from transformers import AutoModel
 
     path = Path(name_or_path)
     if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
+        if "dinov3" in path.name.lower():  # original DINOv3 ViT weights -> transformers DINOv3ViTModel
+            from snd.convert.dinov3 import convert_dinov3_hub
+
+            model, _ = convert_dinov3_hub(str(path))
+            return model.to(device).eval()
         from snd.convert import convert_backbone
 
         model, _ = convert_backbone(str(path), format="torchhub")
@@ -73,44 +80,46 @@ def model_display_name(name_or_path: str) -> str:
 class FeatureExtractor:
     """Turns images in [0, 1] into dense patch features with a frozen backbone.
 
-    Works with any module whose output has ``patch_features`` ``[B, C, h, w]`` (SnD) or a
-    ``last_hidden_state`` ``[B, prefix + h * w, C]`` (transformers ``Dinov2Model``,
-    ``Dinov2WithRegistersModel``, ``ViTModel``...): the prefix (CLS plus
-    ``config.num_register_tokens``) is dropped and the patch tokens reshaped row-major.
+    Works with any backbone :mod:`snd.backbones` supports: ``SnDModel``, transformers ``Dinov2Model``,
+    ``Dinov2WithRegistersModel``, ``DINOv3ViTModel`` (patch 16, 4 registers) and other ViTs whose config
+    has ``patch_size`` and whose forward ends in one final LayerNorm: the prefix tokens (CLS plus
+    registers) are dropped and the patch tokens reshaped row-major (:func:`snd.backbones.backbone_tokens`).
 
     Args:
         model: the backbone (kept in eval mode, never trained here).
-        patch_size: defaults to ``model.config.patch_size``.
-        image_mean, image_std: input normalisation; ImageNet statistics by default (DINOv2/SnD).
+        patch_size: defaults to the backbone's (``snd.backbones.backbone_spec``).
+        image_mean, image_std: input normalisation; ImageNet statistics by default (DINOv2/SnD/DINOv3).
         resize: ``"round"`` resizes images (bilinear, antialiased) to the nearest multiple of the
             patch size on each side; ``"none"`` requires the input to be a multiple already.
             Ignored when ``pad`` is set.
-        final_norm: ``True`` (default) returns tokens after the backbone's final LayerNorm;
+        final_norm: ``True`` (default) returns tokens after the backbone's final norm;
             ``False`` returns the last block's output before it (patches and CLS), as Probe3D's
             ``DINO.forward`` and the SnD authors' depth/normals/correspondence probes read them.
-            Needs a model that returns ``hidden_states`` when called with ``output_hidden_states=True``.
+            Read from the final norm's input (``snd.backbones``), for every supported architecture.
         pad: zero-pad the normalised image to patch multiples instead of resizing, split as
             Probe3D's ``center_padding``: ``pad = patch - (size % patch)`` per side, ``pad // 2`` on
-            top / left and the rest on bottom / right (480 x 640 -> 490 x 644 at patch 14). As in
-            Probe3D, once either side needs padding, a side that is already a multiple is padded
+            top / left and the rest on bottom / right (480 x 640 -> 490 x 644 at patch 14; unchanged at
+            16). As in Probe3D, once either side needs padding, a side that is already a multiple is padded
             by a whole patch (448 x 640 -> 462 x 644); nothing is padded when both are multiples.
     """
 
     def __init__(self, model: torch.nn.Module, patch_size: int | None = None, image_mean=IMAGENET_MEAN,
                  image_std=IMAGENET_STD, resize: str = "round", final_norm: bool = True, pad: bool = False):
-        config = getattr(model, "config", None)
+        from ..backbones import backbone_spec
+
         self.model = model.eval()
-        self.patch_size = int(patch_size or getattr(config, "patch_size", 0) or 0)
-        if self.patch_size <= 0:
-            raise ValueError("FeatureExtractor: patch_size not given and the model config has none")
-        self.num_prefix_tokens = 1 + int(getattr(config, "num_register_tokens", 0) or 0)
+        self.spec = backbone_spec(model)
+        self.patch_size = int(patch_size or self.spec.patch_size)
+        if self.patch_size != self.spec.patch_size:
+            raise ValueError(f"FeatureExtractor: patch_size={patch_size} but the {self.spec.model_type} backbone has {self.spec.patch_size}")
+        self.num_prefix_tokens = self.spec.num_prefix_tokens
+        self.final_norm = bool(final_norm)
+        self.pad = bool(pad)
         self.mean = torch.tensor(image_mean).view(1, 3, 1, 1)
         self.std = torch.tensor(image_std).view(1, 3, 1, 1)
         if resize not in ("round", "none"):
             raise ValueError(f"FeatureExtractor: resize must be 'round' or 'none', got {resize!r}")
         self.resize = resize
-        self.final_norm = bool(final_norm)
-        self.pad = bool(pad)
 
     def padding(self, height: int, width: int) -> tuple[int, int, int, int]:
         """Zero padding ``(left, right, top, bottom)`` that ``pad=True`` adds to a ``height x width`` image."""
@@ -134,6 +143,8 @@ class FeatureExtractor:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> FeatureBatch:  # images [B, 3, H, W] in [0, 1]
+        from ..backbones import backbone_tokens
+
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"FeatureExtractor expects images [B, 3, H, W], got {tuple(images.shape)}")
         device = next(self.model.parameters()).device
@@ -144,34 +155,8 @@ class FeatureExtractor:
         pixel_values = (images - self.mean.to(device)) / self.std.to(device)
         if self.pad:  # zeros in normalised space, after normalisation (Probe3D pads the normalised tensor)
             pixel_values = F.pad(pixel_values, self.padding(*images.shape[-2:]))  # [B, 3, height, width]
-        grid = (height // self.patch_size, width // self.patch_size)
-        if self.final_norm:
-            output = self.model(pixel_values=pixel_values)
-            patches = getattr(output, "patch_features", None)
-            tokens = getattr(output, "last_hidden_state", None)
-        else:
-            output = self.model(pixel_values=pixel_values, output_hidden_states=True)
-            hidden_states = getattr(output, "hidden_states", None)
-            if not hidden_states:
-                raise ValueError(
-                    f"{type(self.model).__name__} returned no hidden_states: final_norm=False needs the last "
-                    "block's output (before the final LayerNorm)"
-                )
-            patches, tokens = None, hidden_states[-1]  # [B, prefix + h * w, C], the last block's output
-        if patches is None:
-            if tokens is None or tokens.ndim != 3:
-                raise ValueError(
-                    f"{type(self.model).__name__} output has neither patch_features nor a [B, T, C] last_hidden_state"
-                )
-            patch_tokens = tokens[:, self.num_prefix_tokens :]
-            if patch_tokens.shape[1] != grid[0] * grid[1]:
-                raise ValueError(
-                    f"{type(self.model).__name__}: {patch_tokens.shape[1]} patch tokens after dropping "
-                    f"{self.num_prefix_tokens} prefix tokens, expected {grid[0]}x{grid[1]} for a {height}x{width} input"
-                )
-            patches = patch_tokens.transpose(1, 2).reshape(images.shape[0], -1, *grid)
-        cls = tokens[:, 0] if tokens is not None and tokens.ndim == 3 else torch.zeros(patches.shape[:2], device=device)
-        return FeatureBatch(patches.float().cpu(), cls.float().cpu())
+        tokens = backbone_tokens(self.model, pixel_values, final_norm=self.final_norm, spec=self.spec)
+        return FeatureBatch(tokens.patches.float().cpu(), tokens.cls.float().cpu())
 
 
 def extract_features(extractor: FeatureExtractor, images, batch_size: int = 8, description: str = "features",
@@ -182,11 +167,17 @@ def extract_features(extractor: FeatureExtractor, images, batch_size: int = 8, d
     computed and written there (atomically), so repeated evaluations skip the backbone.
     """
     if cache_path is not None and Path(cache_path).is_file():
+        import warnings
+
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        stored = load_file(str(cache_path))
-        if stored["patches"].shape[0] == len(images):
-            return FeatureBatch(stored["patches"].float(), stored["cls"].float())
+        try:
+            stored = load_file(str(cache_path))
+            if stored["patches"].shape[0] == len(images):
+                return FeatureBatch(stored["patches"].float(), stored["cls"].float())
+        except (SafetensorError, OSError, KeyError) as error:  # a torn cache: recompute and rewrite it
+            warnings.warn(f"{cache_path}: unreadable feature cache ({type(error).__name__}: {error}); recomputing", stacklevel=2)
     patches, cls = [], []
     for start in tqdm(range(0, len(images), batch_size), desc=description, leave=False,
                       disable=not progress):

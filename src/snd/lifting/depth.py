@@ -56,11 +56,16 @@ class DepthLifter:
         if self.placeholder_depth <= 0:
             raise ValueError(f"DepthLifter.placeholder_depth must be > 0, got {self.placeholder_depth}")
 
-    def __call__(self, context: Views) -> Gaussians:
+    def __call__(self, context: Views, validate: bool = True) -> Gaussians:
+        """Lift batched ``context`` views; ``validate`` checks cameras, near/far and depths first (ValueError naming them)."""
         if not context.is_batched:
             raise ValueError("DepthLifter expects batched context views ([B, V, ...]); use collate_multiview")
         if context.depths is None:
             raise ValueError("DepthLifter needs context.depths (z-depth maps); these views carry none")
+        if validate:
+            from ..splatting.validate import check_views
+
+            check_views(context, "DepthLifter")
         depths = context.depths  # [B, V, H, W]
         batch, views, height, width = depths.shape
         dtype = depths.dtype if depths.is_floating_point() else torch.float32

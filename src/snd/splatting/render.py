@@ -18,6 +18,7 @@ import torch
 
 from ..cameras import camera_to_world_to_viewmat, denormalize_intrinsics
 from ..gaussians import Gaussians
+from . import validate as checks
 from ._torch_impl import DEFAULT_MAX_ELEMENTS, quat_scale_to_covar, rasterize_torch
 
 BACKENDS = ("auto", "torch", "gsplat")
@@ -68,6 +69,8 @@ def render_features(
     channel_chunk: int = 32,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     max_alpha: float = 0.999,
+    validate: bool = True,
+    memory_budget: int | None = None,
 ) -> RenderOutput:
     """Alpha-composite ``D``-channel Gaussian features into ``C`` cameras in one pass.
 
@@ -92,6 +95,11 @@ def render_features(
             (its kernels hard-code it); the graphdeco/LUDVIG rasterizer of the authors' release uses
             0.99. Any other value than 0.999 renders with the torch backend, on whatever device the
             inputs are (gsplat cannot honour it).
+        validate: check values (``snd.splatting.validate``): finite means/covariances/colours, opacities in
+            [0, 1], PSD covariances, rigid ``viewmats``, positive focal lengths; ``ValueError`` naming the
+            argument and first bad index. ``False`` for hot loops whose inputs were checked upstream.
+        memory_budget: bytes a render may take (output + tile intersections, estimated up front); None: the
+            memory available on the device. Larger renders raise ``RenderMemoryError`` before any work.
 
     Returns:
         ``RenderOutput(renders [..., C, H, W, D], alphas [..., C, H, W, 1], depths [..., C, H, W, 1] | None)``.
@@ -138,6 +146,11 @@ def render_features(
         raise ValueError("render_features: `colors` needs at least one channel")
     if backgrounds is not None:
         _check_shape("backgrounds", backgrounds, batch_dims + (cameras, channels))
+    if validate:
+        checks.check_gaussians(means, covars, opacities, colors, quats=quats, scales=scales)
+        checks.check_viewmats(viewmats)
+        checks.check_intrinsics(Ks)
+        checks.check_finite(backgrounds, "backgrounds", "render_features")
 
     flat_batch = math.prod(batch_dims)
 
@@ -164,6 +177,9 @@ def render_features(
     )
     # An empty scene is just the background; gsplat's kernels are not needed (nor tested) for it.
     resolved = resolve_backend(backend, means.device)
+    checks.check_render_size(arguments["means"], arguments["covars"], arguments["viewmats"], arguments["Ks"], width, height, channels,
+                             near_plane, far_plane, eps2d, tile_size or (16 if resolved == "gsplat" else 8), colors.element_size(),
+                             render_depth, memory_budget)
     if resolved == "gsplat" and float(max_alpha) != 0.999:
         if backend == "gsplat":
             raise ValueError(f"render_features: backend='gsplat' clamps alpha at 0.999; max_alpha={max_alpha} needs backend='torch'")
@@ -198,13 +214,16 @@ def render_gaussians(
     render_depth: bool = False,
     backend: str = "auto",
     eps2d: float = 0.3,
+    validate: bool = True,
     **kwargs,
 ) -> RenderOutput:
     """Render MVSplat-style Gaussians into snd cameras: the one place snd cameras become renderer inputs.
 
     Converts camera-to-world OpenCV extrinsics to gsplat's world-to-camera ``viewmats`` and
     normalised intrinsics to pixels for a ``width`` x ``height`` image (principal point scales
-    with the image; pixel centres at +0.5), then calls ``render_features``.
+    with the image; pixel centres at +0.5), then calls ``render_features``. ``validate`` (default True)
+    checks the Gaussians and that ``extrinsics`` are rigid and ``intrinsics`` have positive focal lengths
+    (see ``render_features``).
 
     Returns:
         ``RenderOutput`` with ``renders [B, C, H, W, D]``.
@@ -221,6 +240,10 @@ def render_gaussians(
             f"render_gaussians: `intrinsics` must be [B, C, 3, 3] = {tuple(extrinsics.shape[:2]) + (3, 3)} (normalised), "
             f"got {tuple(intrinsics.shape)}"
         )
+    if validate:
+        checks.check_cameras_c2w(extrinsics, "render_gaussians", "extrinsics")
+        checks.check_intrinsics(intrinsics, "render_gaussians", "intrinsics")
+        checks.check_gaussians(gaussians.means, gaussians.covariances, gaussians.opacities, features, where="render_gaussians")
     dtype = gaussians.means.dtype
     return render_features(
         means=gaussians.means,
@@ -237,5 +260,6 @@ def render_gaussians(
         backgrounds=backgrounds,
         render_depth=render_depth,
         backend=backend,
+        validate=False,  # checked above under the caller's names
         **kwargs,
     )

@@ -21,10 +21,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def patch_size_of(backbone: torch.nn.Module) -> int:
-    size = getattr(getattr(backbone, "config", None), "patch_size", None)
-    if not size:
-        raise ValueError(f"{type(backbone).__name__} has no config.patch_size; the snd protocol pads to it")
-    return int(size[0] if isinstance(size, (tuple, list)) else size)
+    """The backbone's patch size (``snd.backbones.backbone_spec``: 14 for DINOv2/SnD, 16 for DINOv3)."""
+    from ...backbones import backbone_spec
+
+    try:
+        return backbone_spec(backbone).patch_size
+    except ValueError as error:
+        raise ValueError(f"{error}; the snd protocol pads to the patch size") from None
 
 
 class FrozenFeatures:

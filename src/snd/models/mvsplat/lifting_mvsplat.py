@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ...gaussians import Gaussians
+from ...splatting.validate import check_finite, check_gaussians, check_views
 from .modeling_mvsplat import SH_C0, MVSplatModel
 
 if TYPE_CHECKING:
@@ -66,9 +67,12 @@ class MVSplatLifter:
     def from_pretrained(cls, name_or_path: str, **kwargs) -> "MVSplatLifter":
         return cls(MVSplatModel.from_pretrained(name_or_path, **kwargs).eval())
 
-    def __call__(self, context: "Views") -> Gaussians:
+    def __call__(self, context: "Views", validate: bool = True) -> Gaussians:
+        """Lift batched ``context`` views; ``validate`` checks the views first and the Gaussians after (ValueError naming them)."""
         if context.images.ndim != 5:
             raise ValueError(f"MVSplatLifter: context must be batched (images [B, V, 3, H, W]), got images {tuple(context.images.shape)}")
+        if validate:
+            check_views(context, "MVSplatLifter")
         parameter = next(self.model.parameters())
         device, dtype = parameter.device, parameter.dtype
         inputs = [tensor.to(device=device, dtype=dtype) for tensor in (context.images, context.extrinsics, context.intrinsics, context.near, context.far)]
@@ -78,6 +82,9 @@ class MVSplatLifter:
             self.model.eval()
             with torch.no_grad():
                 output = self.model(*inputs)
+        if validate:  # NaN weights give NaN Gaussians, which the renderer would cull silently
+            check_gaussians(output.means, output.covariances, output.opacities, where="MVSplatLifter output")
+            check_finite(output.harmonics, "harmonics", "MVSplatLifter output")
         return Gaussians(means=output.means, covariances=output.covariances, opacities=output.opacities, harmonics=output.harmonics)
 
     def render_rgb(self, gaussians: Gaussians, target: "Views", backend: str = "auto", **kwargs) -> "RenderOutput":

@@ -99,6 +99,10 @@ class SnDConfig(BackboneConfigMixin, PreTrainedConfig):
     _out_indices: list[int] | None = None
 
     def __post_init__(self, **kwargs):
+        for name in ("hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size", "image_size", "num_channels"):
+            value = getattr(self, name, 1)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"SnDConfig.{name} must be a positive integer, got {value!r}")
         if self.hidden_size % self.num_attention_heads != 0:
             raise ValueError(
                 f"SnDConfig: hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
