@@ -223,3 +223,23 @@ def test_images_go_to_every_tracker_that_takes_them(monkeypatch):
     assert ("wandb", sorted(pictures), 7) in calls
     accelerator.is_main_process = False
     assert log_images(accelerator, pictures, step=8) == []
+
+
+def test_rigid_camera_check_is_not_fooled_by_bf16_autocast():
+    """Mixed-precision training runs the lifter inside `accelerator.autocast()`: the rigid-transform check must still
+    pass exact float32 rotations (it ran its matmul in bf16 and refused them)."""
+    import torch
+
+    from snd.splatting.validate import check_viewmats
+
+    # a synthetic-scene camera that `accelerate launch --mixed_precision bf16` refused (|R^T R - I| = 0 in float32)
+    transform = torch.tensor([[-0.9985016584396362, 0.02427651919424534, -0.04904201999306679, 0.31902867555618286],
+                              [0.05472174286842346, 0.44297099113464355, -0.8948643803596497, 2.1569628715515137],
+                              [0.0, -0.8962072134017944, -0.4436357319355011, 1.3760043382644653],
+                              [0.0, 0.0, 0.0, 1.0]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        check_viewmats(transform[None])  # raised "must be rigid transforms" before
+    bad = transform.clone()
+    bad[0, 0] += 0.05
+    with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(ValueError, match="rigid"):
+        check_viewmats(bad[None])
