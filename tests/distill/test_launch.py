@@ -243,3 +243,23 @@ def test_rigid_camera_check_is_not_fooled_by_bf16_autocast():
     bad[0, 0] += 0.05
     with torch.autocast("cpu", dtype=torch.bfloat16), pytest.raises(ValueError, match="rigid"):
         check_viewmats(bad[None])
+
+
+def test_logging_is_quiet_unless_verbose():
+    import logging
+
+    from transformers.utils import logging as transformers_logging
+
+    from snd.distill.launch import configure_logging
+
+    try:
+        configure_logging(verbose=False)
+        assert logging.getLogger("snd.distill.trainer").getEffectiveLevel() == logging.INFO  # the checkpoint line
+        assert not logging.getLogger("accelerate.checkpointing").isEnabledFor(logging.INFO)  # "Saving current state..."
+        assert not transformers_logging.is_progress_bar_enabled()
+        configure_logging(verbose=True)
+        assert logging.getLogger("accelerate.checkpointing").isEnabledFor(logging.INFO)
+    finally:
+        transformers_logging.enable_progress_bar()
+        transformers_logging.set_verbosity_warning()
+        logging.getLogger().setLevel(logging.WARNING)
