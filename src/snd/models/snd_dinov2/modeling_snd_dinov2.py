@@ -461,8 +461,10 @@ class SnDBackbone(SnDPreTrainedModel, BackboneMixin):
     through the final LayerNorm, as `Dinov2Backbone`, so DPT-style heads can sit on SnD features (DPT wants
     `reshape_hidden_states=False`: token sequences `[B, 1 + h * w, C]`, CLS first, registers dropped).
 
-    Note: transformers 5's `AutoBackbone.from_pretrained` asks the Hub whether the name is a repo even for a
-    local folder; offline, use `SnDBackbone.from_pretrained(folder, out_indices=...)` (same weights as `SnDModel`).
+    `AutoBackbone.from_pretrained(folder, out_indices=...)` works on a local folder, offline, once `snd` is imported
+    (transformers 5.24 asks the Hub whether the name is a repo first; `snd.models.register_auto_classes` skips that
+    for local folders). Through remote code without `snd` installed it needs a Hub repo id (transformers cannot
+    resolve a local folder there before any repository code runs). Same weights as `SnDModel`.
     """
 
     def __init__(self, config: SnDConfig):
