@@ -289,6 +289,7 @@ def train(
     # glibc keeps freed large blocks for reuse (no page faults per step), and a CPU run uses 1 torch thread unless
     # OMP_NUM_THREADS says otherwise (snd.runtime; BENCHMARKS.md "Training step" and "Threads").
     reuse_large_allocations()
+    previous_threads = torch.get_num_threads()  # restored on return, like the matmul precision
     default_cpu_threads(accelerator.device)
     optimizer = build_optimizer(trainable, training)
     scheduler = build_scheduler(optimizer, config)
@@ -466,6 +467,7 @@ def train(
     if trackers:
         accelerator.end_training()
     torch.set_float32_matmul_precision(previous_precision)
+    torch.set_num_threads(previous_threads)
     return TrainResult(output_dir, state.step, state.skipped, last_loss, wall_time, files)
 
 
