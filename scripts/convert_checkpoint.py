@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from snd.convert import FORMATS, ConversionError, convert_backbone, save_backbone
 from snd.convert.common import check_output
@@ -45,18 +46,21 @@ def main(argv=None) -> int:
     except ConversionError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    from snd import SnDImageProcessor
+    from snd.hub import ModelCardInfo, push_model, render_model_card
+
+    differences = ", ".join(f"{name}: {value:.2g}" for name, value in report.max_abs_difference.items())
+    card = ModelCardInfo(
+        repo_id=args.push_to_hub or f"local/{Path(args.output).name}",  # the card is written now, pushed or not
+        provenance={"source": str(args.input), "format": args.format, "preset": report.preset, "conversion check": differences},
+    )
+    if args.format != "dinov3-hub":  # an SnD/DINOv2 folder gets its model card at save time, not only on push
+        render_model_card(card, config=model.config, has_remote_code=True).save(Path(folder) / "README.md")
     print(json.dumps({"output": str(folder), "preset": report.preset, "max_abs_difference": report.max_abs_difference}, indent=2))
     if args.push_to_hub:
-        from snd import SnDImageProcessor
-        from snd.hub import ModelCardInfo, push_model
-
-        differences = ", ".join(f"{name}: {value:.2g}" for name, value in report.max_abs_difference.items())
-        card = ModelCardInfo(
-            repo_id=args.push_to_hub,
-            provenance={"source": str(args.input), "format": args.format, "preset": report.preset, "conversion check": differences},
-        )
         from snd.backbones import default_image_processor
 
+        card.repo_id = args.push_to_hub
         processor = default_image_processor(model) if args.format == "dinov3-hub" else SnDImageProcessor()
         result = push_model(model, processor, args.push_to_hub, card)
         print(f"pushed to {result.commit_url}")

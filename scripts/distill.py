@@ -1,12 +1,14 @@
 #!/usr/bin/env python
 """Distil a 3D-aware DINOv2 with Splat and Distill.
 
-    accelerate launch scripts/distill.py                       # embedded CPU default (synthetic scenes, tiny model)
-    accelerate launch scripts/distill.py --config scannetpp_dinov2s --data.root /data/scannetpp \\
-        --lifter.checkpoint checkpoints/re10k.ckpt
-    accelerate launch --multi_gpu --num_processes 8 scripts/distill.py --config scannetpp_dinov2b ...
+    accelerate launch --config_file configs/accelerate/cpu.yaml scripts/distill.py   # embedded CPU default
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml scripts/distill.py --config scannetpp_dinov2s \\
+        --data.root /data/scannetpp --lifter.checkpoint checkpoints/re10k.ckpt
+    accelerate launch ... scripts/distill.py --config my.yaml   # your fields over the embedded default (or its `base:`)
 
-Any config field can be set with ``--set section.key=value`` or ``--section.key value``.
+Any config field can be set with ``--set section.key=value`` or ``--section.key value``. The launcher's
+``--mixed_precision`` applies unless the config sets ``training.mixed_precision``. An ``--output_dir`` that holds a
+run needs ``--resume_from_checkpoint latest`` or ``--overwrite_output_dir``.
 """
 
 import argparse
@@ -19,13 +21,15 @@ from snd.distill.config import dotted_flags_to_overrides
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None, help=f"YAML file or shipped preset ({', '.join(preset_names())}); default: the embedded default")
+    parser.add_argument("--config", default=None, help=f"shipped preset ({', '.join(preset_names())}) or your YAML file, whose fields are layered over the embedded default (or over the preset its `base:` key names); default: the embedded default")
     parser.add_argument("--output_dir", default=None, help="where checkpoints, weights, logs and pictures go (training.output_dir)")
     parser.add_argument("--max_steps", type=int, default=None, help="optimiser steps (training.max_steps)")
     parser.add_argument("--seed", type=int, default=None, help="seed of init, data order and view sampling (training.seed)")
     parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' (newest checkpoint in --output_dir) or a checkpoint directory")
+    parser.add_argument("--overwrite_output_dir", action="store_true", help="replace the run already in --output_dir (its checkpoints and logs are removed)")
     parser.add_argument("--allow_config_change", action="store_true", help="resume even if max_steps/lr/batch size/schedule/seed differ from the checkpoint's")
-    parser.add_argument("--push_to_hub", default=None, metavar="REPO", help="push the final student to this Hub repository")
+    parser.add_argument("--push_to_hub", default=None, metavar="REPO", help="push the final student to this Hub repository (token and repository are checked before training)")
+    parser.add_argument("--verbose", action="store_true", help="log Accelerate's and transformers' INFO lines too")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override a config field (repeatable)")
     parser.add_argument("--no_progress", action="store_true", help="no progress bar")
     args, unknown = parser.parse_known_args(argv)
@@ -48,6 +52,8 @@ def main(argv=None):
             resume_from_checkpoint=args.resume_from_checkpoint,
             push_to_hub=args.push_to_hub,
             progress=not args.no_progress,
+            overwrite_output_dir=args.overwrite_output_dir,
+            verbose=args.verbose,
             allow_config_change=args.allow_config_change,
         )
     except (ConfigError, CheckpointError) as error:

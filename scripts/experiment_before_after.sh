@@ -2,7 +2,10 @@
 # Before/after experiment on this CPU: distil the embedded default (tiny random student, synthetic
 # scenes) with 3 seeds, then evaluate each student before and after on the synthetic benchmark.
 #   bash scripts/experiment_before_after.sh [OUTPUT_DIR] [SEEDS...]
+# Uses the repository's .venv (set PYTHON=... for another interpreter); an interrupted run resumes.
 set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+PYTHON="${PYTHON:-$ROOT/.venv/bin/python}"
 OUT="${1:-outputs/before_after}"
 shift || true
 SEEDS=("${@:-0 1 2}")
@@ -11,8 +14,9 @@ RUNS=()
 for seed in "${SEEDS[@]}"; do
   run="$OUT/distill-seed$seed"
   if [ ! -f "$run/student/config.json" ]; then
-    accelerate launch --cpu --num_processes 1 scripts/distill.py --seed "$seed" --output_dir "$run" --no_progress
+    "$PYTHON" -m accelerate.commands.launch --config_file "$ROOT/configs/accelerate/cpu.yaml" "$ROOT/scripts/distill.py" \
+      --seed "$seed" --output_dir "$run" --resume_from_checkpoint latest --no_progress
   fi
   RUNS+=(--run "$run")
 done
-python scripts/experiment_before_after.py "${RUNS[@]}" --output-dir "$OUT/evaluation" --num-threads 1 --no-progress
+"$PYTHON" "$ROOT/scripts/experiment_before_after.py" "${RUNS[@]}" --output-dir "$OUT/evaluation" --num-threads 1 --no-progress

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from snd.benchmarks.render import RenderBenchmarkConfig, format_table, run_render_benchmark, synthetic_lifted_scene
@@ -41,3 +42,32 @@ def test_script_dispatches_to_render():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "| 1,000 | 64x96 | 6 | 2 | 2 |" in result.stdout
     assert f"torch {torch.__version__}" in result.stdout
+
+
+def test_bound_benchmark_rows_bound_and_baseline(capsys):
+    """The bound is the stated formula on counted pairs; a git revision's renderer runs beside the current one."""
+    from snd.benchmarks.render import GEOMETRY_FLOPS, HardwareRates, load_baseline_renderer, main, render_bound, run_bound_benchmark
+
+    rates = HardwareRates(matmul_gflops=50.0, copy_gbps=10.0, device="test")
+    bound = render_bound(contributing_pairs=1000, pixels=100, gaussians=400, channels=8, rates=rates)
+    assert bound["flops"] == 1000 * (2 * 8 + GEOMETRY_FLOPS)
+    assert bound["bytes"] == 4 * 8 * (400 + 100) + 4 * 10 * 400
+    assert bound["bound_ms"] == pytest.approx(1000 * max(bound["flops"] / 50e9, bound["bytes"] / 10e9))
+
+    rows, measured = run_bound_benchmark(channels=(3, 8), num_gaussians=1500, height=24, width=32, repeats=1, baseline="HEAD")
+    assert measured.matmul_gflops > 0 and measured.copy_gbps > 0
+    assert [row["channels"] for row in rows] == [3, 8]
+    for row in rows:
+        assert 0 < row["pairs_per_pixel"] <= row["evaluated_per_pixel"]
+        expected = render_bound(round(row["pairs_per_pixel"] * 24 * 32), 24 * 32, 1500, row["channels"], measured)
+        assert row["flops"] == expected["flops"]
+        assert row["current_gap"] == pytest.approx(row["current_ms"] / row["bound_ms"])
+        assert row["baseline_ms"] > 0 and row["current_faults"] >= 0
+        assert row["max_abs_difference"] < 1e-5  # HEAD's renderer agrees with the working tree's
+
+    main(["--bound", "--channels", "4", "--gaussians", "800", "--resolution", "16x24", "--repeats", "1", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert "fp32 matmul" in out and "| 800 | 16x24 | 4 |" in out
+
+    with pytest.raises(ValueError, match="no-such-revision"):
+        load_baseline_renderer("no-such-revision")

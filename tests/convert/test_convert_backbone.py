@@ -262,6 +262,10 @@ def test_script_end_to_end_and_no_output_when_check_fails(tmp_path, capsys):
     loaded = AutoModel.from_pretrained(tmp_path / "out")
     assert AutoImageProcessor.from_pretrained(tmp_path / "out").crop_size == {"height": 224, "width": 224}
     compare(loaded.eval(), reference, 4)
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(tmp_path / "out" / "README.md")  # the model card is written at save time, not only on push
+    assert card.data.library_name == "transformers" and str(path) in card.text
 
     # the refusals through the script's main(argv) in this process (same parsing and code, no interpreter start)
     capsys.readouterr()

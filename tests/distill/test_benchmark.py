@@ -16,4 +16,12 @@ def test_train_benchmark_reports_every_stage(tmp_path, capsys):
     assert set(result["stages"]) == set(STAGES) | {"total"}
     assert all(values["median_ms"] > 0 and values["peak_mib"] >= 0 for values in result["stages"].values())
     assert result["image"] == [28, 42] and result["prototypes"] == 64
-    assert "| render |" in capsys.readouterr().out
+    stages = result["stages"]
+    assert all(values["cpu_ms"] > 0 and values["minor_faults"] >= 0 for values in stages.values())
+    assert result["hardware"]["flops_per_s"] > 0 and result["hardware"]["bytes_per_s"] > 0
+    # FLOPs counted in the stages that multiply matrices, least bytes for the memory-bound ones, bound = their max
+    assert stages["student"]["gflop"] > 0 and stages["blend"]["min_mb"] > 0 and stages["data"]["gap"] is None
+    blend_bound = 1000 * max(stages["blend"]["gflop"] * 1e9 / result["hardware"]["flops_per_s"], stages["blend"]["min_mb"] * 1e6 / result["hardware"]["bytes_per_s"])
+    assert abs(stages["blend"]["bound_ms"] - blend_bound) < 1e-6 * max(1.0, blend_bound)
+    output = capsys.readouterr().out
+    assert "| render |" in output and "gap (CPU / bound)" in output

@@ -76,3 +76,21 @@ def test_save_heads_writes_task_models_that_pipelines_run(tmp_path):
     assert list(segmentation.config.id2label.values()) == list(test.class_names)
     segments = pipeline("image-segmentation", model=str(heads / "segmentation"))(image)
     assert segments and {s["label"] for s in segments} <= set(test.class_names)
+
+    # eval_results.json: the headline metrics as card records, which a distill run's card turns into model-index
+    records = json.loads((output / "tiny-snd" / "eval_results.json").read_text())
+    assert {(r["task"], r["metric"]) for r in records} == {("depth", "rmse"), ("segmentation", "mean_iou"),
+                                                           ("normals", "angular_rmse")}
+    assert next(r for r in records if r["task"] == "normals")["value"] == results["normals"]["rmse"]
+    from snd.distill import load_config
+    from snd.distill.trainer import card_info
+    from snd.hub import render_model_card
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "eval_results.json").write_text(json.dumps(records))
+    card = render_model_card(card_info(load_config(), "me/run-student", run), config=backbone.config)
+    assert sorted((r.task_type, r.metric_value) for r in card.data.eval_results) == sorted(
+        (t, v) for t, v in [("depth-estimation", results["depth"]["rmse"]),
+                            ("image-segmentation", results["segmentation"]["mean_iou"]),
+                            ("surface-normal-estimation", results["normals"]["rmse"])])

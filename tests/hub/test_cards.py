@@ -115,3 +115,19 @@ def test_template_with_unknown_variable_fails_loudly(tmp_path):
     template.write_text("---\n{{ card_data }}\n---\n# {{ title }} {{ not_a_field }}\n")
     with pytest.raises(Exception, match="not_a_field"):
         render_model_card(ModelCardInfo(repo_id="a/b"), template=template)
+
+
+@pytest.mark.parametrize("model_type", ["dinov3_vit", "dinov2_with_registers"])
+def test_card_of_a_student_in_its_own_transformers_class(model_type):
+    """A distilled DINOv3 / DINOv2-with-registers keeps its class: the card's snippet must not use SnD's API."""
+    from transformers import DINOv3ViTConfig, Dinov2WithRegistersConfig
+
+    config = (DINOv3ViTConfig if model_type == "dinov3_vit" else Dinov2WithRegistersConfig)(num_register_tokens=4)
+    config.architectures = ["DINOv3ViTModel" if model_type == "dinov3_vit" else "Dinov2WithRegistersModel"]
+    text = str(render_model_card(ModelCardInfo(repo_id="me/student", blend_alpha=0.5), config))
+    assert "patch_features" not in text and "import snd" not in text
+    assert "tokens[:, 5:]" in text and "4 register tokens" in text  # CLS + 4 registers skipped
+    assert f"(H/{config.patch_size})" in text and config.architectures[0] in text
+    family = "dinov3" if model_type == "dinov3_vit" else "dinov2"
+    assert family in _metadata(ModelCard(text))["tags"]
+    assert "dinov3" not in _metadata(render_model_card(ModelCardInfo(repo_id="me/x"), snd.SnDConfig.tiny()))["tags"]

@@ -52,3 +52,37 @@ def test_mean_iou_evaluate_module_matches():
         predictions=prediction, references=reference, num_classes=4, ignore_index=255
     )
     assert result["mean_iou"] == pytest.approx(segmentation_metrics(prediction, reference, 4)["mean_iou"])
+
+
+def test_mean_iou_takes_the_hub_metrics_arguments():
+    """`num_labels`, `ignore_index`, `reduce_labels`, `label_map`, `nan_to_num` as in the Hub's `evaluate` mean_iou."""
+    rng = np.random.default_rng(3)
+    predictions = rng.integers(0, 3, size=(2, 5, 6))
+    references = rng.integers(0, 4, size=(2, 5, 6))  # 0 = unlabelled, 1..3 = classes 0..2 once reduced
+    # brute force: reduce the references by hand, then count pixel by pixel
+    reduced = [[[255 if r == 0 else r - 1 for r in row] for row in image] for image in references.tolist()]
+    ious = []
+    for label in range(3):
+        inter = union = 0
+        for p_image, r_image in zip(predictions.tolist(), reduced):
+            for p_row, r_row in zip(p_image, r_image):
+                for p, r in zip(p_row, r_row):
+                    if r == 255:
+                        continue
+                    inter += p == label and r == label
+                    union += p == label or r == label
+        ious.append(inter / union)
+    module = snd.metrics.load("mean_iou")
+    result = module.compute(predictions=predictions.tolist(), references=references.tolist(), num_labels=3,
+                            ignore_index=255, reduce_labels=True)
+    assert result["per_class_iou"] == pytest.approx([100 * v for v in ious])
+    assert result["mean_iou"] == pytest.approx(100 * sum(ious) / 3)
+    # old name still works and agrees; a contradiction is refused
+    assert segmentation_metrics(predictions, np.array(reduced), num_classes=3)["mean_iou"] == pytest.approx(result["mean_iou"])
+    with pytest.raises(ValueError, match="disagree"):
+        segmentation_metrics(predictions, np.array(reduced), num_classes=3, num_labels=4)
+    # label_map applies before reduce_labels; nan_to_num fills classes absent from both sides
+    mapped = segmentation_metrics(predictions, references, num_labels=3, reduce_labels=True, label_map={3: 0})
+    assert (predictions == 2).any() and mapped["per_class_iou"][2] == 0.0  # label 3 mapped to unlabelled: no class-2 truth
+    empty = segmentation_metrics(np.zeros((1, 2, 2), int), np.zeros((1, 2, 2), int), num_labels=3, nan_to_num=-1.0)
+    assert empty["per_class_iou"] == [100.0, -1.0, -1.0]

@@ -25,3 +25,15 @@ def test_bad_resolution_is_reported_not_raised():
     assert "multiples of" in queue[0]["error"]
     assert "error: ValueError" in format_table(queue)
     assert _resolution("576x880") == (576, 880)
+
+
+def test_compare_official_names_a_missing_checkout_and_formats_rows(tmp_path):
+    from snd.benchmarks.lift import _compare_official, format_comparison
+
+    queue = ListQueue()
+    _compare_official(LiftBenchmarkConfig(config="tiny", repeats=1, warmup=0), 32, 32, str(tmp_path), queue)
+    assert "FileNotFoundError" in queue[0]["error"] and "depth_predictor_multiview.py" in queue[0]["error"]
+    row = dict(resolution="256x256", clock="CPU (process_time)", official_ms=1000.0, ours_ms=919.0, ratio=0.919, runs=3, max_depth_difference=0.0, depth_std=3.5)
+    table = format_comparison([row] + queue)
+    assert "| 256x256 | CPU (process_time) | 1000 | 919 | 0.919x |" in table
+    assert "error: FileNotFoundError" in table

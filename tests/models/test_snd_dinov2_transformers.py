@@ -231,3 +231,18 @@ def test_onnx_export_has_named_outputs_and_dynamic_axes(tmp_path):
             expected = model(pixels)
         for name, value in zip(names, session.run(None, {"pixel_values": pixels.numpy()})):
             assert np.allclose(value, expected[name].numpy(), atol=1e-4), name
+
+
+@pytest.mark.slow
+def test_task_models_export_with_dynamic_shapes():
+    from snd.models.export import export_program
+
+    for cls, name in ((SnDForDepthEstimation, "predicted_depth"), (SnDForSemanticSegmentation, "logits")):
+        model = cls(SnDConfig.tiny(depth_num_bins=8, id2label={0: "a", 1: "b"})).eval()
+        program, names = export_program(model)
+        assert names == [name]
+        for height, width in [(42, 56), (56, 84)]:
+            pixels = torch.randn(2, 3, height, width)
+            with torch.no_grad():
+                expected = model(pixels)[name]
+            assert torch.allclose(program.module()(pixels)[0], expected, atol=1e-5)

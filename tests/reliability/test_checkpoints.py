@@ -323,3 +323,15 @@ def test_tampered_legacy_checkpoint_is_not_upgraded(finished_run, tmp_path):
         upgrade_legacy_checkpoint(checkpoint_dir(out, 4))
     assert not marker.exists()
     assert (checkpoint_dir(out, 4) / "custom_checkpoint_1.pkl").is_file()  # left as it was
+
+
+def test_train_restores_the_callers_thread_count(tmp_path, monkeypatch):
+    """A CPU run uses 1 torch thread (snd.runtime.default_cpu_threads); a notebook gets its own setting back."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        _run(tmp_path / "run", "training.max_steps=1", "training.checkpoint_every=0")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(previous)

@@ -91,6 +91,7 @@ def _dense_render(
     eps2d: float = 0.3,
     background=None,  # [D]
     tile_size: int = 16,
+    stats: dict | None = None,  # receives contributing_pairs: (pixel, Gaussian) pairs blended
 ):
     dtype = means.dtype
     channels = colors.shape[-1]
@@ -141,6 +142,7 @@ def _dense_render(
     depth_sum = torch.zeros(height, width, dtype=dtype)
     transmittance = torch.ones(height, width, dtype=dtype)
     done = torch.zeros(height, width, dtype=torch.bool)
+    contributing = 0
     for _, index, mean_x, mean_y, conic, opacity, box, z in entries:
         in_box = (tile_col >= box[0]) & (tile_col < box[1]) & (tile_row >= box[2]) & (tile_row < box[3])
         dx, dy = mean_x - pixel_x, mean_y - pixel_y
@@ -153,10 +155,13 @@ def _dense_render(
         done = done | stopping
         active = active & ~stopping
         weight = torch.where(active, alpha * transmittance, torch.zeros_like(alpha))
+        contributing += int(active.sum())
         render = render + weight[..., None] * colors[index]
         depth_sum = depth_sum + weight * z
         transmittance = torch.where(active, next_t, transmittance)
     alpha_total = 1 - transmittance
+    if stats is not None:
+        stats["contributing_pairs"] = contributing
     if background is not None:
         render = render + transmittance[..., None] * background
     return render, alpha_total, depth_sum / alpha_total.clamp(min=1e-10)

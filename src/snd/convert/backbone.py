@@ -178,9 +178,11 @@ def _as_transformers_v5(state: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 
 def save_backbone(
-    model: SnDModel, output_dir: str | os.PathLike, image_processor: SnDImageProcessor | None = None, overwrite: bool = False
+    model: SnDModel, output_dir: str | os.PathLike, image_processor: SnDImageProcessor | None = None, overwrite: bool = False,
+    card=None,
 ) -> Path:
-    """Write model (safetensors), config and image processor into `output_dir`, atomically.
+    """Write model (safetensors), config and image processor into `output_dir`, atomically; with `card` (a
+    `huggingface_hub.ModelCard`, e.g. from `snd.hub.render_model_card`) also its `README.md`.
 
     Everything goes into a temporary sibling folder first and is renamed into place at the end, so an
     interrupted conversion never leaves a half-written model folder. An existing file or non-empty folder
@@ -191,6 +193,8 @@ def save_backbone(
     try:
         model.save_pretrained(staging)
         (image_processor or SnDImageProcessor()).save_pretrained(staging)
+        if card is not None:
+            card.save(staging / "README.md")
         return publish_folder(staging, output_dir, overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from .config import DistillConfig, load_config
 from .trainer import TrainResult, train
 
@@ -39,10 +37,15 @@ def run(
     resume_from_checkpoint: str | None = None,
     push_to_hub: str | None = None,
     progress: bool = True,
+    overwrite_output_dir: bool = False,
+    verbose: bool = False,
     allow_config_change: bool = False,
 ) -> TrainResult:
-    """Resolve the config and train (see :func:`snd.distill.train`)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Resolve the config and train (see :func:`snd.distill.train`). Logging is quiet (one line per checkpoint and
+    warnings) unless ``verbose``."""
+    from .launch import configure_logging
+
+    configure_logging(verbose)
     resolved = resolve_config(config, overrides, output_dir, max_steps, seed, push_to_hub)
-    return train(resolved, resume_from_checkpoint=resume_from_checkpoint, push_to_hub=resolved.training.hub_model_id, progress=progress,
-                 allow_config_change=allow_config_change)
+    return train(resolved, resume_from_checkpoint=resume_from_checkpoint, push_to_hub=resolved.training.hub_model_id,
+                 progress=progress, overwrite_output_dir=overwrite_output_dir, allow_config_change=allow_config_change)

@@ -235,12 +235,17 @@ class TrainingConfig:
         checkpoint_every: steps between ``save_state`` checkpoints (0: only at the end). Default 10000.
         keep_checkpoints: how many recent checkpoints to keep. Default 3.
         log_every: steps between loss-log lines. Default 10.
-        mixed_precision: "no", "fp16" or "bf16" (accelerate). Default "no".
+        mixed_precision: "no", "fp16" or "bf16", or None (default): whatever the launcher chose
+            (``accelerate launch --mixed_precision``, an ``accelerate config`` file), else "no". The resolved value
+            is written to ``config.yaml``; fp16 on a CPU is refused.
         nonfinite_loss: "raise" (stop naming the step) or "skip" (skip the step and count). Default "raise".
         max_skipped_steps: stop after this many skipped non-finite steps. Default 100.
         max_empty_steps: stop after this many consecutive steps whose teacher target is empty (valid_fraction 0;
             the student would learn nothing); 0 disables. Default 20.
-        report_to: "auto" (TensorBoard when installed), "tensorboard" or "none". Default "auto".
+        report_to: "auto" (TensorBoard when installed; default), "none", "all" (every installed tracker) or tracker
+            names joined by commas: "tensorboard", "wandb", "trackio" (each must be installed).
+        log_images_every: steps between pictures sent to trackers that take images (PCA of the student's features
+            on the held-out view, PCA of the teacher's rendered target); 0 disables. Default 0.
         cpu: force CPU (gloo) even when GPUs exist. Default False.
         hub_model_id: push the final student here (``--push_to_hub``). Default None.
     """
@@ -261,11 +266,12 @@ class TrainingConfig:
     checkpoint_every: int = 10000
     keep_checkpoints: int = 3
     log_every: int = 10
-    mixed_precision: str = "no"
+    mixed_precision: str | None = None
     nonfinite_loss: str = "raise"
     max_skipped_steps: int = 100
     max_empty_steps: int = 20
     report_to: str = "auto"
+    log_images_every: int = 0
     cpu: bool = False
     hub_model_id: str | None = None
 
@@ -313,10 +319,10 @@ _CHOICES = {
     "lifter.kind": ("depth", "mvsplat"),
     "data.dataset": ("synthetic", "scannetpp", "re10k", "nerfstudio"),
     "training.schedule": ("one_cycle_cosine", "constant"),
-    "training.mixed_precision": ("no", "fp16", "bf16"),
+    "training.mixed_precision": ("no", "fp16", "bf16", None),
     "training.nonfinite_loss": ("raise", "skip"),
-    "training.report_to": ("auto", "tensorboard", "none"),
 }
+_REPORT_TO = ("auto", "none", "all", "tensorboard", "wandb", "trackio")
 _POSITIVE = [
     "head.num_prototypes", "head.hidden_dim", "head.bottleneck_dim", "head.num_layers", "model.lora_rank",
     "teacher.update_every", "data.image_height", "data.image_width", "data.num_scenes", "data.num_frames",
@@ -324,7 +330,7 @@ _POSITIVE = [
     "training.keep_checkpoints", "training.log_every", "loss.student_temperature", "loss.teacher_temperature",
     "training.lr", "teacher.near_plane",
 ]
-_NON_NEGATIVE = ["training.checkpoint_every", "training.max_grad_norm", "training.weight_decay", "data.num_workers", "training.max_skipped_steps", "model.lora_dropout",
+_NON_NEGATIVE = ["training.log_images_every", "training.checkpoint_every", "training.max_grad_norm", "training.weight_decay", "data.num_workers", "training.max_skipped_steps", "model.lora_dropout",
                  "training.one_cycle_extra_steps", "training.max_empty_steps"]
 
 
@@ -364,6 +370,8 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
     elif expected is str:
         if isinstance(value, str):
             return value
+        if value is False and where.endswith("mixed_precision"):  # YAML 1.1 reads a bare `no` as false
+            return "no"
     elif expected is list:
         if isinstance(value, (list, tuple)):
             return list(value)
@@ -426,8 +434,56 @@ def preset_names() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in resources.files("snd.configs").iterdir() if p.name.endswith(".yaml"))
 
 
+#: top-level key of a user's YAML naming what its fields are layered over (a shipped preset or another file).
+BASE_KEY = "base"
+
+
+def _layer(base: dict, fields: dict) -> dict:
+    """``fields`` over ``base``, section by section (a section's unnamed keys keep the base's values)."""
+    result = _deep_copy(base)
+    for key, value in fields.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = _layer(result[key], value)
+        else:
+            result[key] = value
+    return result
+
+
+def _user_yaml(path: Path, seen: tuple = ()) -> dict:
+    """A user's YAML file layered over its ``base:`` (a preset name or a file; default: the embedded default)."""
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: `base:` chain loops back to {path}")
+    values = _read_yaml(path)
+    shipped = Path(str(resources.files("snd.configs"))).resolve()
+    default_base = None if path.resolve().parent == shipped else "default"  # a shipped preset given by its path
+    base = values.pop(BASE_KEY, default_base)
+    if base is None or base == "dataclass":
+        return values  # fields over the dataclass defaults (the paper setting), as the shipped presets
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: `base:` must name a shipped preset or a YAML file, got {base!r}")
+    base_path = Path(base) if Path(base).is_absolute() else path.parent / base
+    if base_path.suffix in (".yaml", ".yml") and base_path.is_file():
+        return _layer(_user_yaml(base_path, seen + (path.resolve(),)), values)
+    if base not in preset_names():
+        raise ConfigError(f"{path}: `base: {base}` is neither a shipped preset ({preset_names()}) nor a YAML file")
+    preset = yaml.safe_load(resources.files("snd.configs").joinpath(f"{base}.yaml").read_text()) or {}
+    return _layer(preset, values)
+
+
 def load_config(path_or_preset: str | Path | None = None, overrides: list[str] | None = None) -> DistillConfig:
-    """Load a YAML file (or a shipped preset by name; None: the embedded default) and apply ``key=value`` overrides."""
+    """Load a shipped preset by name (None: the embedded default) or a user's YAML file, then apply ``key=value``
+    overrides.
+
+    A user's file is layered over the embedded default (``default.yaml``), or over what its top-level ``base:``
+    names (a shipped preset such as ``scannetpp_dinov2s``, another YAML file, or ``dataclass`` for the bare paper
+    defaults), so it only needs the fields it changes::
+
+        base: scannetpp_dinov2s          # the paper's ScanNet++ / DINOv2-S setting
+        data:
+          root: /data/scannetpp          # your ScanNet++ download
+        lifter:
+          checkpoint: checkpoints/re10k.ckpt
+    """
     if path_or_preset is None:
         path_or_preset = "default"
     path = Path(path_or_preset)
@@ -441,7 +497,7 @@ def load_config(path_or_preset: str | Path | None = None, overrides: list[str] |
         if not path.exists():
             raise ConfigError(f"config file {path} does not exist")
         source = str(path)
-        values = _read_yaml(path)
+        values = _user_yaml(path)
     values = apply_overrides(values, overrides or [])
     return config_from_dict(values, source if not overrides else f"{source} with overrides {overrides}")
 
@@ -511,6 +567,12 @@ def validate(config: DistillConfig) -> DistillConfig:
     for key in _NON_NEGATIVE:
         if _get(config, key) < 0:
             raise ConfigError(f"{key} must be >= 0, got {_get(config, key)!r}")
+    report_to = [part.strip() for part in str(config.training.report_to).lower().split(",")]
+    if not all(part in _REPORT_TO for part in report_to) or (len(report_to) > 1 and set(report_to) & {"auto", "none", "all"}):
+        raise ConfigError(
+            f"training.report_to must be one of auto, none, all or tracker names joined by commas "
+            f"(tensorboard, wandb, trackio), got {config.training.report_to!r}"
+        )
     if not 0.0 <= config.teacher.momentum <= 1.0:
         raise ConfigError(f"teacher.momentum must be in [0, 1], got {config.teacher.momentum}")
     if not 0.0 <= config.teacher.blend_alpha <= 1.0:

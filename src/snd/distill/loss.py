@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.autograd.function import once_differentiable
 from torch.nn import functional as F
 
 
@@ -40,12 +41,11 @@ class PrototypeCrossEntropy(nn.Module):
         """
         if student_logits.shape != teacher_logits.shape:
             raise ValueError(f"student and teacher logits differ in shape: {tuple(student_logits.shape)} vs {tuple(teacher_logits.shape)}")
-        teacher_probs = F.softmax(teacher_logits.float() / self.teacher_temperature, dim=-1).detach()
-        student_log_probs = F.log_softmax(student_logits.float() / self.student_temperature, dim=-1)
-        per_patch = -(teacher_probs * student_log_probs).sum(dim=-1)  # [P]
+        per_patch, entropy = _PrototypeCrossEntropyFunction.apply(
+            student_logits, teacher_logits.detach(), float(self.student_temperature), float(self.teacher_temperature)
+        )  # [P], [P]
         # The teacher entropy is the floor of the cross-entropy; CE - H = KL(teacher || student) shows progress
         # even when near-uniform teacher distributions (temperature 1, as released) keep the CE close to log K.
-        entropy = -(teacher_probs * torch.log(teacher_probs.clamp_min(1e-30))).sum(dim=-1)  # [P]
         if self.average == "valid" and valid is not None:
             weights = valid.to(per_patch.dtype)
             normaliser = weights.sum().clamp_min(1.0)
@@ -55,6 +55,48 @@ class PrototypeCrossEntropy(nn.Module):
             loss = per_patch.mean()
             mean_entropy = entropy.mean()
         return {"loss": loss, "prototype_ce": loss.detach(), "teacher_entropy": mean_entropy.detach(), "kl": loss.detach() - mean_entropy.detach()}
+
+
+def _scaled_float(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``logits.float() / temperature`` without a copy when neither changes anything (float32 input, temperature 1)."""
+    logits = logits.float()
+    return logits if temperature == 1.0 else logits / temperature
+
+
+def _row_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(a * b).sum(-1)`` for ``[P, K]`` inputs as one batched matrix product (no ``[P, K]`` product tensor)."""
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).reshape(a.shape[0])  # [P]
+
+
+class _PrototypeCrossEntropyFunction(torch.autograd.Function):
+    """Per-patch ``-(softmax(t / t_t) * log_softmax(s / t_s)).sum(-1)`` and the teacher entropy, with a
+    hand-written backward ``(softmax(s / t_s) - softmax(t / t_t)) / t_s`` (the gradient autograd derives from
+    the same formula). Keeps three ``[P, K]`` float32 tensors (student log-probabilities, teacher
+    probabilities and log-probabilities, the last freed after the forward) instead of ~8 temporaries."""
+
+    @staticmethod
+    def forward(ctx, student_logits: torch.Tensor, teacher_logits: torch.Tensor, student_temperature: float, teacher_temperature: float):
+        teacher = _scaled_float(teacher_logits, teacher_temperature)  # [P, K]
+        teacher_log_probs = F.log_softmax(teacher, dim=-1)  # [P, K]
+        teacher_probs = teacher_log_probs.exp()  # [P, K]
+        # -(p * log p).sum(): p = 0 (underflow) contributes 0 * finite = 0, as the clamped log of the original formula.
+        entropy = -_row_dot(teacher_probs, teacher_log_probs)  # [P]
+        del teacher_log_probs
+        student_log_probs = F.log_softmax(_scaled_float(student_logits, student_temperature), dim=-1)  # [P, K]
+        per_patch = -_row_dot(teacher_probs, student_log_probs)  # [P]
+        ctx.save_for_backward(student_log_probs, teacher_probs)
+        ctx.student_temperature = student_temperature
+        ctx.student_dtype = student_logits.dtype
+        ctx.mark_non_differentiable(entropy)
+        return per_patch, entropy
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_per_patch: torch.Tensor, grad_entropy: torch.Tensor):
+        student_log_probs, teacher_probs = ctx.saved_tensors
+        grad = student_log_probs.exp()  # softmax(s / t_s), [P, K]
+        grad.sub_(teacher_probs).mul_((grad_per_patch.float() / ctx.student_temperature)[:, None])
+        return grad.to(ctx.student_dtype), None, None, None
 
 
 class CosineDistillLoss(nn.Module):

@@ -114,17 +114,60 @@ def mask_aware_upsample(
     total = masked[0] + masked[1] + masked[2] + masked[3]
     none_agree = total == 0
     normaliser = torch.where(none_agree, torch.ones_like(total), total)
-    # Channels-last accumulation: one row gather per neighbour ([N, H*W, C]), weights broadcast over channels.
-    rows = features.flatten(2).transpose(1, 2).contiguous()  # [N, h*w, C]
-    output = torch.zeros(count, height * width, channels, dtype=features.dtype, device=device)
+    weights, indices = [], []
     for (ys, xs, _), weight, plain_weight in zip(neighbours, masked, plain):
         weight = weight / normaliser
         if fallback == "bilinear":
             weight = torch.where(none_agree, plain_weight, weight)
-        index = (ys[:, None] * low_width + xs[None, :]).reshape(-1)  # [H*W]
-        output.addcmul_(rows[:, index], weight.reshape(count, -1, 1))
+        weights.append(weight.reshape(count, -1))  # [N, H*W]
+        indices.append((ys[:, None] * low_width + xs[None, :]).reshape(-1))  # [H*W] rows of the low-res grid
+    # Channels-last accumulation: per pixel, sum of four low-res rows ([h*w, C]) weighted by the masked weights.
+    rows = features.flatten(2).transpose(1, 2).contiguous()  # [N, h*w, C]
+    if torch.is_grad_enabled() and features.requires_grad:
+        output = _accumulate_rows_autograd(rows, indices, weights)
+    else:
+        output = _accumulate_rows(rows, indices, weights)
     # A [N, C, H, W] view of channels-last memory: flattening it back to per-pixel rows (lifting) is free.
     return output.view(count, height, width, channels).permute(0, 3, 1, 2)
+
+
+def _accumulate_rows_autograd(rows: torch.Tensor, indices: list[torch.Tensor], weights: list[torch.Tensor]) -> torch.Tensor:
+    """``sum_k weights[k][..., None] * rows[:, indices[k]]`` -> ``[N, P, C]``, differentiable in ``rows``."""
+    output = None
+    for index, weight in zip(indices, weights):
+        term = rows.index_select(1, index) * weight[..., None]  # [N, P, C]
+        output = term if output is None else output + term
+    return output
+
+
+# Pixels gathered per chunk by _accumulate_rows: 2048 rows of 384 float32 channels is 3 MiB, a cache-sized buffer.
+_GATHER_CHUNK_BYTES = 3 * 2**20
+
+
+def _accumulate_rows(rows: torch.Tensor, indices: list[torch.Tensor], weights: list[torch.Tensor]) -> torch.Tensor:
+    """Same sum as :func:`_accumulate_rows_autograd` without autograd and without materialising any
+    ``[N, P, C]`` gather: each chunk of output pixels receives its first neighbour's rows directly
+    (``index_select(out=)``) and accumulates the other three through one reused cache-sized buffer.
+    """
+    count, _, channels = rows.shape
+    pixels = indices[0].numel()
+    output = torch.empty(count, pixels, channels, dtype=rows.dtype, device=rows.device)  # [N, P, C]
+    chunk = max(1, min(pixels, _GATHER_CHUNK_BYTES // max(1, channels * rows.element_size())))
+    if rows.device.type != "cpu":
+        chunk = pixels  # on accelerators one launch per neighbour beats cache blocking
+    buffer = torch.empty(chunk, channels, dtype=rows.dtype, device=rows.device)  # [chunk, C]
+    for image in range(count):
+        source = rows[image]  # [h*w, C]
+        for start in range(0, pixels, chunk):
+            stop = min(start + chunk, pixels)
+            target = output[image, start:stop]  # [chunk, C], contiguous
+            torch.index_select(source, 0, indices[0][start:stop], out=target)
+            target.mul_(weights[0][image, start:stop, None])
+            gathered = buffer[: stop - start]
+            for index, weight in zip(indices[1:], weights[1:]):
+                torch.index_select(source, 0, index[start:stop], out=gathered)
+                target.addcmul_(gathered, weight[image, start:stop, None])
+    return output
 
 
 def upsample_features(features: torch.Tensor, masks: torch.Tensor | None, mode: str, fallback: str, align_corners: bool) -> torch.Tensor:
@@ -162,18 +205,49 @@ def blend_segments(features: torch.Tensor, masks: torch.Tensor, alpha: float) ->
         return features
     count, channels, height, width = features.shape
     masks = resize_masks(masks, (height, width)).long()
-    labels = masks.reshape(count, -1)
+    segment, sizes = _segment_ids(masks.reshape(count, -1))  # [N * H * W], [S]
+    # A free view when the features are channels-last in memory (as rendered); a copy otherwise.
+    flat = features.permute(0, 2, 3, 1).reshape(-1, channels)  # [N * H * W, C]
+    num_segments = sizes.numel()
+    sums = torch.zeros(num_segments, channels, dtype=flat.dtype, device=flat.device).index_add_(0, segment, flat)
+    means = sums / sizes.to(flat.dtype)[:, None]  # [S, C]
+    if torch.is_grad_enabled() and features.requires_grad:
+        blended = alpha * flat + (1.0 - alpha) * means[segment]
+    else:
+        blended = _blend_rows(flat, means, segment, alpha)
+    return blended.reshape(count, height, width, channels).permute(0, 3, 1, 2)
+
+
+def _segment_ids(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``labels [N, P]`` -> a dense id per (image, label) for every pixel ``[N * P]`` (ordered as
+    ``torch.unique`` orders the pairs) and each segment's pixel count ``[S]``."""
+    count = labels.shape[0]
     labels = labels - labels.min()
     span = int(labels.max()) + 1
-    keys = labels + span * torch.arange(count, device=labels.device)[:, None]  # one id per (image, label)
-    _, segment = torch.unique(keys.reshape(-1), return_inverse=True)  # [N * H * W]
-    flat = features.permute(0, 2, 3, 1).reshape(-1, channels)  # [N * H * W, C]
-    num_segments = int(segment.max()) + 1
-    sums = torch.zeros(num_segments, channels, dtype=flat.dtype, device=flat.device).index_add_(0, segment, flat)
-    sizes = torch.bincount(segment, minlength=num_segments).to(flat.dtype)
-    means = sums / sizes[:, None]
-    blended = alpha * flat + (1.0 - alpha) * means[segment]
-    return blended.reshape(count, height, width, channels).permute(0, 3, 1, 2)
+    keys = (labels + span * torch.arange(count, device=labels.device)[:, None]).reshape(-1)  # one key per (image, label)
+    if span * count <= max(4 * keys.numel(), 1 << 16):
+        # Few distinct keys: a histogram and a prefix sum give unique's ids without sorting every pixel.
+        histogram = torch.bincount(keys, minlength=span * count)
+        present = histogram > 0
+        dense = torch.cumsum(present, 0) - 1  # [span * count]
+        return dense[keys], histogram[present]
+    _, segment = torch.unique(keys, return_inverse=True)
+    return segment, torch.bincount(segment)
+
+
+def _blend_rows(flat: torch.Tensor, means: torch.Tensor, segment: torch.Tensor, alpha: float) -> torch.Tensor:
+    """``alpha * flat + (1 - alpha) * means[segment]`` -> a new ``[P, C]`` in two cache-blocked passes
+    (gather the scaled means into the output, add the scaled features) instead of four full-size temporaries."""
+    rows, channels = flat.shape
+    output = torch.empty(rows, channels, dtype=flat.dtype, device=flat.device)  # [P, C]
+    scaled_means = (1.0 - alpha) * means  # [S, C]
+    chunk = rows if flat.device.type != "cpu" else max(1, min(rows, _GATHER_CHUNK_BYTES // max(1, channels * flat.element_size())))
+    for start in range(0, rows, chunk):
+        stop = min(start + chunk, rows)
+        target = output[start:stop]
+        torch.index_select(scaled_means, 0, segment[start:stop], out=target)
+        target.add_(flat[start:stop], alpha=alpha)
+    return output
 
 
 def downsample_features(features: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ..backbones import backbone_spec
+from ..runtime import default_cpu_threads, reuse_large_allocations
 from .build import DistillStudent, PreloadedScenes, build_dataset, build_lifter, build_student, merged_backbone, move_lifter
 from .checkpoints import (
     atomic_save_pretrained,
@@ -29,6 +30,7 @@ from .checkpoints import (
     write_run_config,
 )
 from .config import DistillConfig
+from . import launch
 from .loss import CosineDistillLoss, PrototypeCrossEntropy
 from .teacher import EMATeacher, SplatTeacher, StageTimer, backbone_patch_features, no_timer
 
@@ -113,8 +115,10 @@ class TrainResult:
 # The SnD step
 
 
-def distill_step(student: nn.Module, splat_teacher: SplatTeacher, loss_fn: nn.Module, batch, stage: StageTimer = no_timer) -> dict:
-    """Forward part of one step on a batched :class:`snd.data.MultiViewSample`; returns the loss dict.
+def distill_step(student: nn.Module, splat_teacher: SplatTeacher, loss_fn: nn.Module, batch, stage: StageTimer = no_timer,
+                 return_targets: bool = False) -> dict:
+    """Forward part of one step on a batched :class:`snd.data.MultiViewSample`; returns the loss dict
+    (plus ``"targets"``, the rendered teacher targets, when ``return_targets``, for pictures).
 
     ``student`` is the (possibly DDP-wrapped) :class:`DistillStudent`; the caller does backward/step/EMA.
     """
@@ -137,7 +141,31 @@ def distill_step(student: nn.Module, splat_teacher: SplatTeacher, loss_fn: nn.Mo
             student_features = output["features"].permute(0, 2, 3, 1).reshape(-1, channels)
             losses = loss_fn(student_features, teacher_features.permute(0, 2, 3, 1).reshape(-1, channels), flat_valid)
     losses["valid_fraction"] = flat_valid.float().mean()
+    if return_targets:
+        losses["targets"] = targets
     return losses
+
+
+def build_optimizer(parameters: list[torch.nn.Parameter], training, implementation: str = "auto") -> torch.optim.Adam:
+    """Adam over ``parameters`` with the ``training`` section's settings.
+
+    Args:
+        parameters: the trainable parameters (all on one device).
+        training: the config's ``training`` section (``lr``, ``adam_betas``, ``adam_eps``, ``weight_decay``).
+        implementation: ``"auto"`` (default: ``fused=True`` where torch has a fused Adam kernel for the
+            parameters' device and dtype, i.e. CPU/CUDA floating point, else torch's default), ``"fused"``,
+            ``"foreach"`` or ``"for-loop"``. The same update rule in every case (equal within float rounding);
+            the fused kernel makes one pass over parameter, gradient and moments instead of ~10 (on CPU
+            the ViT-S + paper-size head step's optimiser fell from 184 ms to 21 ms, BENCHMARKS.md).
+    """
+    if implementation not in ("auto", "fused", "foreach", "for-loop"):
+        raise ValueError(f"optimizer implementation must be 'auto', 'fused', 'foreach' or 'for-loop', got {implementation!r}")
+    parameters = list(parameters)
+    if implementation == "auto":
+        fusable = bool(parameters) and all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64) for p in parameters)
+        implementation = "fused" if fusable and len({p.device for p in parameters}) == 1 else "default"
+    options = {"fused": {"fused": True}, "foreach": {"foreach": True}, "for-loop": {"foreach": False}, "default": {}}[implementation]
+    return torch.optim.Adam(parameters, lr=training.lr, betas=tuple(training.adam_betas), eps=training.adam_eps, weight_decay=training.weight_decay, **options)
 
 
 def build_loss(config: DistillConfig) -> nn.Module:
@@ -187,15 +215,7 @@ def _unwrap(accelerator, module):
 
 
 def _trackers(config: DistillConfig) -> list[str]:
-    if config.training.report_to == "none":
-        return []
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
-        if config.training.report_to == "tensorboard":
-            raise ImportError("training.report_to='tensorboard' but tensorboard is not installed (pip install tensorboard)")
-        return []
-    return ["tensorboard"]
+    return launch.tracker_names(config.training.report_to)
 
 
 def _flat_hparams(config: DistillConfig) -> dict:
@@ -212,6 +232,7 @@ def train(
     resume_from_checkpoint: str | None = None,
     push_to_hub: str | None = None,
     progress: bool = True,
+    overwrite_output_dir: bool = False,
     allow_config_change: bool = False,
 ) -> TrainResult:
     """Run one distillation as configured; returns where things were written.
@@ -222,6 +243,10 @@ def train(
     Writes to ``config.training.output_dir``: ``checkpoints/checkpoint-XXXXXXXX`` (accelerate state),
     ``student/`` and ``teacher/`` (``save_pretrained``, LoRA merged), ``heads.safetensors``,
     ``config.yaml``, ``loss_log.jsonl``, ``train_summary.json``, ``pca_before_after.png`` and TensorBoard event files under ``snd-distill/`` (when tensorboard is installed).
+
+    Before the first step (see :mod:`snd.distill.launch`): an ``output_dir`` holding an earlier run is refused unless
+    resuming or ``overwrite_output_dir``; the mixed precision is the config's, else the launcher's, written to
+    ``config.yaml``; ``push_to_hub`` checks the token and creates the repository.
     """
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -229,16 +254,20 @@ def train(
 
     config.validate()
     training = config.training
+    output_dir = Path(training.output_dir)
+    launch.check_output_dir(output_dir, resume_from_checkpoint, overwrite_output_dir)
+    if push_to_hub:
+        launch.preflight_push(push_to_hub)
     previous_precision = torch.get_float32_matmul_precision()  # restored on return (process-wide setting)
     torch.set_float32_matmul_precision(training.float32_matmul_precision)
-    output_dir = Path(training.output_dir)
     accelerator = Accelerator(
         cpu=training.cpu or not torch.cuda.is_available(),
-        mixed_precision=training.mixed_precision,
+        mixed_precision=training.mixed_precision,  # None: the launcher's choice (accelerate launch / config file)
         log_with=_trackers(config) or None,
         project_dir=str(output_dir),
         step_scheduler_with_optimizer=False,
     )
+    training.mixed_precision = launch.resolve_mixed_precision(accelerator, training.mixed_precision)
     started = time.perf_counter()
     # Resolve (and verify) the checkpoint and check the run definition before building anything.
     resume_path = resume_checkpoint_path(accelerator, output_dir, resume_from_checkpoint)
@@ -254,9 +283,15 @@ def train(
     student = build_student(config)
     patch_size = backbone_spec(student.backbone).patch_size
     lifter = build_lifter(config.lifter)
+    launch.check_lifter_image_size(lifter, config.data.image_height, config.data.image_width)
     move_lifter(lifter, accelerator.device)
     trainable = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(trainable, lr=training.lr, betas=tuple(training.adam_betas), eps=training.adam_eps, weight_decay=training.weight_decay)
+    # glibc keeps freed large blocks for reuse (no page faults per step), and a CPU run uses 1 torch thread unless
+    # OMP_NUM_THREADS says otherwise (snd.runtime; BENCHMARKS.md "Training step" and "Threads").
+    reuse_large_allocations()
+    previous_threads = torch.get_num_threads()  # restored on return, like the matmul precision
+    default_cpu_threads(accelerator.device)
+    optimizer = build_optimizer(trainable, training)
     scheduler = build_scheduler(optimizer, config)
     student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
     # The teacher is copied after `prepare`, i.e. after DDP broadcast rank 0's weights, so every rank starts equal.
@@ -301,7 +336,7 @@ def train(
     # ---- "before" picture features (main process, no RNG used)
     held_out_image = None
     if accelerator.is_main_process:
-        held_out_image = _held_out_image(config)
+        held_out_image = _held_out_image(config, patch_size)
         before_path = output_dir / "pca_before_features.pt"
         if resume_path is None or not before_path.exists():
             before = _student_features(_unwrap(accelerator, student).backbone, held_out_image, patch_size, accelerator.device)
@@ -323,8 +358,9 @@ def train(
             if state.step >= training.max_steps:
                 break
             batch = batch.to(accelerator.device)
+            image_step = bool(trackers) and training.log_images_every > 0 and (state.step + 1) % training.log_images_every == 0
             with accelerator.autocast():
-                losses = distill_step(student, splat_teacher, loss_fn, batch)
+                losses = distill_step(student, splat_teacher, loss_fn, batch, return_targets=image_step)
             loss = losses["loss"]
             _check_empty_target(accelerator, losses["valid_fraction"], state, training.max_empty_steps)
             finite = torch.isfinite(loss.detach()).float().reshape(1)
@@ -389,9 +425,18 @@ def train(
                     bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{samples_per_s:.1f}")
                 if trackers:
                     accelerator.log({k: v for k, v in record.items() if k != "step"}, step=state.step)
+            if image_step and accelerator.is_main_process:
+                targets = losses["targets"]
+                student_features = _student_features(_unwrap(accelerator, student).backbone, held_out_image, patch_size, accelerator.device)
+                pictures = launch.step_images(held_out_image, student_features, targets.features[0, 0].detach(),
+                                              targets.valid[0, 0], batch.target.images[0, 0].detach())
+                launch.log_images(accelerator, pictures, state.step)
             if training.checkpoint_every and state.step % training.checkpoint_every == 0 and state.step < training.max_steps:
-                save_checkpoint(accelerator, output_dir, state.step, {"epoch": epoch, "run": run_facts}, training.keep_checkpoints,
-                                tensors=teacher.state_dict(), state=state.state_dict())
+                saved = save_checkpoint(accelerator, output_dir, state.step, {"epoch": epoch, "run": run_facts}, training.keep_checkpoints,
+                                        tensors=teacher.state_dict(), state=state.state_dict())
+                if accelerator.is_main_process:
+                    logger.info("step %d/%d: loss %s; checkpoint %s", state.step, training.max_steps,
+                                "n/a" if last_loss is None else f"{last_loss:.4f}", saved)
     bar.close()
 
     # ---- final checkpoint, consistency check, export
@@ -422,6 +467,7 @@ def train(
     if trackers:
         accelerator.end_training()
     torch.set_float32_matmul_precision(previous_precision)
+    torch.set_num_threads(previous_threads)
     return TrainResult(output_dir, state.step, state.skipped, last_loss, wall_time, files)
 
 
@@ -451,9 +497,22 @@ def _fingerprint(module: nn.Module) -> torch.Tensor:
 # Pictures and export
 
 
-def _held_out_image(config: DistillConfig) -> torch.Tensor:
-    """One target image ``[3, H, W]`` from a scene the run does not train on (see ``build_dataset``)."""
-    dataset = build_dataset(config.data, config.training.seed, held_out=True, load_depth=config.lifter.kind == "depth")
+def _held_out_image(config: DistillConfig, patch_size: int = 14, min_patches: int = 16) -> torch.Tensor:
+    """One target image ``[3, H, W]`` from a scene the run does not train on (see ``build_dataset``), for the
+    before/after PCA picture: read at the training aspect ratio but with at least ``min_patches`` patches on its
+    shorter side (a 42 x 56 training view is only 3 x 4 patches, too few to show anything), sides multiples of
+    ``patch_size``."""
+    import dataclasses
+
+    data = config.data
+    scale = max(1.0, min_patches * patch_size / min(data.image_height, data.image_width))
+    if scale > 1.0:
+        data = dataclasses.replace(
+            data,
+            image_height=max(min_patches, round(data.image_height * scale / patch_size)) * patch_size,
+            image_width=max(min_patches, round(data.image_width * scale / patch_size)) * patch_size,
+        )
+    dataset = build_dataset(data, config.training.seed, held_out=True, load_depth=config.lifter.kind == "depth")
     return dataset[0].target.images[0]
 
 
@@ -471,7 +530,7 @@ def _export(config, student: DistillStudent, teacher: EMATeacher, output_dir: Pa
     from safetensors.torch import save_file
 
     from ..backbones import default_image_processor
-    from ..viz import pca_project, pca_image, save_image_grid
+    from ..viz import _colormap, pca_image, pca_project, save_image_grid
 
     student_model = merged_backbone(student.backbone)
     teacher_model = merged_backbone(teacher.backbone)
@@ -484,11 +543,12 @@ def _export(config, student: DistillStudent, teacher: EMATeacher, output_dir: Pa
         "teacher": atomic_save_pretrained(teacher_model, output_dir / "teacher", processor),
     }
     _write_card(config, student_model, output_dir / "student")
+    _write_card(config, teacher_model, output_dir / "teacher")  # every exported folder has its card at save time
     if student.head is not None:
         heads = {f"student.{k}": v.detach().cpu().contiguous() for k, v in student.head.state_dict().items()}
         heads.update({f"teacher.{k}": v.detach().cpu().contiguous() for k, v in teacher.head.state_dict().items()})
         temporary = output_dir / ".heads.safetensors.tmp"
-        save_file(heads, str(temporary))
+        save_file(heads, str(temporary), metadata={"format": "pt"})
         temporary.replace(output_dir / "heads.safetensors")
         files["heads"] = output_dir / "heads.safetensors"
     before = torch.load(output_dir / "pca_before_features.pt", weights_only=True)
@@ -499,7 +559,15 @@ def _export(config, student: DistillStudent, teacher: EMATeacher, output_dir: Pa
     _, basis = pca_project(torch.stack([before, after]))
     size = tuple(image.shape[-2:])
     pictures = [image, pca_image(before, basis=basis, size=size), pca_image(after, basis=basis, size=size)]
-    files["pca"] = save_image_grid([pictures], output_dir / "pca_before_after.png", titles=["held-out view", "student before", "student after"])
+    # how much each patch's feature turned: 1 - cosine(before, after), [h, w], on one scale from 0 to its maximum
+    change = 1 - torch.nn.functional.cosine_similarity(before.float(), after.float(), dim=0)
+    peak = max(float(change.max()), 1e-6)
+    change_picture = torch.nn.functional.interpolate((change / peak)[None, None], size=size, mode="nearest")[0, 0]
+    pictures.append(_colormap(change_picture.numpy(), "viridis"))
+    titles = ["held-out view", "student before (PCA)", "student after (same PCA basis)", f"change 1 - cos (max {peak:.3f})"]
+    grid = (before.shape[-2], before.shape[-1])
+    files["pca"] = save_image_grid([pictures], output_dir / "pca_before_after.png", titles=titles, scale=3.5)
+    logger.info("pca_before_after.png: %d x %d patches, mean feature change 1 - cos = %.4f", *grid, float(change.mean()))
     return files
 
 

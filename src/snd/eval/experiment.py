@@ -38,7 +38,7 @@ def initial_student(run_dir: str | Path) -> torch.nn.Module:
     if saved.is_file():
         expected = torch.load(saved, weights_only=True)
         patch_size = backbone_config(student.backbone).patch_size
-        actual = _student_features(student.backbone, _held_out_image(config), patch_size, "cpu")
+        actual = _student_features(student.backbone, _held_out_image(config, patch_size), patch_size, "cpu")
         if actual.shape != expected.shape or not torch.allclose(actual, expected, atol=1e-5):
             raise RuntimeError(f"rebuilt initial student of {run_dir} does not reproduce {saved}")
     return backbone

@@ -90,28 +90,100 @@ def comparison_table(results: dict[str, dict[str, dict]], spread: dict[str, dict
     return "\n".join(lines) + "\n"
 
 
+def _label_palette(num_classes: int) -> np.ndarray:
+    """``uint8 [K, 3]`` distinct colours: matplotlib's tab20 for up to 20 classes, a fixed random palette beyond."""
+    import matplotlib
+
+    if num_classes <= 20:
+        return (np.asarray(matplotlib.colormaps["tab20"].colors)[:num_classes] * 255).round().astype(np.uint8)
+    return np.random.default_rng(0).integers(40, 256, size=(num_classes, 3)).astype(np.uint8)
+
+
+def _per_image_metric(task: str, item: dict, prediction: torch.Tensor, dataset) -> str:
+    """The headline metric of one test image, for the figure title."""
+    if task == "depth":
+        truth = item["depth"].float()
+        valid = (truth > 0) & (truth <= getattr(dataset, "max_depth", float("inf")))
+        if not valid.any():
+            return "no valid depth"
+        rmse = torch.sqrt(((prediction.float() - truth)[valid] ** 2).mean())
+        return f"RMSE {float(rmse):.3f} m"
+    if task == "normals":
+        valid = item["normal_valid"].bool()
+        cosine = torch.nn.functional.cosine_similarity(prediction.float(), item["normals"].float(), dim=0).clamp(-1, 1)
+        return f"mean angle {float(torch.rad2deg(torch.acos(cosine[valid])).mean()):.1f}°" if valid.any() else "no valid normals"
+    truth, predicted = item["semantics"], prediction
+    valid = truth != 255
+    ious = []
+    for label in torch.unique(torch.cat([truth[valid], predicted[valid]])).tolist():
+        intersection = ((truth == label) & (predicted == label) & valid).sum()
+        union = (((truth == label) | (predicted == label)) & valid).sum()
+        ious.append(float(intersection) / float(union))
+    accuracy = float((truth[valid] == predicted[valid]).float().mean()) if valid.any() else float("nan")
+    return f"mIoU {100 * np.mean(ious):.1f}%, acc {100 * accuracy:.1f}%" if ious else "no labelled pixels"
+
+
 def save_dense_figures(task: str, dataset, kept, directory: str | Path, prefix: str = "") -> list[Path]:
-    """Image | ground truth | prediction, one PNG per kept test image."""
+    """Image | ground truth | prediction, one PNG per kept test image: depth with a colour bar in metres (one scale
+    for truth and prediction), surface normals with their RGB = (n + 1) / 2 key, segmentation with a legend of the
+    classes shown; the image's own metric in the prediction's title."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
     from snd import viz
 
     paths = []
     for index, prediction in kept:
         item = dataset[index]
         image = viz.to_uint8_image(item["image"])
+        height, width = image.shape[:2]
+        figure = Figure(figsize=(3 * 3 * width / max(height, width) + 1.6, 3.2 * height / max(height, width) + 0.9))
+        FigureCanvasAgg(figure)
+        axes = figure.subplots(1, 3, squeeze=False)[0]
+        axes[0].imshow(image)
+        axes[0].set_title(f"image {index}", fontsize=9)
+        metric = _per_image_metric(task, item, prediction, dataset)
         if task == "depth":
-            truth = item["depth"]
+            truth = item["depth"].float()
             valid = truth > 0
-            low, high = (float(truth[valid].min()), float(truth[valid].max())) if valid.any() else (None, None)
-            row = [image, viz.colorize_depth(truth, vmin=low, vmax=high),
-                   viz.colorize_depth(prediction, valid=torch.ones_like(valid), vmin=low, vmax=high)]
+            low, high = (float(truth[valid].min()), float(truth[valid].max())) if valid.any() else (0.0, 1.0)
+            shown_truth = np.where(valid.numpy(), truth.numpy(), np.nan)
+            # turbo reversed: near warm, far cool (as viz.colorize_depth); invalid ground truth stays white
+            axes[1].imshow(shown_truth, cmap="turbo_r", vmin=low, vmax=high)
+            handle = axes[2].imshow(prediction.float().numpy(), cmap="turbo_r", vmin=low, vmax=high)
+            bar = figure.colorbar(handle, ax=list(axes), fraction=0.025, pad=0.02)
+            bar.set_label("depth (m)", fontsize=8)
+            bar.ax.tick_params(labelsize=7)
         elif task == "normals":
-            row = [image, viz.colorize_normals(item["normals"], valid=item["normal_valid"]), viz.colorize_normals(prediction)]
+            axes[1].imshow(viz.colorize_normals(item["normals"], valid=item["normal_valid"]))
+            axes[2].imshow(viz.colorize_normals(torch.nn.functional.normalize(prediction.float(), dim=0)))
+            figure.text(0.5, 0.02, "colour = (n + 1) / 2 of the camera-frame normal: x -> red, y -> green, z -> blue; "
+                        "black: no ground truth", ha="center", fontsize=7)
         else:
-            ignore = 255
             truth = item["semantics"]
-            row = [image, viz.colorize_labels(truth, ignore_index=ignore), viz.colorize_labels(prediction)]
+            names = list(getattr(dataset, "class_names", None) or [])
+            num_classes = int(getattr(dataset, "num_classes", 0) or (max(int(truth[truth != 255].max(initial=0)), int(prediction.max())) + 1))
+            palette = _label_palette(num_classes)
+            for axis, labels in ((axes[1], truth), (axes[2], prediction)):
+                labels = labels.long().numpy()
+                picture = palette[np.clip(labels, 0, num_classes - 1)]
+                picture[labels == 255] = 0
+                axis.imshow(picture, interpolation="nearest")
+            shown = sorted(set(truth[truth != 255].unique().tolist()) | set(prediction.unique().tolist()))
+            handles = [Patch(color=palette[k] / 255.0, label=names[k] if k < len(names) else f"class {k}") for k in shown]
+            handles.append(Patch(color="black", label="unlabelled"))
+            figure.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
+            figure.subplots_adjust(right=0.8)
+        axes[1].set_title("ground truth", fontsize=9)
+        axes[2].set_title(f"prediction: {metric}", fontsize=9)
+        for axis in axes:
+            axis.axis("off")
         path = Path(directory) / f"{prefix}{task}_{index:04d}.png"
-        viz.save_image_grid([row], path, titles=["image", "ground truth", "prediction"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.tmp.png")
+        figure.savefig(temporary, dpi=110, bbox_inches="tight")
+        temporary.replace(path)
         paths.append(path)
     return paths
 

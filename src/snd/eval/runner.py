@@ -5,6 +5,7 @@ Output layout (``output_dir``)::
     results.json                      {model: {task: metrics}}
     comparison.md                     one row per model
     <model>/<task>.json               metrics plus what produced them
+    <model>/eval_results.json         headline metrics as model-card records (a distill run's card reads them)
     <model>/figures/*.png             predictions beside ground truth, matches, feature PCA
     feature_cache/<model>/<set>.safetensors   (when cache_features)
 """
@@ -161,6 +162,9 @@ class Evaluator:
         if self.config.num_figures > 0:
             self._pca_figure(name, extractor, feature_cache, model_dir)
         self.results[name] = results
+        from .save_heads import card_results  # model-card records: copy next to a distill run for its model-index
+
+        report.write_json(card_results(results, self.config.dataset), model_dir / "eval_results.json")
         return results
 
     def _dense_task(self, name, task, extractor, feature_cache, model_dir):

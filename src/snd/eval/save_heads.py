@@ -20,6 +20,30 @@ SAVABLE_TASKS = ("depth", "segmentation")
 _CARD_METRICS = {"depth": "rmse", "segmentation": "mean_iou"}
 
 
+#: (task, metric key in snd.eval results) -> the model-card metric of `snd.hub.cards.METRICS`
+_CARD_RESULT_KEYS = {("depth", "rmse"): "rmse", ("normals", "rmse"): "angular_rmse",
+                     ("segmentation", "mean_iou"): "mean_iou", ("correspondence", "recall_10px"): "recall_10px"}
+#: evaluation dataset -> model-card dataset key
+_CARD_DATASETS = {"scannet_pairs": "scannet"}
+
+
+def card_results(results: dict[str, dict], dataset_name: str) -> list[dict]:
+    """One model's evaluation results (`{task: metrics}`) as model-card records `{"task", "dataset", "metric",
+    "value"}` (what `ProbeResult` takes, and what a run's `eval_results.json` holds): the headline metric of each
+    task, for datasets the cards know; others are left out."""
+    from snd.hub.cards import DATASETS
+
+    dataset = _CARD_DATASETS.get(dataset_name, dataset_name)
+    if dataset not in DATASETS:
+        return []
+    records = []
+    for (task, key), metric in _CARD_RESULT_KEYS.items():
+        value = results.get(task, {}).get(key)
+        if isinstance(value, (int, float)) and value == value:  # finite numbers only (NaN != NaN)
+            records.append({"task": task, "dataset": dataset, "metric": metric, "value": float(value)})
+    return records
+
+
 def probe_task_model(task: str, head: nn.Module, backbone: nn.Module, dataset) -> nn.Module:
     """The transformers task model equal to `backbone` followed by the trained probe `head` (eval mode).
 
@@ -100,6 +124,14 @@ def save_probe_model(
         logger.warning("--save-heads: %s is a %s, not an SnD backbone; its %s probe is not saved",
                        model_name, type(backbone).__name__, task)
         return None
+    from .probes import DepthBinsHead, SegmentationHead
+
+    expected = DepthBinsHead if task == "depth" else SegmentationHead
+    if not isinstance(head, expected):
+        logger.warning("--save-heads: the %s probe is a %s, not the %s that %s reproduces; not saved",
+                       task, type(head).__name__, expected.__name__, "SnDForDepthEstimation" if task == "depth"
+                       else "SnDForSemanticSegmentation")
+        return None
     directory = Path(directory)
     model = probe_task_model(task, head, backbone, dataset)
     model.save_pretrained(directory)
@@ -127,4 +159,4 @@ def save_probe_model(
     return directory
 
 
-__all__ = ["SAVABLE_TASKS", "probe_image_processor", "probe_task_model", "save_probe_model"]
+__all__ = ["SAVABLE_TASKS", "card_results", "probe_image_processor", "probe_task_model", "save_probe_model"]

@@ -211,7 +211,10 @@ def render_model_card(
     source_name = info.results_source
     source_url = info.results_source_url
     eval_results = [r.to_eval_result(source_name, source_url) for r in info.results]
-    base_tags = ["snd", "splat-and-distill", "dinov2", "vision", "image-feature-extraction", "3d-aware"]
+    model_type = getattr(config, "model_type", None) or "snd_dinov2"
+    is_snd = model_type == "snd_dinov2"
+    family = "dinov2" if is_snd or model_type.startswith("dinov2") else model_type.split("_")[0]
+    base_tags = ["snd", "splat-and-distill", family, "vision", "image-feature-extraction", "3d-aware"]
     tags = list(dict.fromkeys(base_tags + list(info.tags)))
     card_data = ModelCardData(
         license=info.license,
@@ -244,11 +247,16 @@ def render_model_card(
     text = environment.from_string(find_template(str(template)).read_text(encoding="utf-8")).render(
         card_data=card_data.to_yaml(),
         title=info.title or info.name,
-        summary=info.summary or f"`{info.repo_id}`: a DINOv2 backbone fine-tuned with Splat and Distill (SnD).",
+        summary=info.summary or f"`{info.repo_id}`: a {'DINOv2' if is_snd else model_type} backbone fine-tuned with Splat and Distill (SnD).",
         org=info.official_organization,
         repo_id=info.repo_id,
         variant_description=variant_description,
         has_remote_code=has_remote_code,
+        is_snd=is_snd,
+        model_type=model_type,
+        model_class=", ".join(getattr(config, "architectures", None) or []) or model_type,
+        patch_size=getattr(config, "patch_size", 14),
+        prefix_tokens=1 + int(getattr(config, "num_register_tokens", 0) or 0),
         architecture=_architecture_rows(config),
         results=rows,
         results_note=info.results_note,

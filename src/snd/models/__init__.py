@@ -2,72 +2,107 @@
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
+import sys
 
 _registered = False
 
 
 def register_auto_classes() -> None:
-    """Register snd's configs and models with AutoConfig / AutoModel / AutoBackbone / AutoImageProcessor.
+    """Register snd's configs and models with AutoConfig / AutoModel / AutoBackbone / AutoModelForDepthEstimation /
+    AutoModelForSemanticSegmentation / AutoImageProcessor (and say SnD has no video processor).
 
-    Idempotent. Also marks the classes for `register_for_auto_class`, so `save_pretrained` writes an
-    `auto_map` and the saved folder loads with `trust_remote_code=True` where snd is not installed.
+    Idempotent. The configs register at once (light). The model and image-processor classes register
+    when transformers' ``modeling_auto`` / ``image_processing_auto`` module is imported (at once if it
+    already is; ``snd._lazy.after_import``): those are the modules whose mappings the registration fills,
+    so ``AutoModel.from_pretrained`` / ``AutoImageProcessor.from_pretrained`` of a saved snd model resolve
+    as before, while ``import snd`` imports neither ``transformers.modeling_utils`` nor the
+    image-processing stack. The classes also call ``register_for_auto_class`` where they are defined, so
+    ``save_pretrained`` writes an ``auto_map`` and the saved folder loads with ``trust_remote_code=True``
+    where snd is not installed.
     """
     global _registered
     if _registered:
         return
-    from transformers import (
-        AutoBackbone,
-        AutoConfig,
-        AutoImageProcessor,
-        AutoModel,
-        AutoModelForDepthEstimation,
-        AutoModelForSemanticSegmentation,
-    )
+    from transformers import AutoConfig
 
-    from .snd_dinov2 import (
-        SnDBackbone,
-        SnDConfig,
-        SnDForDepthEstimation,
-        SnDForSemanticSegmentation,
-        SnDImageProcessor,
-        SnDModel,
-    )
+    from .snd_dinov2.configuration_snd_dinov2 import SnDConfig
 
     AutoConfig.register(SnDConfig.model_type, SnDConfig, exist_ok=True)
+    SnDConfig.register_for_auto_class()
+    _defer("transformers.models.auto.modeling_auto", _register_snd_models)
+    _defer("transformers.models.auto.modeling_auto", _patch_auto_backbone_local_folders)
+    _defer("transformers.models.auto.image_processing_auto", _register_snd_image_processor)
+    _defer("transformers.models.auto.video_processing_auto", _register_no_video_processor)
+    _register_mvsplat(AutoConfig)
+    _registered = True
+
+
+# (transformers auto module, snd registration) pairs, run by after_import and again by register_defined_classes.
+_DEFERRED: list[tuple[str, object]] = []
+
+
+def register_defined_classes() -> None:
+    """Run the deferred registrations whose transformers auto module is loaded (idempotent). Called by snd's
+    class modules after their classes exist, for the case where importing transformers inside them ran the
+    registration hook too early."""
+    for module_name, registration in list(_DEFERRED):
+        if module_name in sys.modules:
+            registration()
+
+
+def _defining(module_name: str, class_name: str) -> bool:
+    """True while ``module_name`` is being imported and has not defined ``class_name`` yet: its own import of
+    transformers ran the registration hook. The module then registers itself after the class (last lines)."""
+    module = sys.modules.get(module_name)
+    return module is not None and not hasattr(module, class_name)
+
+
+def _defer(module_name: str, registration) -> None:
+    from .._lazy import after_import
+
+    _DEFERRED.append((module_name, registration))
+    after_import(module_name, registration)
+
+
+def _register_snd_models() -> None:
+    if _defining(f"{__name__}.snd_dinov2.modeling_snd_dinov2", "SnDForSemanticSegmentation"):
+        return
+    from transformers import AutoBackbone, AutoModel, AutoModelForDepthEstimation, AutoModelForSemanticSegmentation
+
+    from .snd_dinov2.configuration_snd_dinov2 import SnDConfig
+    from .snd_dinov2.modeling_snd_dinov2 import SnDBackbone, SnDForDepthEstimation, SnDForSemanticSegmentation, SnDModel
+
     AutoModel.register(SnDConfig, SnDModel, exist_ok=True)
     AutoBackbone.register(SnDConfig, SnDBackbone, exist_ok=True)
     AutoModelForDepthEstimation.register(SnDConfig, SnDForDepthEstimation, exist_ok=True)
     AutoModelForSemanticSegmentation.register(SnDConfig, SnDForSemanticSegmentation, exist_ok=True)
-    AutoImageProcessor.register(SnDConfig, slow_image_processor_class=SnDImageProcessor, exist_ok=True)
-    SnDConfig.register_for_auto_class()
-    SnDModel.register_for_auto_class("AutoModel")
-    SnDBackbone.register_for_auto_class("AutoBackbone")
-    SnDForDepthEstimation.register_for_auto_class("AutoModelForDepthEstimation")
-    SnDForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
-    SnDImageProcessor.register_for_auto_class("AutoImageProcessor")
 
+
+def _register_no_video_processor() -> None:
     # SnD has no video processor. Saying so (an empty backend map) stops pipelines, which also look for one, from
     # guessing `SnDVideoProcessor` out of the image processor's `auto_map` and prompting for remote code.
     # (`AutoVideoProcessor.register` is gated behind torchvision, so the mapping is written directly.)
     from transformers.models.auto.video_processing_auto import VIDEO_PROCESSOR_MAPPING
 
+    from .snd_dinov2.configuration_snd_dinov2 import SnDConfig
+
     VIDEO_PROCESSOR_MAPPING.register(SnDConfig, {}, exist_ok=True)
 
-    _register_mvsplat(AutoConfig, AutoModel)
-    _patch_auto_backbone_local_folders(AutoBackbone)
-    _registered = True
 
-
-def _patch_auto_backbone_local_folders(auto_backbone) -> None:
+def _patch_auto_backbone_local_folders() -> None:
     """Work around transformers 5.24's `AutoBackbone.from_pretrained`, which first asks the Hub whether the name is a
     repo (to route non-repos to timm) even for a local folder: that raises for absolute paths and offline.
 
     The check is skipped for an existing local folder and in offline mode (where it could only fail); any other name
     takes transformers' own path unchanged. Applies to every backbone (DINOv2's too), which is the intended behaviour.
+    Applied when transformers' ``modeling_auto`` (where ``AutoBackbone`` lives) is imported.
     """
-    original_function = auto_backbone.from_pretrained.__func__  # inherited from _BaseAutoBackboneClass
+    from transformers import AutoBackbone
+
+    original_function = AutoBackbone.from_pretrained.__func__  # inherited from _BaseAutoBackboneClass
     if getattr(original_function, "_snd_local_folder_patch", False):
         return
 
@@ -82,7 +117,7 @@ def _patch_auto_backbone_local_folders(auto_backbone) -> None:
 
     from_pretrained._snd_local_folder_patch = True
     from_pretrained.__doc__ = original_function.__doc__
-    auto_backbone.from_pretrained = classmethod(from_pretrained)
+    AutoBackbone.from_pretrained = classmethod(from_pretrained)
 
 
 def _base_auto_from_pretrained(cls, *args, **kwargs):
@@ -91,14 +126,33 @@ def _base_auto_from_pretrained(cls, *args, **kwargs):
     return _BaseAutoModelClass.from_pretrained.__func__(cls, *args, **kwargs)
 
 
-def _register_mvsplat(auto_config, auto_model) -> None:
+def _register_snd_image_processor() -> None:
+    if _defining(f"{__name__}.snd_dinov2.image_processing_snd_dinov2", "SnDImageProcessor"):
+        return
+    from transformers import AutoImageProcessor
+
+    from .snd_dinov2.configuration_snd_dinov2 import SnDConfig
+    from .snd_dinov2.image_processing_snd_dinov2 import SnDImageProcessor
+
+    AutoImageProcessor.register(SnDConfig, slow_image_processor_class=SnDImageProcessor, exist_ok=True)
+
+
+def _register_mvsplat(auto_config) -> None:
     # The reconstructor is optional at import time: a checkout without it still imports snd.
-    if importlib.util.find_spec(f"{__name__}.mvsplat") is None:
+    if importlib.util.find_spec(f"{__name__}.mvsplat.configuration_mvsplat") is None:
         return
-    mvsplat = importlib.import_module(f"{__name__}.mvsplat")
-    if not hasattr(mvsplat, "MVSplatModel"):
+    configuration = importlib.import_module(f"{__name__}.mvsplat.configuration_mvsplat")
+    auto_config.register(configuration.MVSplatConfig.model_type, configuration.MVSplatConfig, exist_ok=True)
+    configuration.MVSplatConfig.register_for_auto_class()
+    _defer("transformers.models.auto.modeling_auto", _register_mvsplat_model)
+
+
+def _register_mvsplat_model() -> None:
+    if _defining(f"{__name__}.mvsplat.modeling_mvsplat", "MVSplatModel"):
         return
-    auto_config.register(mvsplat.MVSplatConfig.model_type, mvsplat.MVSplatConfig, exist_ok=True)
-    auto_model.register(mvsplat.MVSplatConfig, mvsplat.MVSplatModel, exist_ok=True)
-    mvsplat.MVSplatConfig.register_for_auto_class()
-    mvsplat.MVSplatModel.register_for_auto_class("AutoModel")
+    from transformers import AutoModel
+
+    from .mvsplat.configuration_mvsplat import MVSplatConfig
+    from .mvsplat.modeling_mvsplat import MVSplatModel
+
+    AutoModel.register(MVSplatConfig, MVSplatModel, exist_ok=True)

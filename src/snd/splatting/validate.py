@@ -110,7 +110,10 @@ def check_viewmats(viewmats: torch.Tensor, where: str = "render_features", name:
     rotation = m[..., :3, :3]
     tol = _RIGID_TOLERANCE.get(m.dtype, 1e-3)
     identity = torch.eye(3, dtype=m.dtype, device=m.device)
-    orthonormal = (rotation.transpose(-1, -2) @ rotation - identity).abs().flatten(-2).amax(-1) <= tol
+    # in the tensors' own precision: under a bf16/fp16 autocast region (mixed-precision training) the matmul would
+    # otherwise run in bf16 and flag exact float32 rotations (|R^T R - I| ~ 1e-2)
+    with torch.autocast(device_type=m.device.type, enabled=False):
+        orthonormal = (rotation.transpose(-1, -2) @ rotation - identity).abs().flatten(-2).amax(-1) <= tol
     proper = torch.linalg.det(rotation.float() if m.dtype in (torch.float16, torch.bfloat16) else rotation) > 0
     last = torch.tensor([0.0, 0.0, 0.0, 1.0], dtype=m.dtype, device=m.device)
     bottom = (m[..., 3, :] - last).abs().amax(-1) <= tol

@@ -21,9 +21,13 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions: class maps shaped [N, H, W] (ints).
     references: ground-truth class maps shaped [N, H, W] (ints).
-    num_classes (int): number of classes; labels outside [0, num_classes) other than the ignore
-        index are an error.
+    num_labels (int): number of classes, as the Hub's `mean_iou` metric (`num_classes` is the same, kept for
+        existing code); labels outside [0, num_labels) other than the ignore index are an error.
     ignore_index (int): ground-truth label to skip; default 255.
+    reduce_labels (bool): as the Hub's `mean_iou`: reference label 0 becomes the ignore index (255) and every
+        other reference label is decreased by one (ADE20K's "0 = unlabelled"). Default False.
+    label_map (dict, optional): as the Hub's `mean_iou`: reference label ids replaced before reduce_labels.
+    nan_to_num (float, optional): as the Hub's `mean_iou`: replaces NaN in the results.
     aggregation (str): "pixel" (dataset-level sums, mmseg convention; default) or "image".
 Returns:
     dict: mean_iou (percent), pixel_accuracy (percent), per_class_iou (list of percents, NaN for
@@ -45,10 +49,24 @@ def _iou_from_confusion(confusion: np.ndarray) -> np.ndarray:
         return np.where(union > 0, intersection / union, np.nan)
 
 
-def segmentation_metrics(predictions, references, num_classes: int, ignore_index: int = 255, aggregation="pixel"):
-    """Pure-numpy implementation behind the `evaluate` module (usable without it)."""
+def segmentation_metrics(predictions, references, num_classes: int | None = None, ignore_index: int = 255,
+                         aggregation="pixel", num_labels: int | None = None, reduce_labels: bool = False,
+                         label_map: dict | None = None, nan_to_num: float | None = None):
+    """Pure-numpy implementation behind the `evaluate` module (usable without it). `num_labels`, `reduce_labels`,
+    `label_map` and `nan_to_num` mean what they mean in the Hub's `mean_iou` metric; `num_classes` = `num_labels`."""
+    if num_labels is not None and num_classes is not None and int(num_labels) != int(num_classes):
+        raise ValueError(f"mean_iou: num_labels ({num_labels}) and num_classes ({num_classes}) disagree; pass one")
+    num_classes = num_labels if num_labels is not None else num_classes
     predictions = np.asarray(predictions)
     references = np.asarray(references)
+    if label_map:
+        mapped = references.copy()
+        for old, new in label_map.items():
+            mapped[references == old] = new
+        references = mapped
+    if reduce_labels:
+        references = np.where(references == 0, 255, references - 1)
+        references = np.where(references == 254, 255, references)
     if predictions.ndim == 2:
         predictions, references = predictions[None], references[None]
     if predictions.shape != references.shape or predictions.ndim != 3:
@@ -56,7 +74,7 @@ def segmentation_metrics(predictions, references, num_classes: int, ignore_index
             f"mean_iou: predictions {predictions.shape} and references {references.shape} must both be [N, H, W]"
         )
     if num_classes is None or int(num_classes) < 1:
-        raise ValueError("mean_iou: num_classes (a positive int) is required")
+        raise ValueError("mean_iou: num_labels (a positive int) is required")
     num_classes = int(num_classes)
     if aggregation not in ("image", "pixel"):
         raise ValueError(f"mean_iou: aggregation must be 'image' or 'pixel', got {aggregation!r}")
@@ -83,12 +101,16 @@ def segmentation_metrics(predictions, references, num_classes: int, ignore_index
         kept = [c for c in confusions if c.sum() > 0]
         mean_iou = np.mean([np.nanmean(_iou_from_confusion(c)) for c in kept])
         accuracy = np.mean([np.trace(c) / c.sum() for c in kept])
-    return {
+    result = {
         "mean_iou": float(100.0 * mean_iou),
         "pixel_accuracy": float(100.0 * accuracy),
         "per_class_iou": [float(100.0 * v) for v in per_class],
         "num_images": float(sum(c.sum() > 0 for c in confusions)),
     }
+    if nan_to_num is not None:
+        result = {k: [nan_to_num if np.isnan(x) else x for x in v] if isinstance(v, list) else
+                  (nan_to_num if np.isnan(v) else v) for k, v in result.items()}
+    return result
 
 
 class MeanIoU(evaluate.Metric):
@@ -103,7 +125,9 @@ class MeanIoU(evaluate.Metric):
             features=datasets.Features({"predictions": nested, "references": nested}),
         )
 
-    def _compute(self, predictions, references, num_classes=None, ignore_index=255, aggregation="pixel"):
+    def _compute(self, predictions, references, num_labels=None, ignore_index=255, nan_to_num=None, label_map=None,
+                 reduce_labels=False, num_classes=None, aggregation="pixel"):
         return segmentation_metrics(
-            predictions, references, num_classes=num_classes, ignore_index=ignore_index, aggregation=aggregation
+            predictions, references, num_classes=num_classes, ignore_index=ignore_index, aggregation=aggregation,
+            num_labels=num_labels, reduce_labels=reduce_labels, label_map=label_map, nan_to_num=nan_to_num,
         )

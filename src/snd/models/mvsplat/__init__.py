@@ -2,19 +2,24 @@
 
 `MVSplatConfig` / `MVSplatModel` are self-contained transformers classes (Hub remote code friendly);
 `MVSplatLifter` adapts the model to snd's Lifter protocol and renders RGB for hole masks.
+Names load on first use (``snd._lazy.lazy_exports``): the config alone does not import the model.
 """
 
-from .configuration_mvsplat import MVSplatConfig
-from .lifting_mvsplat import MVSplatLifter, harmonics_to_rgb, hole_mask, render_rgb
-from .modeling_mvsplat import MVSplatModel, MVSplatModelOutput, MVSplatPreTrainedModel
+from ..._lazy import lazy_exports
 
-__all__ = [
-    "MVSplatConfig",
-    "MVSplatLifter",
-    "MVSplatModel",
-    "MVSplatModelOutput",
-    "MVSplatPreTrainedModel",
-    "harmonics_to_rgb",
-    "hole_mask",
-    "render_rgb",
-]
+_EXPORTS = {
+    "MVSplatConfig": ".configuration_mvsplat",
+    "MVSplatLifter": ".lifting_mvsplat",
+    "harmonics_to_rgb": ".lifting_mvsplat",
+    "hole_mask": ".lifting_mvsplat",
+    "render_rgb": ".lifting_mvsplat",
+    "MVSplatModel": ".modeling_mvsplat",
+    "MVSplatModelOutput": ".modeling_mvsplat",
+    "MVSplatPreTrainedModel": ".modeling_mvsplat",
+}
+__all__ = list(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

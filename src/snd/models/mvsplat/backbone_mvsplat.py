@@ -130,6 +130,30 @@ def region_mask(regions: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(difference).masked_fill(difference != 0, -100.0)
 
 
+class ShiftedWindowMasks:
+    """Swin's additive masks of the K * K shifted windows, built once per number of key views and reused by
+    every window group and every layer of one forward (the masks depend only on the grid, not the features).
+
+    Args:
+        regions: ``[K * K, l]`` region labels from :func:`shifted_window_regions`.
+    """
+
+    def __init__(self, regions: torch.Tensor) -> None:
+        self.regions = regions
+        self._masks: dict[int, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return self.regions.shape[0]
+
+    def mask(self, others: int) -> torch.Tensor:
+        """``[K * K, l, l * others]``: window ``w``'s mask tiled along the keys of ``others`` views."""
+        if others not in self._masks:
+            # MVSplat tiles it along the keys view-major although its keys are view-minor; identical for M = 1
+            # (two views), kept as is for parity with more views.
+            self._masks[others] = region_mask(self.regions).repeat(1, 1, others)
+        return self._masks[others]
+
+
 def window_attention(
     query: torch.Tensor,  # [B, L, C]
     key: torch.Tensor,  # [B, M, L, C] (M other views; M = 1 for self-attention)
@@ -137,9 +161,11 @@ def window_attention(
     height: int,
     width: int,
     num_splits: int,
-    regions: torch.Tensor | None,  # [K * K, l] region labels for shifted windows, else None
+    regions: torch.Tensor | ShiftedWindowMasks | None,  # [K * K, l] region labels (or their masks) for shifted windows, else None
 ) -> torch.Tensor:  # [B, L, C]
     """Single-head attention inside (optionally shifted) windows; each query attends to its window in all M views."""
+    if isinstance(regions, torch.Tensor):
+        regions = ShiftedWindowMasks(regions)
     batch, _, channels = query.shape
     others = key.shape[1]
     window_h, window_w = height // num_splits, width // num_splits
@@ -161,17 +187,27 @@ def window_attention(
     # Windows go through in groups so the score matrices stay within ~_SCORE_BUDGET floats (same result).
     tokens = query.shape[1]
     group = max(1, _SCORE_BUDGET // (tokens * key.shape[1]))
+    masks_per_image = len(regions) if regions is not None else 1
+    if group >= masks_per_image:
+        group -= group % masks_per_image  # whole images per group: the masks broadcast without a gather
     outs = []
     for start in range(0, num_windows, group):
-        window = slice(start, start + group)
-        scores = torch.matmul(query[window], key[window].transpose(1, 2)) / channels**0.5  # [g, l, l*M]
+        stop = min(start + group, num_windows)
+        window = slice(start, stop)
+        # In place on the fresh product (nothing saves it for backward): the same values as `/` and `+`, two
+        # fewer score-sized temporaries per call.
+        scores = torch.matmul(query[window], key[window].transpose(1, 2)).div_(channels**0.5)  # [g, l, l*M]
         if regions is not None:
-            # Window w uses the mask of window w % (K*K). MVSplat tiles it along the keys view-major although its
-            # keys are view-minor; identical for M = 1 (two views), kept as is for parity with more views.
-            index = torch.arange(start, min(start + group, num_windows), device=scores.device) % regions.shape[0]
-            scores = scores + region_mask(regions[index]).repeat(1, 1, others)
+            # Window w uses the mask of window w % (K*K), built once per forward (ShiftedWindowMasks).
+            mask = regions.mask(others)  # [K*K, l, l*M]
+            if mask.dtype != scores.dtype:
+                scores = scores.to(torch.promote_types(scores.dtype, mask.dtype))  # as `scores + mask` would
+            if (stop - start) % masks_per_image == 0:
+                scores.view(-1, masks_per_image, *scores.shape[1:]).add_(mask)
+            else:
+                scores.add_(mask[torch.arange(start, stop, device=scores.device) % masks_per_image])
         outs.append(torch.matmul(torch.softmax(scores, dim=-1), value[window]))
-    out = torch.cat(outs, dim=0)
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=0)
     out = merge_windows(out.view(num_windows, window_h, window_w, channels), num_splits)
     if regions is not None:
         out = torch.roll(out, shifts=(window_h // 2, window_w // 2), dims=(1, 2))
@@ -240,7 +276,8 @@ class MVSplatMultiViewTransformer(nn.Module):
 
     def forward(self, features: torch.Tensor, num_splits: int) -> torch.Tensor:  # [B, V, C, h, w] -> same
         batch, views, channels, height, width = features.shape
-        shift_regions = shifted_window_regions(height, width, num_splits, features.device) if num_splits > 1 else None
+        # The shifted-window masks are built once here and shared by every layer and window group.
+        shift_regions = ShiftedWindowMasks(shifted_window_regions(height, width, num_splits, features.device)) if num_splits > 1 else None
         # Queries stacked view-major ([V*B, L, C]); keys of view v are the other views in increasing order.
         tokens = features.flatten(3).transpose(2, 3)  # [B, V, L, C]
         for layer in self.layers:

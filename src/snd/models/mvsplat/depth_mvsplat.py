@@ -14,8 +14,10 @@ from torch import nn
 from .configuration_mvsplat import MVSplatConfig
 from .unet_mvsplat import MVSplatUNet
 
-# Depth candidates warped per chunk: bounds the [N, C, D, h, w] warped-feature tensor (same result as one pass).
-_DEPTH_CHUNK = 16
+# Most float32 elements of the [N, C, D', h, w] warped-feature tensor at once: all D depth candidates go
+# through one grid_sample when they fit (the released model at 256x256: 2 x 128 x 128 x 64 x 64 = 2^27),
+# else in chunks of depths (same result).
+_WARP_BUDGET = 2**27
 
 
 def view_major(tensor: torch.Tensor) -> torch.Tensor:
@@ -128,14 +130,18 @@ class MVSplatDepthPredictor(nn.Module):
         reference = view_major(features)
         depths = 1.0 / disparities
         volumes = []
+        chunk = max(1, _WARP_BUDGET // max(1, reference.numel()))  # depth candidates per grid_sample
+        in_place = not (torch.is_grad_enabled() and (features.requires_grad or extrinsics.requires_grad))
         for shift, pose in zip(range(1, views), relative_poses(extrinsics)):
             order = list(range(shift, views)) + list(range(shift))
             source = view_major(features[:, order])
             chunks = []
-            for start in range(0, depths.shape[1], _DEPTH_CHUNK):
-                warped = warp_features(source, intrinsics, pose, depths[:, start : start + _DEPTH_CHUNK])
-                chunks.append((reference.unsqueeze(2) * warped).sum(1) / channels**0.5)
-            volumes.append(torch.cat(chunks, dim=1))
+            for start in range(0, depths.shape[1], chunk):
+                warped = warp_features(source, intrinsics, pose, depths[:, start : start + chunk])  # [V*B, C, d, h, w]
+                # without autograd the product overwrites the warped features (no second [V*B, C, d, h, w] tensor)
+                product = warped.mul_(reference.unsqueeze(2)) if in_place else reference.unsqueeze(2) * warped
+                chunks.append(product.sum(1) / channels**0.5)
+            volumes.append(torch.cat(chunks, dim=1) if len(chunks) > 1 else chunks[0])
         return torch.stack(volumes, dim=0).mean(dim=0)
 
     def forward(

@@ -8,6 +8,7 @@ so it also works as Hub remote code.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -220,5 +221,12 @@ class MVSplatModel(MVSplatPreTrainedModel):
         output = MVSplatModelOutput(depths=predicted_depths, **gaussians)
         return output if return_dict else output.to_tuple()
 
+
+# save_pretrained writes an auto_map (the folder then loads with trust_remote_code=True without snd).
+MVSplatModel.register_for_auto_class("AutoModel")
+if __name__.startswith("snd."):
+    # snd registers its classes with the Auto classes when transformers' auto modules load (snd._lazy); when
+    # that happened during this module's own imports, the class did not exist yet: complete it now.
+    sys.modules["snd.models"].register_defined_classes()
 
 __all__ = ["MVSplatModel", "MVSplatModelOutput", "MVSplatPreTrainedModel", "SH_C0"]

@@ -6,6 +6,8 @@ call `normalize_images` on float images in [0, 1] (what the training and evaluat
 
 from __future__ import annotations
 
+import sys
+
 import torch
 import torch.nn.functional as F
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
@@ -59,5 +61,12 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
     std = torch.tensor(IMAGENET_DEFAULT_STD, dtype=images.dtype, device=images.device)[:, None, None]
     return (images - mean) / std
 
+
+# save_pretrained writes an auto_map (the folder then loads with trust_remote_code=True without snd).
+SnDImageProcessor.register_for_auto_class("AutoImageProcessor")
+if __name__.startswith("snd."):
+    # snd registers its classes with the Auto classes when transformers' auto modules load (snd._lazy); when
+    # that happened during this module's own imports, the class did not exist yet: complete it now.
+    sys.modules["snd.models"].register_defined_classes()
 
 __all__ = ["SnDImageProcessor", "normalize_images"]

@@ -8,6 +8,7 @@ those layers. Imports stay within this folder and transformers, so the folder wo
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -460,8 +461,10 @@ class SnDBackbone(SnDPreTrainedModel, BackboneMixin):
     through the final LayerNorm, as `Dinov2Backbone`, so DPT-style heads can sit on SnD features (DPT wants
     `reshape_hidden_states=False`: token sequences `[B, 1 + h * w, C]`, CLS first, registers dropped).
 
-    Note: transformers 5's `AutoBackbone.from_pretrained` asks the Hub whether the name is a repo even for a
-    local folder; offline, use `SnDBackbone.from_pretrained(folder, out_indices=...)` (same weights as `SnDModel`).
+    `AutoBackbone.from_pretrained(folder, out_indices=...)` works on a local folder, offline, once `snd` is imported
+    (transformers 5.24 asks the Hub whether the name is a repo first; `snd.models.register_auto_classes` skips that
+    for local folders). Through remote code without `snd` installed it needs a Hub repo id (transformers cannot
+    resolve a local folder there before any repository code runs). Same weights as `SnDModel`.
     """
 
     def __init__(self, config: SnDConfig):
@@ -623,6 +626,16 @@ class SnDForSemanticSegmentation(SnDPreTrainedModel):
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, attentions=outputs.attentions
         )
 
+
+# save_pretrained writes an auto_map (the folder then loads with trust_remote_code=True without snd).
+SnDModel.register_for_auto_class("AutoModel")
+SnDBackbone.register_for_auto_class("AutoBackbone")
+SnDForDepthEstimation.register_for_auto_class("AutoModelForDepthEstimation")
+SnDForSemanticSegmentation.register_for_auto_class("AutoModelForSemanticSegmentation")
+if __name__.startswith("snd."):
+    # snd registers its classes with the Auto classes when transformers' auto modules load (snd._lazy); when
+    # that happened during this module's own imports, the class did not exist yet: complete it now.
+    sys.modules["snd.models"].register_defined_classes()
 
 __all__ = [
     "SnDModel",
