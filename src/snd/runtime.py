@@ -53,8 +53,9 @@ def default_cpu_threads(device: torch.device | str = "cpu") -> int | None:
     On a CPU shared with other work, libgomp's thread team waits at every op's barrier for a thread the
     kernel has descheduled: on the loaded 2-core development machine 2 threads made the embedded default's
     step 12-29x slower in wall time than 1 (BENCHMARKS.md "Threads"); they help only while the other core is
-    idle. One thread per process degrades gracefully; ``accelerate launch`` already sets ``OMP_NUM_THREADS=1`` for CPU runs and
-    this gives a bare ``python scripts/distill.py`` the same default. Export ``OMP_NUM_THREADS=N`` to use N.
+    idle. One thread per process degrades gracefully. ``accelerate launch`` exports ``OMP_NUM_THREADS`` itself
+    (physical cores / processes) unless given ``--num_cpu_threads_per_process 1``, and that value is respected here
+    like any other; a bare ``python scripts/distill.py`` gets 1. Export ``OMP_NUM_THREADS=N`` to use N.
 
     Returns the thread count set, or None when nothing changed (a non-CPU device, or the user's setting).
     """

@@ -139,3 +139,21 @@ def save_head(head: torch.nn.Module, path: Path, metadata: dict) -> Path:
     tensors = {name: value.detach().cpu().contiguous() for name, value in head.state_dict().items()}
     save_file(tensors, str(path), metadata={"settings": json.dumps(metadata, default=str)})
     return path
+
+
+def finish_training_task(task: str, dataset: str, head: torch.nn.Module, settings: dict, output_dir, *,
+                         iterations: int, train_seconds: float, eval_seconds: float, losses: list[dict],
+                         **fields) -> dict:
+    """The result of a trained-probe task (depth, segmentation): ``metrics``/``evaluations`` and any other
+    ``fields`` plus timing and the loss tail; with ``output_dir``, also ``<task>_head.safetensors`` and
+    ``<task>.json`` there."""
+    result = {"task": task, "dataset": dataset, **fields, "settings": settings, "iterations_run": iterations,
+              "train_seconds": train_seconds, "eval_seconds": eval_seconds,
+              "iterations_per_second": iterations / max(train_seconds, 1e-9),
+              "final_loss": losses[-1]["loss"], "loss_log": losses[-50:]}
+    if output_dir is not None:
+        output_dir = Path(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_head(head, output_dir / f"{task}_head.safetensors", settings)
+        (output_dir / f"{task}.json").write_text(json.dumps(result, indent=2, default=str))
+    return result

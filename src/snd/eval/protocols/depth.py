@@ -29,10 +29,8 @@ From ``baseline_configs/vits_{nyu,scannet,scannetpp}_depth_linear_config.py`` an
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, replace
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,7 +39,7 @@ import torch.nn.functional as F
 from ...metrics import depth_metrics
 from ..probes import DepthBinsHead
 from . import augment, schedules
-from .common import (FrozenFeatures, Timer, default_workers, resolve_device, sample_plan, save_head,
+from .common import (FrozenFeatures, Timer, default_workers, finish_training_task, resolve_device, sample_plan,
                      training_batches)
 from .data import DepthDataSpec, depth_datasets
 
@@ -255,16 +253,9 @@ def run(backbone: torch.nn.Module, data_dir, *, dataset: str, max_iters: int | N
     metrics = evaluations[-1]["metrics"]
     best = min(evaluations, key=lambda entry: entry["metrics"]["abs_rel"])
     settings = protocol_settings(protocol, spec, features, dataset, iterations)
-    result = {"task": "depth", "dataset": dataset, "metrics": metrics, "best": best, "evaluations": evaluations,
-              "settings": settings, "iterations_run": iterations, "train_seconds": train_seconds,
-              "eval_seconds": eval_seconds, "iterations_per_second": iterations / max(train_seconds, 1e-9),
-              "final_loss": losses[-1]["loss"], "loss_log": losses[-50:]}
-    if output_dir is not None:
-        output_dir = Path(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_head(head, output_dir / "depth_head.safetensors", settings)
-        (output_dir / "depth.json").write_text(json.dumps(result, indent=2, default=str))
-    return result
+    return finish_training_task("depth", dataset, head, settings, output_dir, iterations=iterations,
+                                train_seconds=train_seconds, eval_seconds=eval_seconds, losses=losses,
+                                metrics=metrics, best=best, evaluations=evaluations)
 
 
 def protocol_settings(protocol: DepthProtocol, spec: DepthDataSpec, features: FrozenFeatures, dataset: str,

@@ -24,10 +24,8 @@ From ``baseline_configs/vits_{nyu,scannet,scannetpp}_sem_linear_config.py`` and 
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, replace
 from functools import partial
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -35,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from . import augment, schedules
-from .common import (FrozenFeatures, Timer, default_workers, resolve_device, sample_plan, save_head,
+from .common import (FrozenFeatures, Timer, default_workers, finish_training_task, resolve_device, sample_plan,
                      training_batches)
 from .data import IGNORE_INDEX, segmentation_datasets
 from .sliding import slide_inference
@@ -215,13 +213,6 @@ def run(backbone: torch.nn.Module, data_dir, *, dataset: str, max_iters: int | N
         metric="mmseg mIoU (dataset-level intersections / unions)",
         **{"features_" + key: value for key, value in features.settings().items()},
     )
-    result = {"task": "segmentation", "dataset": dataset, "metrics": metrics, "evaluations": evaluations,
-              "settings": settings, "iterations_run": iterations, "train_seconds": train_seconds,
-              "eval_seconds": eval_seconds, "iterations_per_second": iterations / max(train_seconds, 1e-9),
-              "final_loss": losses[-1]["loss"], "loss_log": losses[-50:]}
-    if output_dir is not None:
-        output_dir = Path(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_head(head, output_dir / "segmentation_head.safetensors", settings)
-        (output_dir / "segmentation.json").write_text(json.dumps(result, indent=2, default=str))
-    return result
+    return finish_training_task("segmentation", dataset, head, settings, output_dir, iterations=iterations,
+                                train_seconds=train_seconds, eval_seconds=eval_seconds, losses=losses,
+                                metrics=metrics, evaluations=evaluations)
