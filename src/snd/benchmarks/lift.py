@@ -227,17 +227,23 @@ def _compare_official(config: LiftBenchmarkConfig, height: int, width: int, dire
         queue.put(dict(resolution=f"{height}x{width}", error=f"{type(error).__name__}: {error}"))
 
 
-def run_comparison(config: LiftBenchmarkConfig, directory: str) -> list[dict]:
-    """One child process per resolution running :func:`_compare_official`."""
+def _per_resolution_children(config: LiftBenchmarkConfig, target, *extra) -> list[dict]:
+    """Run ``target(config, height, width, *extra, queue)`` in a fresh spawned process per resolution (clean peak
+    memory and caches each time); a child that dies becomes an error row."""
     context = multiprocessing.get_context("spawn")
     rows = []
     for height, width in config.resolutions:
         queue = context.Queue()
-        process = context.Process(target=_compare_official, args=(config, height, width, directory, queue))
+        process = context.Process(target=target, args=(config, height, width, *extra, queue))
         process.start()
         process.join()
         rows.append(queue.get() if not queue.empty() else dict(resolution=f"{height}x{width}", error=f"child exited with {process.exitcode}"))
     return rows
+
+
+def run_comparison(config: LiftBenchmarkConfig, directory: str) -> list[dict]:
+    """One child process per resolution running :func:`_compare_official`."""
+    return _per_resolution_children(config, _compare_official, directory)
 
 
 def format_comparison(rows: list[dict]) -> str:
@@ -254,15 +260,8 @@ def format_comparison(rows: list[dict]) -> str:
 
 
 def run_benchmark(config: LiftBenchmarkConfig) -> list[dict]:
-    context = multiprocessing.get_context("spawn")
-    rows = []
-    for height, width in config.resolutions:
-        queue = context.Queue()
-        process = context.Process(target=_measure, args=(config, height, width, queue))
-        process.start()
-        process.join()
-        rows.append(queue.get() if not queue.empty() else dict(resolution=f"{height}x{width}", error=f"child exited with {process.exitcode}"))
-    return rows
+    """One child process per resolution running :func:`_measure`."""
+    return _per_resolution_children(config, _measure)
 
 
 def format_table(rows: list[dict]) -> str:
