@@ -24,6 +24,8 @@ def _fake_run(folder: Path) -> dict:
     (folder / "loss_log.jsonl").write_text('{"step": 1, "loss": 5.0}\n')
     (folder / "config.yaml").write_text("training: {}\n")
     (folder / "notes.txt").write_text("the user's own file")
+    (folder / "snd-distill").mkdir()
+    (folder / "snd-distill" / "events.out.tfevents.1.host").write_bytes(b"old run")
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
@@ -37,6 +39,7 @@ def test_an_output_dir_holding_a_run_is_refused_unless_resuming_or_overwriting(t
     check_output_dir(tmp_path, resume_from_checkpoint=None, overwrite_output_dir=True)
     # the old run's checkpoints and log are gone (so `latest` cannot pick them up); other files stay
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "loss_log.jsonl").exists()
+    assert not (tmp_path / "snd-distill").exists()  # the old run's TensorBoard events too
     assert (tmp_path / "notes.txt").read_text() == "the user's own file"
 
 

@@ -159,7 +159,9 @@ def check_output_dir(output_dir: str | Path, resume_from_checkpoint: str | None,
 
     if int(os.environ.get("RANK", "0")) != 0 and int(os.environ.get("LOCAL_RANK", "0")) != 0:
         return
-    for name in ("checkpoints", "loss_log.jsonl", "train_summary.json", "pca_before_features.pt", "pca_before_after.png"):
+    # snd-distill/: the trackers' folder (TensorBoard events), so two runs never mix in one TensorBoard view
+    for name in ("checkpoints", "loss_log.jsonl", "train_summary.json", "pca_before_features.pt", "pca_before_after.png",
+                 "snd-distill"):
         path = output_dir / name
         if path.is_dir():
             shutil.rmtree(path)
