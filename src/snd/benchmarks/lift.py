@@ -69,16 +69,22 @@ def scene_inputs(height: int, width: int, views: int, seed: int, device) -> tupl
     return tuple(tensor.to(device) for tensor in (images, extrinsics, intrinsics, near, far))
 
 
+def _child_setup(config: LiftBenchmarkConfig):
+    """In a benchmark child: threads and seed as configured; returns ``(device, MVSplatConfig)``."""
+    from ..models.mvsplat import MVSplatConfig
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    torch.manual_seed(config.seed)
+    return torch.device(config.device), (MVSplatConfig.tiny() if config.config == "tiny" else MVSplatConfig())
+
+
 def _measure(config: LiftBenchmarkConfig, height: int, width: int, queue) -> None:
     """Child process: build the model, run warm-up + repeats at one resolution, report timings and memory."""
     try:
-        from ..models.mvsplat import MVSplatConfig, MVSplatModel
+        from ..models.mvsplat import MVSplatModel
 
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        torch.manual_seed(config.seed)
-        device = torch.device(config.device)
-        model_config = MVSplatConfig.tiny() if config.config == "tiny" else MVSplatConfig()
+        device, model_config = _child_setup(config)
         model = MVSplatModel(model_config).to(device).eval()
         inputs = scene_inputs(height, width, config.views, config.seed, device)
         cuda = device.type == "cuda"
@@ -162,13 +168,8 @@ def _compare_official(config: LiftBenchmarkConfig, height: int, width: int, dire
         from torch import nn
 
         from ..convert.mvsplat import convert_state_dict
-        from ..models.mvsplat import MVSplatConfig
 
-        if config.threads:
-            torch.set_num_threads(config.threads)
-        torch.manual_seed(config.seed)
-        device = torch.device(config.device)
-        model_config = MVSplatConfig.tiny() if config.config == "tiny" else MVSplatConfig()
+        device, model_config = _child_setup(config)
         official = nn.Module()
         official.backbone, official.depth_predictor = official_networks(directory, model_config)
         ours, _ = convert_state_dict({f"encoder.{key}": value for key, value in official.state_dict().items()}, model_config)
