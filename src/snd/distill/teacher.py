@@ -609,7 +609,9 @@ class SplatTeacher(nn.Module):
             features = rendered.renders.permute(0, 1, 4, 2, 3).flatten(0, 1)  # [B*T, C, H', W']
             if self.holes == "rgb":
                 colors = lifter_colors(gaussians, context, target.extrinsics).float()  # [B, T, N, 3] or [B, N, 3]
-                rgb = render_gaussians(gaussians, colors, target.extrinsics, intrinsics, target_height, target_width, **settings)
+                # same Gaussians and cameras as the feature render above, already checked (by the lifter and that render)
+                rgb = render_gaussians(gaussians, colors, target.extrinsics, intrinsics, target_height, target_width,
+                                       validate=False, **settings)
                 holes = (rgb.renders == 0).all(dim=-1).flatten(0, 1)  # [B*T, H', W']
             else:
                 holes = rendered.alphas[..., 0].flatten(0, 1) <= 0  # [B*T, H', W']
