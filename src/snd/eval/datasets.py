@@ -370,6 +370,29 @@ class ScanNetPPSegmentationDataset(DenseEvalDataset):
 
 
 # ----------------------------------------------------------------------------------- ScanNet pairs
+def read_scannet_pairs_index(root: Path) -> tuple[dict[str, np.ndarray], list[tuple[str, int, int]]]:
+    """LoFTR's ``scannet_test_1500`` index (``test.npz`` ``name [P, 4]``, ``intrinsics.npz`` per scene) ->
+    ``(intrinsics {scene: K as stored}, pairs [(scene, frame0, frame1)])``; every pair's scene must have intrinsics."""
+    for file_name in ("test.npz", "intrinsics.npz"):
+        if not (root / file_name).is_file():
+            raise FileNotFoundError(f"ScanNet pairs: {root / file_name} not found (LoFTR's scannet_test_1500 layout)")
+    with np.load(root / "intrinsics.npz") as stored:
+        intrinsics = {key: np.asarray(stored[key]) for key in stored.files}
+    with np.load(root / "test.npz") as test:
+        if "name" not in test.files:
+            raise ValueError(f"ScanNet pairs: {root / 'test.npz'} has no 'name' array (has {test.files})")
+        names = np.asarray(test["name"])
+    if names.ndim != 2 or names.shape[1] != 4:
+        raise ValueError(f"ScanNet pairs: {root / 'test.npz'}: 'name' should be [P, 4] (room, sequence, frame0, frame1), got {names.shape}")
+    pairs = []
+    for room, sequence, frame0, frame1 in names.astype(np.int64):
+        scene = f"scene{room:04d}_{sequence:02d}"
+        if scene not in intrinsics:
+            raise ValueError(f"ScanNet pairs: {root / 'intrinsics.npz'} has no entry {scene!r}")
+        pairs.append((scene, int(frame0), int(frame1)))
+    return intrinsics, pairs
+
+
 class ScanNetPairsDataset(torch.utils.data.Dataset):
     """The ScanNet test pairs in Probe3D's layout; images resized to 480 x 640 as Probe3D does."""
 
@@ -378,23 +401,8 @@ class ScanNetPairsDataset(torch.utils.data.Dataset):
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        for file_name in ("test.npz", "intrinsics.npz"):
-            if not (self.root / file_name).is_file():
-                raise FileNotFoundError(f"ScanNet pairs: {self.root / file_name} not found")
-        with np.load(self.root / "intrinsics.npz") as intrinsics:
-            self.intrinsics = {key: np.asarray(intrinsics[key], dtype=np.float64) for key in intrinsics.files}
-        with np.load(self.root / "test.npz") as test:
-            if "name" not in test.files:
-                raise ValueError(f"ScanNet pairs: {self.root / 'test.npz'} has no 'name' array")
-            names = np.asarray(test["name"])
-        if names.ndim != 2 or names.shape[1] != 4:
-            raise ValueError(f"ScanNet pairs: 'name' should be [P, 4] (room, sequence, frame0, frame1), got {names.shape}")
-        self.pairs = []
-        for room, sequence, frame0, frame1 in names.astype(np.int64):
-            scene = f"scene{room:04d}_{sequence:02d}"
-            if scene not in self.intrinsics:
-                raise ValueError(f"ScanNet pairs: intrinsics.npz has no entry for {scene}")
-            self.pairs.append((scene, int(frame0), int(frame1)))
+        intrinsics, self.pairs = read_scannet_pairs_index(self.root)
+        self.intrinsics = {key: value.astype(np.float64) for key, value in intrinsics.items()}
 
     @property
     def cache_key(self) -> str:

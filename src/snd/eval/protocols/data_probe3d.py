@@ -31,6 +31,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..datasets import read_scannet_pairs_index
+
 GEONET_MEAN_RGB = (122.175, 116.169, 103.508)  # Probe3D adds 2x these to the stored GeoNet images
 GEONET_BAD_INDICES = (21181, 6919)  # deleted from the sorted listing, in this order (Probe3D NYU_geonet)
 NYU_MAX_DEPTH = 10.0
@@ -266,26 +268,10 @@ class ScanNetPairsProbe3D(torch.utils.data.Dataset):
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
-        for file_name in ("test.npz", "intrinsics.npz"):
-            if not (self.root / file_name).is_file():
-                raise FileNotFoundError(f"ScanNet pairs: {self.root / file_name} not found (LoFTR's scannet_test_1500 layout)")
-        with np.load(self.root / "intrinsics.npz") as intrinsics:
-            self.intrinsics = {key: np.asarray(intrinsics[key]) for key in intrinsics.files}
-        with np.load(self.root / "test.npz") as test:
-            if "name" not in test.files:
-                raise ValueError(f"ScanNet pairs: {self.root / 'test.npz'} has no 'name' array (has {test.files})")
-            names = np.asarray(test["name"])
-        if names.ndim != 2 or names.shape[1] != 4:
-            raise ValueError(f"ScanNet pairs: {self.root / 'test.npz'}: 'name' should be [P, 4] (room, sequence, frame0, frame1), got {names.shape}")
-        self.pairs = []
-        for room, sequence, frame0, frame1 in names.astype(np.int64):
-            scene = f"scene{room:04d}_{sequence:02d}"
-            if scene not in self.intrinsics:
-                raise ValueError(f"ScanNet pairs: {self.root / 'intrinsics.npz'} has no entry {scene!r}")
-            k = self.intrinsics[scene]
-            if np.shape(k) != (3, 3):
-                raise ValueError(f"ScanNet pairs: intrinsics of {scene} should be 3 x 3, got {np.shape(k)}")
-            self.pairs.append((scene, int(frame0), int(frame1)))
+        self.intrinsics, self.pairs = read_scannet_pairs_index(self.root)
+        for scene, _, _ in self.pairs:
+            if np.shape(self.intrinsics[scene]) != (3, 3):
+                raise ValueError(f"ScanNet pairs: intrinsics of {scene} should be 3 x 3, got {np.shape(self.intrinsics[scene])}")
 
     def __len__(self) -> int:
         return len(self.pairs)
