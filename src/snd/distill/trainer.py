@@ -362,11 +362,14 @@ def train(
             with accelerator.autocast():
                 losses = distill_step(student, splat_teacher, loss_fn, batch, return_targets=image_step)
             loss = losses["loss"]
-            _check_empty_target(accelerator, losses["valid_fraction"], state, training.max_empty_steps)
-            finite = torch.isfinite(loss.detach()).float().reshape(1)
+            # one collective and one host sync per step: (loss finite on every process, target non-empty on any)
+            health = torch.stack([torch.isfinite(loss.detach()).float(), losses["valid_fraction"].detach().float().reshape(())])
             if accelerator.num_processes > 1:
-                finite = accelerator.gather(finite).min().reshape(1)
-            if finite.item() < 1:
+                gathered = accelerator.gather(health[None])  # [P, 2]
+                health = torch.stack([gathered[:, 0].min(), gathered[:, 1].max()])
+            finite, valid_fraction = health.tolist()
+            _check_empty_target(valid_fraction, state, training.max_empty_steps)
+            if finite < 1:
                 message = f"non-finite loss ({loss.item()}) at step {state.step + 1}"
                 if training.nonfinite_loss == "raise":
                     raise NonFiniteLossError(f"{message}; set training.nonfinite_loss=skip to skip such steps")
@@ -471,12 +474,10 @@ def train(
     return TrainResult(output_dir, state.step, state.skipped, last_loss, wall_time, files)
 
 
-def _check_empty_target(accelerator, valid_fraction: torch.Tensor, state: TrainState, limit: int) -> None:
-    """Count consecutive steps whose teacher target is empty on every process; raise after ``limit`` (0: never)."""
-    fraction = valid_fraction.detach().float().reshape(1)
-    if accelerator.num_processes > 1:
-        fraction = accelerator.gather(fraction).max().reshape(1)
-    state.empty_streak = state.empty_streak + 1 if fraction.item() == 0 else 0
+def _check_empty_target(valid_fraction: float, state: TrainState, limit: int) -> None:
+    """Count consecutive steps whose teacher target is empty on every process (``valid_fraction``: the largest over
+    processes); raise after ``limit`` (0: never)."""
+    state.empty_streak = state.empty_streak + 1 if valid_fraction == 0 else 0
     if limit and state.empty_streak >= limit:
         raise EmptyTargetError(
             f"the teacher target was empty (valid_fraction 0: no Gaussian rendered into any target pixel) for "
