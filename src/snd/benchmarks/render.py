@@ -33,7 +33,6 @@ import itertools
 import math
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass

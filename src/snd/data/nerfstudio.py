@@ -31,6 +31,7 @@ depth in those units (MVSplat samples depth candidates between them).
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,8 @@ from .errors import SceneDataError
 from .image_io import image_to_tensor, labels_to_tensor, open_image
 from .sample import Views
 from .sampler import ViewSampler
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["NerfstudioDataset", "NerfstudioScene", "read_nerfstudio_scene"]
 
@@ -212,6 +215,7 @@ class NerfstudioDataset(MultiViewDataset):
                 if not skip_bad_samples:
                     raise
                 self.bad_sample_counts[directory.name] += 1
+                logger.warning("skipping bad nerfstudio scene %s: %s", directory.name, error)
         if not self.scenes:
             raise SceneDataError("no usable nerfstudio scene", file=str(self.root))
 
