@@ -33,7 +33,7 @@ TINY = [
 
 def script_env(extra: dict | None = None) -> dict:
     env = dict(os.environ)
-    env.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO_ROOT), "TOKENIZERS_PARALLELISM": "false"})
+    env.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT)]), "TOKENIZERS_PARALLELISM": "false"})
     env.update(extra or {})
     return env
 

@@ -39,7 +39,7 @@ class HubClient:
         self.calls += 1
         # a fresh cache per process: every load really goes over HTTP
         env["HF_HOME"] = str(self.workdir / f"hf-home-{self.calls}")
-        env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+        env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT / "src"), str(REPO_ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
         env.setdefault("OMP_NUM_THREADS", "1")
         return env
 
