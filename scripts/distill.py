@@ -59,7 +59,11 @@ def main(argv=None):
     except (ConfigError, CheckpointError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    print(f"done: {result.steps} steps in {result.wall_time_s:.1f} s; outputs in {result.output_dir}")
+    if result.steps_trained == 0:
+        print(f"nothing left to train: the run in {result.output_dir} had already reached {result.steps} steps "
+              "(training.max_steps); its exports were refreshed and train_summary.json kept")
+    else:
+        print(f"done: {result.steps} steps in {result.wall_time_s:.1f} s; outputs in {result.output_dir}")
     return 0
 
 

@@ -109,6 +109,7 @@ class TrainResult:
     final_loss: float | None
     wall_time_s: float
     files: dict = field(default_factory=dict)
+    steps_trained: int | None = None  # optimiser steps this call took (0: resumed a run that had reached max_steps)
 
 
 # --------------------------------------------------------------------------------------------
@@ -246,232 +247,424 @@ def train(
 
     Before the first step (see :mod:`snd.distill.launch`): an ``output_dir`` holding an earlier run is refused unless
     resuming or ``overwrite_output_dir``; the mixed precision is the config's, else the launcher's, written to
-    ``config.yaml``; ``push_to_hub`` checks the token and creates the repository.
+    ``config.yaml``; ``push_to_hub`` checks the token and creates the repository. Nothing is written to
+    ``output_dir`` until the run's parts (student, lifter, dataset) are built, so a run that fails while building
+    leaves no ``config.yaml`` behind and its retry is not refused.
+
+    Resuming a run that already reached ``training.max_steps`` trains nothing (``TrainResult.steps_trained`` is 0,
+    and a warning says so): the exports are refreshed from its final checkpoint, ``train_summary.json`` is kept
+    and its ``final_loss`` returned.
+
+    The process-wide settings a run changes (torch's float32 matmul precision and, on the CPU, its thread count)
+    are restored when it returns or raises. The stages are the methods of :class:`Trainer`.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
-    from tqdm.auto import tqdm
+    return Trainer(config, resume_from_checkpoint, push_to_hub, progress, overwrite_output_dir, allow_config_change).run()
 
-    config.validate()
-    training = config.training
-    output_dir = Path(training.output_dir)
-    launch.check_output_dir(output_dir, resume_from_checkpoint, overwrite_output_dir)
-    if push_to_hub:
-        launch.preflight_push(push_to_hub)
-    previous_precision = torch.get_float32_matmul_precision()  # restored on return (process-wide setting)
-    torch.set_float32_matmul_precision(training.float32_matmul_precision)
-    accelerator = Accelerator(
-        cpu=training.cpu or not torch.cuda.is_available(),
-        mixed_precision=training.mixed_precision,  # None: the launcher's choice (accelerate launch / config file)
-        log_with=_trackers(config) or None,
-        project_dir=str(output_dir),
-        step_scheduler_with_optimizer=False,
-    )
-    training.mixed_precision = launch.resolve_mixed_precision(accelerator, training.mixed_precision)
-    started = time.perf_counter()
-    # Resolve (and verify) the checkpoint and check the run definition before building anything.
-    resume_path = resume_checkpoint_path(accelerator, output_dir, resume_from_checkpoint)
-    resume_metadata = read_checkpoint_metadata(resume_path) if resume_path is not None else {}
-    run_facts = schedule_facts(config, accelerator.num_processes)
-    check_config_change(resume_metadata.get("run"), run_facts, allow_config_change, resume_path)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        write_run_config(output_dir, config.to_yaml(), int(resume_metadata.get("step", 0)))
-    set_seed(training.seed)
 
-    # ---- parts
-    student = build_student(config)
-    patch_size = backbone_spec(student.backbone).patch_size
-    lifter = build_lifter(config.lifter)
-    launch.check_lifter_image_size(lifter, config.data.image_height, config.data.image_width)
-    move_lifter(lifter, accelerator.device)
-    trainable = [p for p in student.parameters() if p.requires_grad]
-    # glibc keeps freed large blocks for reuse (no page faults per step), and a CPU run uses 1 torch thread unless
-    # OMP_NUM_THREADS says otherwise (snd.runtime; BENCHMARKS.md "Training step" and "Threads").
-    reuse_large_allocations()
-    previous_threads = torch.get_num_threads()  # restored on return, like the matmul precision
-    default_cpu_threads(accelerator.device)
-    optimizer = build_optimizer(trainable, training)
-    scheduler = build_scheduler(optimizer, config)
-    student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
-    # The teacher is copied after `prepare`, i.e. after DDP broadcast rank 0's weights, so every rank starts equal.
-    unwrapped = _unwrap(accelerator, student)
-    teacher = EMATeacher(
-        unwrapped.backbone, unwrapped.head, momentum=config.teacher.momentum, update_every=config.teacher.update_every,
-        dropout=config.teacher.dropout_in_teacher,
-    )
-    splat_teacher = SplatTeacher.from_config(teacher, lifter, patch_size, config.teacher).to(accelerator.device)
-    loss_fn = build_loss(config)
-    dataset = build_dataset(config.data, training.seed, load_depth=config.lifter.kind == "depth")
-    if config.data.preload:
-        dataset = PreloadedScenes(dataset, progress=progress and accelerator.is_main_process)
-    from ..data import collate_multiview
+class Trainer:
+    """One :func:`train` run, one method per stage, called in order by :meth:`run`:
 
-    batch_sampler = ShardedEpochBatchSampler(len(dataset), training.batch_size, accelerator.num_processes, accelerator.process_index, training.seed)
-    # A private generator: creating a DataLoader iterator otherwise draws from the global RNG, which
-    # would shift dropout's random stream after a resume (the iterator is created at a different step).
-    loader_generator = torch.Generator().manual_seed(training.seed)
-    loader = DataLoader(
-        dataset, batch_sampler=batch_sampler, collate_fn=collate_multiview, num_workers=config.data.num_workers, generator=loader_generator
-    )
+    :meth:`setup` (checks, accelerator, which checkpoint) -> :meth:`build` (parts; :meth:`prepare` wraps them for
+    the launcher's distribution) -> :meth:`resume` -> :meth:`start` (run files, trackers, "before" features) ->
+    :meth:`loop` (per batch: :meth:`step`, :meth:`log`, :meth:`log_images`, :meth:`checkpoint`) ->
+    :meth:`finish` (final checkpoint, consistency check, :meth:`export`).
 
-    state = TrainState()  # saved with the EMA teacher by save_checkpoint (JSON + safetensors, never pickled)
+    A choice that concerns one stage (how the student is distributed, what the teacher renders) belongs in that
+    stage's method; :func:`train` is the public entry point and the arguments mean the same here.
+    """
 
-    # ---- resume
-    log_path = output_dir / "loss_log.jsonl"
-    if resume_path is not None:
-        load_checkpoint(accelerator, resume_path, tensor_module=teacher, state=state, verify=False)  # verified above
+    def __init__(
+        self,
+        config: DistillConfig,
+        resume_from_checkpoint: str | None = None,
+        push_to_hub: str | None = None,
+        progress: bool = True,
+        overwrite_output_dir: bool = False,
+        allow_config_change: bool = False,
+    ) -> None:
+        self.config = config
+        self.training = config.training
+        self.resume_from_checkpoint = resume_from_checkpoint
+        self.push_to_hub = push_to_hub
+        self.progress = progress
+        self.overwrite_output_dir = overwrite_output_dir
+        self.allow_config_change = allow_config_change
+        self.state = TrainState()  # saved with the EMA teacher by save_checkpoint (JSON + safetensors, never pickled)
+        self.start_step = 0  # the step this call starts from (the checkpoint's when resuming)
+        self.nothing_left = False  # resumed a run that had already reached max_steps
+        self.last_loss: float | None = None
+        self.bar = None
+        self._previous_precision: str | None = None
+        self._previous_threads: int | None = None
+
+    # ---------------------------------------------------------------------------------------- driver
+    def run(self) -> TrainResult:
+        """Every stage in order; whatever happens, the process-wide settings are put back as the caller had them."""
+        self._previous_threads = torch.get_num_threads()
+        try:
+            self.setup()
+            self.build()
+            self.resume()
+            self.start()
+            self.loop()
+            return self.finish()
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+            self.restore_process_settings()
+
+    def restore_process_settings(self) -> None:
+        """Put back torch's float32 matmul precision (when :meth:`setup` set it) and its intra-op thread count
+        (changed by :meth:`build` on the CPU) as they were when :meth:`run` began."""
+        if self._previous_precision is not None:
+            torch.set_float32_matmul_precision(self._previous_precision)
+            self._previous_precision = None
+        if self._previous_threads is not None and torch.get_num_threads() != self._previous_threads:
+            torch.set_num_threads(self._previous_threads)
+
+    # ---------------------------------------------------------------------------------------- set-up
+    def setup(self) -> None:
+        """Settle what the run is before building anything, writing nothing to ``output_dir``: validate the config,
+        refuse an ``output_dir`` holding another run, check the Hub, set the matmul precision, create the
+        ``Accelerator`` (mixed precision: the config's, else the launcher's), resolve and verify the checkpoint to
+        resume from, and refuse a resume that would change the run definition."""
+        from accelerate import Accelerator
+
+        config, training = self.config, self.training
+        config.validate()
+        self.output_dir = Path(training.output_dir)
+        self.log_path = self.output_dir / "loss_log.jsonl"
+        launch.check_output_dir(self.output_dir, self.resume_from_checkpoint, self.overwrite_output_dir)
+        if self.push_to_hub:
+            launch.preflight_push(self.push_to_hub)
+        self._previous_precision = torch.get_float32_matmul_precision()  # process-wide: restored by run()
+        torch.set_float32_matmul_precision(training.float32_matmul_precision)
+        self.trackers = _trackers(config)
+        self.accelerator = accelerator = Accelerator(
+            cpu=training.cpu or not torch.cuda.is_available(),
+            mixed_precision=training.mixed_precision,  # None: the launcher's choice (accelerate launch / config file)
+            log_with=self.trackers or None,
+            project_dir=str(self.output_dir),
+            step_scheduler_with_optimizer=False,
+        )
+        training.mixed_precision = launch.resolve_mixed_precision(accelerator, training.mixed_precision)
+        self.started = time.perf_counter()
+        self.resume_path = resume_checkpoint_path(accelerator, self.output_dir, self.resume_from_checkpoint)
+        self.resume_metadata = read_checkpoint_metadata(self.resume_path) if self.resume_path is not None else {}
+        self.run_facts = schedule_facts(config, accelerator.num_processes)
+        check_config_change(self.resume_metadata.get("run"), self.run_facts, self.allow_config_change, self.resume_path)
+
+    def build(self) -> None:
+        """Seed, then build the run's parts in a fixed order (the global RNG draws of a resumed run replay the
+        uninterrupted run's): student, lifter, optimiser and schedule (wrapped by :meth:`prepare`), EMA teacher and
+        splat teacher, loss, dataset and the deterministic loader. Sets the CPU allocator and thread defaults."""
+        from accelerate.utils import set_seed
+
+        from ..data import collate_multiview
+
+        config, training, accelerator = self.config, self.training, self.accelerator
+        set_seed(training.seed)
+        student = build_student(config)
+        self.patch_size = backbone_spec(student.backbone).patch_size
+        lifter = build_lifter(config.lifter)
+        launch.check_lifter_image_size(lifter, config.data.image_height, config.data.image_width)
+        move_lifter(lifter, accelerator.device)
+        self.trainable = [p for p in student.parameters() if p.requires_grad]
+        # glibc keeps freed large blocks for reuse (no page faults per step), and a CPU run uses 1 torch thread unless
+        # OMP_NUM_THREADS says otherwise (snd.runtime; BENCHMARKS.md "Training step" and "Threads").
+        reuse_large_allocations()
+        default_cpu_threads(accelerator.device)  # restored by run()
+        optimizer = build_optimizer(self.trainable, training)
+        scheduler = build_scheduler(optimizer, config)
+        self.prepare(student, optimizer, scheduler)
+        # The teacher is copied after `prepare`, i.e. after DDP broadcast rank 0's weights, so every rank starts equal.
+        unwrapped = _unwrap(accelerator, self.student)
+        self.teacher = EMATeacher(
+            unwrapped.backbone, unwrapped.head, momentum=config.teacher.momentum, update_every=config.teacher.update_every,
+            dropout=config.teacher.dropout_in_teacher,
+        )
+        self.splat_teacher = SplatTeacher.from_config(self.teacher, lifter, self.patch_size, config.teacher).to(accelerator.device)
+        self.loss_fn = build_loss(config)
+        dataset = build_dataset(config.data, training.seed, load_depth=config.lifter.kind == "depth")
+        if config.data.preload:
+            dataset = PreloadedScenes(dataset, progress=self.progress and accelerator.is_main_process)
+        self.dataset = dataset
+        self.batch_sampler = ShardedEpochBatchSampler(len(dataset), training.batch_size, accelerator.num_processes,
+                                                      accelerator.process_index, training.seed)
+        # A private generator: creating a DataLoader iterator otherwise draws from the global RNG, which
+        # would shift dropout's random stream after a resume (the iterator is created at a different step).
+        loader_generator = torch.Generator().manual_seed(training.seed)
+        self.loader = DataLoader(
+            dataset, batch_sampler=self.batch_sampler, collate_fn=collate_multiview, num_workers=config.data.num_workers,
+            generator=loader_generator,
+        )
+
+    def prepare(self, student: DistillStudent, optimizer, scheduler) -> None:
+        """Wrap the student, optimiser and schedule for the launcher's distribution (``accelerator.prepare``: DDP
+        under a multi-process launch, nothing on one process); sets ``self.student``/``optimizer``/``scheduler``."""
+        self.student, self.optimizer, self.scheduler = self.accelerator.prepare(student, optimizer, scheduler)
+
+    # ---------------------------------------------------------------------------------------- resume
+    def resume(self) -> None:
+        """Load the checkpoint :meth:`setup` chose (weights, optimiser, schedule, RNG states, EMA teacher, counters)
+        and drop loss-log lines written after it; with ``latest`` and no checkpoint yet, start from scratch without
+        the dead run's log lines. A checkpoint already at ``max_steps`` leaves nothing to train (said as a warning)."""
+        accelerator, state = self.accelerator, self.state
+        if self.resume_path is not None:
+            load_checkpoint(accelerator, self.resume_path, tensor_module=self.teacher, state=state, verify=False)  # verified in setup
+            if accelerator.is_main_process:
+                logger.info("resumed from %s at step %d", self.resume_path, state.step)
+                truncate_log(self.log_path, state.step)
+            self.nothing_left = state.step >= self.training.max_steps
+            if self.nothing_left and accelerator.is_main_process:
+                logger.warning(
+                    "nothing left to train: %s is at step %d and training.max_steps is %d; the exports are refreshed from it "
+                    "and train_summary.json is kept (raise --max_steps, with --allow_config_change, to train further)",
+                    self.resume_path, state.step, self.training.max_steps,
+                )
+        elif self.resume_from_checkpoint is not None and accelerator.is_main_process:
+            logger.warning("--resume_from_checkpoint %s: no checkpoint yet in %s; starting from scratch",
+                           self.resume_from_checkpoint, self.output_dir)
+            truncate_log(self.log_path, 0)  # lines of a run killed before its first checkpoint
+        self.start_step = state.step
+
+    # ---------------------------------------------------------------------------------------- start
+    def start(self) -> None:
+        """Now that the parts are built and the state loaded, write the run files (``config.yaml``, or
+        ``config.resume-XXXXXXXX.yaml`` beside a different one), start the trackers, and compute the student's
+        "before" features on a held-out view for the final picture (main process, no RNG used)."""
+        accelerator = self.accelerator
         if accelerator.is_main_process:
-            logger.info("resumed from %s at step %d", resume_path, state.step)
-            truncate_log(log_path, state.step)
-    elif resume_from_checkpoint is not None and accelerator.is_main_process:
-        logger.warning("--resume_from_checkpoint %s: no checkpoint yet in %s; starting from scratch", resume_from_checkpoint, output_dir)
-        truncate_log(log_path, 0)  # lines of a run killed before its first checkpoint
-    accelerator.wait_for_everyone()
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            write_run_config(self.output_dir, self.config.to_yaml(), int(self.resume_metadata.get("step", 0)))
+        accelerator.wait_for_everyone()
+        if self.trackers:
+            accelerator.init_trackers("snd-distill", config=_flat_hparams(self.config))
+        self.held_out_image = None
+        if accelerator.is_main_process:
+            self.held_out_image = _held_out_image(self.config, self.patch_size)
+            before_path = self.output_dir / "pca_before_features.pt"
+            if self.resume_path is None or not before_path.exists():
+                torch.save(self._held_out_features(), before_path)
 
-    trackers = _trackers(config)
-    if trackers:
-        accelerator.init_trackers("snd-distill", config=_flat_hparams(config))
+    # ---------------------------------------------------------------------------------------- the loop
+    def loop(self) -> None:
+        """Until ``max_steps``: each epoch's batches in the sampler's order (resuming mid-epoch), each one a
+        :meth:`step`, then :meth:`log`, :meth:`log_images` and :meth:`checkpoint` as due."""
+        from tqdm.auto import tqdm
 
-    # ---- "before" picture features (main process, no RNG used)
-    held_out_image = None
-    if accelerator.is_main_process:
-        held_out_image = _held_out_image(config, patch_size)
-        before_path = output_dir / "pca_before_features.pt"
-        if resume_path is None or not before_path.exists():
-            before = _student_features(_unwrap(accelerator, student).backbone, held_out_image, patch_size, accelerator.device)
-            torch.save(before, before_path)
+        training, state = self.training, self.state
+        self.bar = tqdm(total=training.max_steps, initial=state.step, desc="distill",
+                        disable=not (self.progress and self.accelerator.is_main_process), dynamic_ncols=True)
+        self.window_start, self.window_steps = time.perf_counter(), 0
+        self.student.train()
+        while state.step < training.max_steps:
+            epoch, start_batch = divmod(state.step, len(self.batch_sampler))
+            self.batch_sampler.set_epoch(epoch, start_batch)
+            if hasattr(self.dataset, "set_epoch"):
+                self.dataset.set_epoch(epoch)
+            for batch in self.loader:
+                if state.step >= training.max_steps:
+                    break
+                batch = batch.to(self.accelerator.device)
+                image_step = bool(self.trackers) and training.log_images_every > 0 and (state.step + 1) % training.log_images_every == 0
+                losses = self.step(batch, return_targets=image_step)
+                self.log(losses, epoch)
+                if image_step:
+                    self.log_images(losses["targets"], batch)
+                self.checkpoint(epoch)
+        self.bar.close()
 
-    # ---- loop
-    steps_per_epoch = len(batch_sampler)
-    samples_per_step = training.batch_size * accelerator.num_processes
-    last_loss = None
-    bar = tqdm(total=training.max_steps, initial=state.step, desc="distill", disable=not (progress and accelerator.is_main_process), dynamic_ncols=True)
-    window_start, window_steps = time.perf_counter(), 0
-    student.train()
-    while state.step < training.max_steps:
-        epoch, start_batch = divmod(state.step, steps_per_epoch)
-        batch_sampler.set_epoch(epoch, start_batch)
-        if hasattr(dataset, "set_epoch"):
-            dataset.set_epoch(epoch)
-        for batch in loader:
-            if state.step >= training.max_steps:
-                break
-            batch = batch.to(accelerator.device)
-            image_step = bool(trackers) and training.log_images_every > 0 and (state.step + 1) % training.log_images_every == 0
-            with accelerator.autocast():
-                losses = distill_step(student, splat_teacher, loss_fn, batch, return_targets=image_step)
-            loss = losses["loss"]
-            # one collective and one host sync per step: (loss finite on every process, target non-empty on any)
-            health = torch.stack([torch.isfinite(loss.detach()).float(), losses["valid_fraction"].detach().float().reshape(())])
-            if accelerator.num_processes > 1:
-                gathered = accelerator.gather(health[None])  # [P, 2]
-                health = torch.stack([gathered[:, 0].min(), gathered[:, 1].max()])
-            finite, valid_fraction = health.tolist()
-            _check_empty_target(valid_fraction, state, training.max_empty_steps)
-            if finite < 1:
-                message = f"non-finite loss ({loss.item()}) at step {state.step + 1}"
-                if training.nonfinite_loss == "raise":
-                    raise NonFiniteLossError(f"{message}; set training.nonfinite_loss=skip to skip such steps")
-                state.skipped += 1
-                if accelerator.is_main_process:
-                    logger.warning("%s: skipped (%d so far)", message, state.skipped)
-                if state.skipped > training.max_skipped_steps:
-                    raise NonFiniteLossError(f"{message}: more than training.max_skipped_steps={training.max_skipped_steps} steps skipped")
-                optimizer.zero_grad(set_to_none=True)
-                state.step += 1
-                bar.update(1)
-            else:
-                accelerator.backward(loss)
-                if state.step == 0 and accelerator.num_processes > 1:
-                    unused = [name for name, p in _unwrap(accelerator, student).named_parameters() if p.requires_grad and p.grad is None]
-                    if unused:  # DDP would leave their gradient buckets unsynchronised
-                        raise RuntimeError(f"trainable parameters received no gradient (freeze them): {unused[:10]}")
-                if training.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(trainable, training.max_grad_norm)
-                unwrapped = _unwrap(accelerator, student)
-                if config.teacher.update_timing == "before_step":  # the release's on_after_backward hook
-                    teacher.maybe_update(state.step - state.skipped, unwrapped.backbone, unwrapped.head)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                state.step += 1
-                if config.teacher.update_timing == "after_step":
-                    teacher.maybe_update(state.step - state.skipped, unwrapped.backbone, unwrapped.head)
-                bar.update(1)
-            window_steps += 1
+    def step(self, batch, return_targets: bool = False) -> dict:
+        """One optimiser step on ``batch``: :func:`distill_step` under autocast, one health check shared by all
+        processes (finite loss, non-empty target), then backward, clipping, optimiser and schedule steps and the EMA
+        update at ``teacher.update_timing``; or a skipped step (``training.nonfinite_loss``). Returns the loss dict."""
+        accelerator, training, state = self.accelerator, self.training, self.state
+        with accelerator.autocast():
+            losses = distill_step(self.student, self.splat_teacher, self.loss_fn, batch, return_targets=return_targets)
+        loss = losses["loss"]
+        # one collective and one host sync per step: (loss finite on every process, target non-empty on any)
+        health = torch.stack([torch.isfinite(loss.detach()).float(), losses["valid_fraction"].detach().float().reshape(())])
+        if accelerator.num_processes > 1:
+            gathered = accelerator.gather(health[None])  # [P, 2]
+            health = torch.stack([gathered[:, 0].min(), gathered[:, 1].max()])
+        finite, valid_fraction = health.tolist()
+        _check_empty_target(valid_fraction, state, training.max_empty_steps)
+        if finite < 1:
+            self._skip_nonfinite(loss)
+        else:
+            self._update(loss)
+        self.window_steps += 1
+        return losses
 
-            log_now = state.step % training.log_every == 0 or state.step == training.max_steps
-            if log_now:
-                mean_loss = accelerator.reduce(loss.detach().float().reshape(1), reduction="mean").item()
-                elapsed = time.perf_counter() - window_start
-                samples_per_s = window_steps * samples_per_step / max(elapsed, 1e-9)
-                window_start, window_steps = time.perf_counter(), 0
-                last_loss = mean_loss
-                record = {
-                    "step": state.step,
-                    "loss": mean_loss,
-                    **{name: accelerator.reduce(losses[name].detach().float().reshape(1), reduction="mean").item() for name in ("kl", "teacher_entropy") if name in losses},
-                    "lr": scheduler.get_last_lr()[0],
-                    "valid_fraction": float(losses["valid_fraction"]),
-                    "samples_per_s": samples_per_s,
-                    "skipped": state.skipped,
-                    "epoch": epoch,
-                }
-                if accelerator.is_main_process:
-                    try:
-                        with log_path.open("a") as handle:
-                            handle.write(json.dumps(record) + "\n")
-                    except OSError as error:
-                        raise_if_disk_full(error, log_path)
-                        raise
-                    bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{samples_per_s:.1f}")
-                if trackers:
-                    accelerator.log({k: v for k, v in record.items() if k != "step"}, step=state.step)
-            if image_step and accelerator.is_main_process:
-                targets = losses["targets"]
-                student_features = _student_features(_unwrap(accelerator, student).backbone, held_out_image, patch_size, accelerator.device)
-                pictures = launch.step_images(held_out_image, student_features, targets.features[0, 0].detach(),
-                                              targets.valid[0, 0], batch.target.images[0, 0].detach())
-                launch.log_images(accelerator, pictures, state.step)
-            if training.checkpoint_every and state.step % training.checkpoint_every == 0 and state.step < training.max_steps:
-                saved = save_checkpoint(accelerator, output_dir, state.step, {"epoch": epoch, "run": run_facts}, training.keep_checkpoints,
-                                        tensors=teacher.state_dict(), state=state.state_dict())
-                if accelerator.is_main_process:
-                    logger.info("step %d/%d: loss %s; checkpoint %s", state.step, training.max_steps,
-                                "n/a" if last_loss is None else f"{last_loss:.4f}", saved)
-    bar.close()
+    def _skip_nonfinite(self, loss: torch.Tensor) -> None:
+        """A non-finite loss: raise (``nonfinite_loss="raise"``, or past ``max_skipped_steps``) or count the step as
+        skipped, with no update."""
+        training, state = self.training, self.state
+        message = f"non-finite loss ({loss.item()}) at step {state.step + 1}"
+        if training.nonfinite_loss == "raise":
+            raise NonFiniteLossError(f"{message}; set training.nonfinite_loss=skip to skip such steps")
+        state.skipped += 1
+        if self.accelerator.is_main_process:
+            logger.warning("%s: skipped (%d so far)", message, state.skipped)
+        if state.skipped > training.max_skipped_steps:
+            raise NonFiniteLossError(f"{message}: more than training.max_skipped_steps={training.max_skipped_steps} steps skipped")
+        self.optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        self.bar.update(1)
 
-    # ---- final checkpoint, consistency check, export
-    save_checkpoint(accelerator, output_dir, state.step, {"final": True, "run": run_facts}, training.keep_checkpoints,
-                    tensors=teacher.state_dict(), state=state.state_dict())
-    fingerprints = accelerator.gather(_fingerprint(teacher).to(accelerator.device)[None]).cpu()  # [processes, 2]
-    if not torch.equal(fingerprints, fingerprints[:1].expand_as(fingerprints)):
-        raise RuntimeError(f"the EMA teacher differs across processes after step {state.step}: fingerprints {fingerprints.tolist()}")
-    files = {}
-    wall_time = time.perf_counter() - started
-    if accelerator.is_main_process:
-        files = _export(config, _unwrap(accelerator, student), teacher, output_dir, held_out_image, patch_size, accelerator.device)
-        summary = {
-            "steps": state.step,
-            "skipped_nonfinite_steps": state.skipped,
-            "final_loss": last_loss,
-            "num_processes": accelerator.num_processes,
-            "global_batch_size": samples_per_step,
-            "wall_time_s": wall_time,
-            "teacher_fingerprints": fingerprints.tolist(),
+    def _update(self, loss: torch.Tensor) -> None:
+        """Backward, gradient clipping, optimiser and schedule steps, and the EMA teacher update (before the optimiser
+        step, as the release's ``on_after_backward`` hook, or after it)."""
+        accelerator, training, state = self.accelerator, self.training, self.state
+        accelerator.backward(loss)
+        if state.step == 0 and accelerator.num_processes > 1:
+            unused = [name for name, p in _unwrap(accelerator, self.student).named_parameters() if p.requires_grad and p.grad is None]
+            if unused:  # DDP would leave their gradient buckets unsynchronised
+                raise RuntimeError(f"trainable parameters received no gradient (freeze them): {unused[:10]}")
+        if training.max_grad_norm > 0:
+            accelerator.clip_grad_norm_(self.trainable, training.max_grad_norm)
+        unwrapped = _unwrap(accelerator, self.student)
+        timing = self.config.teacher.update_timing
+        if timing == "before_step":  # the release's on_after_backward hook
+            self.teacher.maybe_update(state.step - state.skipped, unwrapped.backbone, unwrapped.head)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        state.step += 1
+        if timing == "after_step":
+            self.teacher.maybe_update(state.step - state.skipped, unwrapped.backbone, unwrapped.head)
+        self.bar.update(1)
+
+    def log(self, losses: dict, epoch: int) -> None:
+        """Every ``log_every`` steps and at the last: the loss (mean over processes), KL and teacher entropy, lr,
+        valid fraction, samples/s since the last record, skipped steps and epoch, appended to ``loss_log.jsonl``
+        (main process) and sent to the trackers."""
+        accelerator, training, state = self.accelerator, self.training, self.state
+        if not (state.step % training.log_every == 0 or state.step == training.max_steps):
+            return
+        mean_loss = accelerator.reduce(losses["loss"].detach().float().reshape(1), reduction="mean").item()
+        elapsed = time.perf_counter() - self.window_start
+        samples_per_s = self.window_steps * training.batch_size * accelerator.num_processes / max(elapsed, 1e-9)
+        self.window_start, self.window_steps = time.perf_counter(), 0
+        self.last_loss = mean_loss
+        record = {
+            "step": state.step,
+            "loss": mean_loss,
+            **{name: accelerator.reduce(losses[name].detach().float().reshape(1), reduction="mean").item()
+               for name in ("kl", "teacher_entropy") if name in losses},
+            "lr": self.scheduler.get_last_lr()[0],
+            "valid_fraction": float(losses["valid_fraction"]),
+            "samples_per_s": samples_per_s,
+            "skipped": state.skipped,
+            "epoch": epoch,
         }
-        temporary = output_dir / ".train_summary.json.tmp"
-        temporary.write_text(json.dumps(summary, indent=2))
-        temporary.replace(output_dir / "train_summary.json")
-        if push_to_hub:
-            files["hub"] = _push(config, output_dir, push_to_hub)
-    accelerator.wait_for_everyone()
-    if trackers:
-        accelerator.end_training()
-    torch.set_float32_matmul_precision(previous_precision)
-    torch.set_num_threads(previous_threads)
-    return TrainResult(output_dir, state.step, state.skipped, last_loss, wall_time, files)
+        if accelerator.is_main_process:
+            try:
+                with self.log_path.open("a") as handle:
+                    handle.write(json.dumps(record) + "\n")
+            except OSError as error:
+                raise_if_disk_full(error, self.log_path)
+                raise
+            self.bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{samples_per_s:.1f}")
+        if self.trackers:
+            accelerator.log({k: v for k, v in record.items() if k != "step"}, step=state.step)
+
+    def log_images(self, targets, batch) -> None:
+        """Pictures for the trackers that take images (main process): PCA of the student's features on the held-out
+        view, and of the teacher's rendered target features of the batch's first target view."""
+        if not self.accelerator.is_main_process:
+            return
+        pictures = launch.step_images(self.held_out_image, self._held_out_features(), targets.features[0, 0].detach(),
+                                      targets.valid[0, 0], batch.target.images[0, 0].detach())
+        launch.log_images(self.accelerator, pictures, self.state.step)
+
+    def checkpoint(self, epoch: int) -> None:
+        """Every ``checkpoint_every`` steps before the last (the last is :meth:`finish`'s): an atomic checkpoint with
+        the EMA teacher and counters, pruned to ``keep_checkpoints``; one log line."""
+        training, state = self.training, self.state
+        if not (training.checkpoint_every and state.step % training.checkpoint_every == 0 and state.step < training.max_steps):
+            return
+        saved = save_checkpoint(self.accelerator, self.output_dir, state.step, {"epoch": epoch, "run": self.run_facts},
+                                training.keep_checkpoints, tensors=self.teacher.state_dict(), state=state.state_dict())
+        if self.accelerator.is_main_process:
+            logger.info("step %d/%d: loss %s; checkpoint %s", state.step, training.max_steps,
+                        "n/a" if self.last_loss is None else f"{self.last_loss:.4f}", saved)
+
+    # ---------------------------------------------------------------------------------------- the end
+    def finish(self) -> TrainResult:
+        """The final checkpoint (not rewritten when nothing was left to train), the check that every process holds
+        the same EMA teacher, :meth:`export`, and the trackers' end."""
+        accelerator, state = self.accelerator, self.state
+        if not self.nothing_left:
+            save_checkpoint(accelerator, self.output_dir, state.step, {"final": True, "run": self.run_facts},
+                            self.training.keep_checkpoints, tensors=self.teacher.state_dict(), state=state.state_dict())
+        fingerprints = accelerator.gather(_fingerprint(self.teacher).to(accelerator.device)[None]).cpu()  # [processes, 2]
+        if not torch.equal(fingerprints, fingerprints[:1].expand_as(fingerprints)):
+            raise RuntimeError(f"the EMA teacher differs across processes after step {state.step}: fingerprints {fingerprints.tolist()}")
+        if self.nothing_left:
+            self.last_loss = _previous_final_loss(self.output_dir, state.step)
+        wall_time = time.perf_counter() - self.started
+        files = self.export(fingerprints, wall_time) if accelerator.is_main_process else {}
+        accelerator.wait_for_everyone()
+        if self.trackers:
+            accelerator.end_training()
+        return TrainResult(self.output_dir, state.step, state.skipped, self.last_loss, wall_time, files,
+                           steps_trained=state.step - self.start_step)
+
+    def export(self, fingerprints: torch.Tensor, wall_time: float) -> dict:
+        """Main process: ``student/`` and ``teacher/`` (LoRA merged, image processor, model card), the heads, the
+        before/after PCA picture, ``train_summary.json`` (kept as it is when nothing was left to train) and the
+        ``--push_to_hub`` upload. Returns the files written."""
+        accelerator, state = self.accelerator, self.state
+        files = _export(self.config, _unwrap(accelerator, self.student), self.teacher, self.output_dir, self.held_out_image,
+                        self.patch_size, accelerator.device)
+        summary_path = self.output_dir / "train_summary.json"
+        if not (self.nothing_left and summary_path.exists()):
+            summary = {
+                "steps": state.step,
+                "skipped_nonfinite_steps": state.skipped,
+                "final_loss": self.last_loss,
+                "num_processes": accelerator.num_processes,
+                "global_batch_size": self.training.batch_size * accelerator.num_processes,
+                "wall_time_s": wall_time,
+                "teacher_fingerprints": fingerprints.tolist(),
+            }
+            temporary = self.output_dir / ".train_summary.json.tmp"
+            temporary.write_text(json.dumps(summary, indent=2))
+            temporary.replace(summary_path)
+        if self.push_to_hub:
+            files["hub"] = _push(self.config, self.output_dir, self.push_to_hub)
+        return files
+
+    def _held_out_features(self) -> torch.Tensor:
+        """The student's patch features ``[C, h, w]`` on the held-out view (eval mode; no RNG used)."""
+        return _student_features(_unwrap(self.accelerator, self.student).backbone, self.held_out_image, self.patch_size,
+                                 self.accelerator.device)
+
+
+def _previous_final_loss(output_dir: Path, step: int) -> float | None:
+    """The final loss of a run that already reached ``step``: its ``train_summary.json``'s, else its loss log's
+    record at ``step`` (a run killed while exporting has no summary yet); None when neither says."""
+    summary_path = output_dir / "train_summary.json"
+    try:
+        summary = json.loads(summary_path.read_text())
+        if isinstance(summary, dict) and summary.get("steps") == step and summary.get("final_loss") is not None:
+            return float(summary["final_loss"])
+    except (OSError, ValueError, TypeError):
+        pass
+    try:
+        lines = (output_dir / "loss_log.jsonl").read_text().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("step") == step and record.get("loss") is not None:
+            return float(record["loss"])
+    return None
 
 
 def _check_empty_target(valid_fraction: float, state: TrainState, limit: int) -> None:
