@@ -198,6 +198,23 @@ def test_resume_without_a_checkpoint_restarts_the_loss_log(tmp_path):
     assert [r["step"] for r in records] == [1] and records[0]["loss"] != 99.0
 
 
+def test_a_start_that_fails_while_building_leaves_no_run_behind(tmp_path):
+    """A run that fails while building its parts (a `model.pretrained` folder that does not exist) writes no
+    config.yaml or other run file, so the retry with the config fixed is not refused as "already holds a run"."""
+    from snd.distill.config import dotted_flags_to_overrides
+    from snd.distill.launch import RUN_MARKERS
+
+    overrides = dotted_flags_to_overrides([a for a in TINY if a != "--no_progress"])
+    out = tmp_path / "run"
+    missing = tmp_path / "no-such-checkpoint"
+    with pytest.raises(FileNotFoundError, match="model.pretrained"):
+        run(overrides=[*overrides, f"model.pretrained={missing}"], output_dir=str(out), max_steps=1, progress=False)
+    assert not [name for name in RUN_MARKERS if (out / name).exists()]
+    result = run(overrides=overrides, output_dir=str(out), max_steps=1, progress=False)  # no --overwrite_output_dir
+    assert result.steps == 1 and result.steps_trained == 1
+    assert yaml.safe_load((out / "config.yaml").read_text())["model"]["pretrained"] is None
+
+
 def test_images_go_to_every_tracker_that_takes_them(monkeypatch):
     import types
 

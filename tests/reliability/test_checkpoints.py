@@ -30,8 +30,8 @@ from snd.distill.checkpoints import (
     write_checkpoint_marker,
 )
 from snd.distill.config import dotted_flags_to_overrides
-from snd.distill.trainer import EmptyTargetError, train
-from tests.distill.helpers import TINY
+from snd.distill.trainer import EmptyTargetError, NonFiniteLossError, train
+from tests.distill.helpers import TINY, distill_main
 
 
 def _config(output_dir, *overrides):
@@ -335,3 +335,61 @@ def test_train_restores_the_callers_thread_count(tmp_path, monkeypatch):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(previous)
+
+
+def test_a_run_that_fails_mid_way_restores_the_callers_settings(tmp_path, monkeypatch):
+    """The matmul precision and thread count a run sets are process-wide: a run that raises mid-way (a non-finite
+    loss at step 2, after both were set) puts back the caller's values too, not only a run that returns."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # so a CPU run sets 1 thread (snd.runtime.default_cpu_threads)
+    calls = []
+    set_threads, set_precision = torch.set_num_threads, torch.set_float32_matmul_precision
+    previous = (torch.get_num_threads(), torch.get_float32_matmul_precision())
+    set_threads(2)
+    set_precision("medium")
+    monkeypatch.setattr(torch, "set_num_threads", lambda value: (calls.append(("threads", value)), set_threads(value)))
+    monkeypatch.setattr(torch, "set_float32_matmul_precision", lambda value: (calls.append(("precision", value)), set_precision(value)))
+    try:
+        # lr 1e30 turns the weights into +-1e30 after the first Adam step, so the second loss is not finite
+        with pytest.raises(NonFiniteLossError, match="at step 2"):
+            _run(tmp_path / "run", "training.lr=1e30", "training.max_grad_norm=0", "training.warmup_fraction=0",
+                 "training.float32_matmul_precision=high")
+        assert ("threads", 1) in calls and ("precision", "high") in calls, calls  # the run really changed both
+        assert torch.get_num_threads() == 2 and torch.get_float32_matmul_precision() == "medium"
+    finally:
+        set_threads(previous[0])
+        set_precision(previous[1])
+
+
+def test_resuming_a_finished_run_trains_nothing_and_keeps_its_summary(finished_run, tmp_path, caplog, capsys):
+    out = _copy(finished_run, tmp_path)
+    summary = (out / "train_summary.json").read_text()
+    final_loss = json.loads(summary)["final_loss"]
+    log = (out / "loss_log.jsonl").read_text()
+    assert final_loss is not None and final_loss == json.loads(log.splitlines()[-1])["loss"]
+    marker = (checkpoint_dir(out, 4) / "snd_checkpoint.json").read_bytes()
+    with caplog.at_level(logging.WARNING):
+        result = _run(out, resume="latest")
+    assert (result.steps, result.steps_trained, result.final_loss) == (4, 0, final_loss)
+    assert "nothing left to train" in caplog.text
+    assert (out / "train_summary.json").read_text() == summary  # not rewritten with final_loss null
+    assert (out / "loss_log.jsonl").read_text() == log
+    assert (checkpoint_dir(out, 4) / "snd_checkpoint.json").read_bytes() == marker  # the final checkpoint is kept as it was
+
+    # a run killed while exporting (final checkpoint written, no student/ or summary yet): the resume finishes the
+    # export and writes the summary, with the final loss from the loss log
+    (out / "train_summary.json").unlink()
+    shutil.rmtree(out / "student")
+    result = _run(out, resume="latest")
+    assert result.steps_trained == 0 and result.final_loss == final_loss
+    written = json.loads((out / "train_summary.json").read_text())
+    assert written["steps"] == 4 and written["final_loss"] == final_loss
+    expected = load_file(str(finished_run / "student" / "model.safetensors"))
+    actual = load_file(str(out / "student" / "model.safetensors"))
+    assert expected.keys() == actual.keys() and all(torch.equal(expected[k], actual[k]) for k in expected)
+
+    # the script says so instead of "done: 4 steps"
+    capsys.readouterr()
+    assert distill_main([*TINY, "--output_dir", str(out), "--max_steps", "4", "--training.checkpoint_every", "2",
+                         "--resume_from_checkpoint", "latest"]) == 0
+    printed = capsys.readouterr().out
+    assert "nothing left to train" in printed and "done:" not in printed
