@@ -247,7 +247,7 @@ def train(
 
     Before the first step (see :mod:`snd.distill.launch`): an ``output_dir`` holding an earlier run is refused unless
     resuming or ``overwrite_output_dir``; the mixed precision is the config's, else the launcher's, written to
-    ``config.yaml``; ``push_to_hub`` checks the token and creates the repository. Nothing is written to
+    ``config.yaml``; ``push_to_hub`` checks the token and creates the repository. No run file is written to
     ``output_dir`` until the run's parts (student, lifter, dataset) are built, so a run that fails while building
     leaves no ``config.yaml`` behind and its retry is not refused.
 
@@ -324,7 +324,7 @@ class Trainer:
 
     # ---------------------------------------------------------------------------------------- set-up
     def setup(self) -> None:
-        """Settle what the run is before building anything, writing nothing to ``output_dir``: validate the config,
+        """Settle what the run is before building anything, writing no run file to ``output_dir``: validate the config,
         refuse an ``output_dir`` holding another run, check the Hub, set the matmul precision, create the
         ``Accelerator`` (mixed precision: the config's, else the launcher's), resolve and verify the checkpoint to
         resume from, and refuse a resume that would change the run definition."""
