@@ -128,6 +128,12 @@ class TeacherConfig:
             "rgb": where the RGB render of the lifter's Gaussians (their own covariances; MVSplat's
             view-dependent colour as the release's rasterizer evaluates it, or the context images'
             colours for the depth lifter) is exactly 0 in every channel, as the release (``output.color == 0``).
+        target: what the student is taught to predict on a target view. "splat" (default, SnD): the teacher's
+            features of the context views, lifted to 3D and splatted into the target view. "same_view" (the
+            matched 2D control): the teacher's own features of the target view, upsampled the same way; every other
+            part of the step is unchanged (lifter and render still run, so the holes, blending, downsampling,
+            loss, optimiser, schedule and data order are identical). The difference between the two runs is then
+            the 3D part alone (``scripts/experiment_3d_awareness.py``).
     """
 
     momentum: float = 0.999
@@ -145,6 +151,7 @@ class TeacherConfig:
     update_timing: str = "after_step"
     dropout_in_teacher: bool = False
     holes: str = "alpha"
+    target: str = "splat"
 
 
 @dataclass
@@ -312,6 +319,7 @@ _CHOICES = {
     "teacher.splat_covariance": ("lifter", "release"),
     "teacher.principal_point": ("intrinsics", "centered"),
     "teacher.holes": ("alpha", "rgb"),
+    "teacher.target": ("splat", "same_view"),
     "teacher.update_timing": ("after_step", "before_step"),
     "training.float32_matmul_precision": ("highest", "high", "medium"),
     "data.context_gap": ("uniform", "release_min"),

@@ -505,6 +505,9 @@ class SplatTeacher(nn.Module):
         principal_point: ``"intrinsics"`` (default) or ``"centered"`` (:func:`centered_intrinsics`).
         holes: ``"alpha"`` (default: feature render's alpha is 0) or ``"rgb"`` (an RGB render of the
             lifter's Gaussians with their own covariances and :func:`lifter_colors`, is exactly 0).
+        target: ``"splat"`` (default: the context views' features, lifted and splatted into the target view) or
+            ``"same_view"`` (the matched 2D control: the teacher's own features of the target view, upsampled with
+            the target's masks as the context features are; the lift and render still run, for the same holes).
     """
 
     def __init__(
@@ -523,12 +526,14 @@ class SplatTeacher(nn.Module):
         opacity_clamp: float = 0.999,
         principal_point: str = "intrinsics",
         holes: str = "alpha",
+        target: str = "splat",
     ) -> None:
         super().__init__()
         for name, value, choices in (
             ("splat_covariance", splat_covariance, ("lifter", "release")),
             ("principal_point", principal_point, ("intrinsics", "centered")),
             ("holes", holes, ("alpha", "rgb")),
+            ("target", target, ("splat", "same_view")),
         ):
             if value not in choices:
                 raise ValueError(f"SplatTeacher: {name} must be one of {list(choices)}, got {value!r}")
@@ -536,6 +541,7 @@ class SplatTeacher(nn.Module):
         self.opacity_clamp = float(opacity_clamp)
         self.principal_point = principal_point
         self.holes = holes
+        self.target = target
         self.teacher = teacher
         self.lifter = lifter
         self.patch_size = patch_size
@@ -565,7 +571,15 @@ class SplatTeacher(nn.Module):
             opacity_clamp=config.opacity_clamp,
             principal_point=config.principal_point,
             holes=config.holes,
+            target=getattr(config, "target", "splat"),
         )
+
+    def _upsample(self, low_res: torch.Tensor, masks: torch.Tensor | None, count: int, height: int, width: int) -> torch.Tensor:
+        """Teacher features ``[N, C, h, w]`` -> ``[N, C, H, W]`` with the views' masks ``[B, V, H, W]`` (one segment when None)."""
+        flat_masks = None if masks is None else masks.flatten(0, 1)
+        if flat_masks is None:
+            flat_masks = torch.zeros(count, height, width, dtype=torch.long, device=low_res.device)
+        return upsample_features(low_res, flat_masks, self.upsample_mode, self.upsample_fallback, self.upsample_align_corners)
 
     @torch.no_grad()
     def forward(self, context, target, grid_size: tuple[int, int], stage: StageTimer = no_timer) -> TeacherTargets:
@@ -585,10 +599,7 @@ class SplatTeacher(nn.Module):
         with stage("teacher"):
             low_res = backbone_patch_features(self.teacher.backbone, context.images.flatten(0, 1), self.patch_size)  # [B*V, C, h, w]
         with stage("upsample"):
-            context_masks = None if context.masks is None else context.masks.flatten(0, 1)
-            if context_masks is None:
-                context_masks = torch.zeros(batch * views, height, width, dtype=torch.long, device=low_res.device)
-            full_res = upsample_features(low_res, context_masks, self.upsample_mode, self.upsample_fallback, self.upsample_align_corners)
+            full_res = self._upsample(low_res, context.masks, batch * views, height, width)  # [B*V, C, H, W]
             channels = full_res.shape[1]
             lifted = full_res.reshape(batch, views, channels, height, width)
         with stage("render"), torch.autocast(lifted.device.type, enabled=False):
@@ -600,6 +611,10 @@ class SplatTeacher(nn.Module):
             settings = dict(
                 near_plane=self.near_plane, far_plane=self.far_plane, backend=self.render_backend, max_alpha=self.opacity_clamp
             )
+            if self.target == "same_view":
+                # The control renders one constant channel: the same Gaussians and cameras give the same alphas, so the
+                # same holes, at a fraction of the cost; its features are replaced by the target view's own below.
+                lifted = lifted.new_ones(batch, views, 1, height, width)
             splats = gaussians.with_features(lifted.float())  # features [B, N, C] in lift order
             if self.splat_covariance == "release":
                 splats = dataclasses.replace(splats, covariances=release_splat_covariances(splats.covariances))
@@ -615,6 +630,11 @@ class SplatTeacher(nn.Module):
                 holes = (rgb.renders == 0).all(dim=-1).flatten(0, 1)  # [B*T, H', W']
             else:
                 holes = rendered.alphas[..., 0].flatten(0, 1) <= 0  # [B*T, H', W']
+        if self.target == "same_view":
+            with stage("teacher"):
+                own = backbone_patch_features(self.teacher.backbone, target.images.flatten(0, 1), self.patch_size)  # [B*T, C, h, w]
+            with stage("upsample"):
+                features = self._upsample(own, target.masks, batch * targets, target_height, target_width).float()
         with stage("blend"):
             if target.masks is not None:
                 features = blend_segments(features, target.masks.flatten(0, 1), self.blend_alpha)
