@@ -37,7 +37,7 @@ _EXPORTS = {
     ]
 }
 # Subpackages load on first use (`snd.data`, `snd.viz`, ...), so `import snd` stays light.
-_SUBMODULES = {"backbones", "cameras", "convert", "data", "distill", "eval", "gaussians", "hub", "lifting", "metrics", "models", "runtime", "splatting", "viz"}
+_SUBMODULES = {"assets", "backbones", "cameras", "convert", "data", "distill", "eval", "gaussians", "hub", "lifting", "metrics", "models", "runtime", "splatting", "viz"}
 _export = _lazy_exports(__name__, _EXPORTS)
 
 

@@ -292,6 +292,11 @@ def default_image_processor(model: nn.Module, source: str | None = None):
     if spec.model_type == "snd_dinov2":
         from .models.snd_dinov2 import SnDImageProcessor
 
+        from .assets import resolve
+
+        source = resolve(source)
+        if source is not None and (Path(source) / "preprocessor_config.json").is_file():  # keep a local source's own sizes
+            return SnDImageProcessor.from_pretrained(source)
         return SnDImageProcessor()
     stored = None
     path = _preprocessor_config(source)

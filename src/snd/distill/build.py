@@ -39,7 +39,9 @@ def _load_pretrained(config: ModelConfig):
     from ..backbones import pretrained_backbone
     from ..models.snd_dinov2 import SnDModel
 
-    source = config.pretrained
+    from ..assets import resolve
+
+    source = resolve(config.pretrained)  # a shipped model's bare name ("nano-2d") -> its package folder
     path = Path(source)
     if path.is_file():
         from ..convert import convert_backbone

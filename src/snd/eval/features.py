@@ -51,8 +51,10 @@ def load_backbone(name_or_path: str, device: str | torch.device = "cpu") -> torc
     against the source layout.
     """
     import snd  # noqa: F401  (registers the SnD Auto classes)
+    from snd.assets import resolve
     from transformers import AutoModel
 
+    name_or_path = resolve(name_or_path)  # a shipped model's bare name ("nano-2d") -> its package folder
     path = Path(name_or_path)
     if path.is_file() and path.suffix in CHECKPOINT_SUFFIXES:
         if "dinov3" in path.name.lower():  # original DINOv3 ViT weights -> transformers DINOv3ViTModel
