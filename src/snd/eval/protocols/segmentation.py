@@ -5,8 +5,13 @@ From ``baseline_configs/vits_{nyu,scannet,scannetpp}_sem_linear_config.py`` and 
 * features: the last block **with** the final LayerNorm (``get_intermediate_layers(n=[8, 9, 10, 11])``,
   ``in_index=[3]``), no CLS token; images centre-padded with zeros to patch multiples.
 * head: SnD's ``BNHead`` has **no BatchNorm** (FiT3D's has SyncBN; the config's ``norm_cfg`` is
-  unused): one 1x1 convolution (``conv_seg``, initialised normal std 0.01, bias 0, no dropout) on the
-  patch grid; logits resized bilinearly to the labels.
+  unused): one 1x1 convolution (``conv_seg``, no dropout) on the patch grid; logits resized bilinearly
+  to the labels. Initialisation: torch's default ``Conv2d`` one (weights and bias uniform in
+  +-1/sqrt(C): std 0.0295 for ViT-S, 0.0208 for ViT-B), because ``evaluation1`` never calls
+  ``init_weights()`` (``create_segmentor`` -> ``build_segmentor`` -> ``train_segmentor``), so the
+  ``init_cfg=Normal(std=0.01, override=conv_seg)`` its decode head declares is never applied;
+  ``SegmentationProtocol(init_std=0.01)`` applies it (mmseg's ``tools/train.py`` would).
+  The depth head's ``conv_depth`` has no ``init_cfg``: torch's default there too.
 * loss: mmseg ``CrossEntropyLoss`` with ``avg_non_ignore=False``: the sum over non-ignored pixels
   divided by **all** pixels of the batch (ignored ones included); ignore index 255.
 * optimiser: AdamW lr 1e-3, weight decay 1e-4, no gradient clipping; mmcv poly decay (power 1,
@@ -61,19 +66,20 @@ class SegmentationProtocol:
     test_stride: tuple[int, int] = (341, 341)
     batch_norm: bool = False  # SnD's head; FiT3D's own head has SyncBN
     final_norm: bool = True
-    init_std: float = 0.01
+    init_std: float | None = None  # None: torch's default Conv2d init (evaluation1 never calls init_weights)
     eval_interval: int = 40_000  # evaluation=dict(interval=40000, metric="mIoU")
 
 
 class LinearSegmentationHead(nn.Module):
     """``BNHead`` as SnD runs it: [optional BatchNorm] + 1x1 conv on the patch grid -> ``[B, K, h, w]``."""
 
-    def __init__(self, channels: int, num_classes: int, batch_norm: bool = False, init_std: float = 0.01):
+    def __init__(self, channels: int, num_classes: int, batch_norm: bool = False, init_std: float | None = None):
         super().__init__()
         self.norm = nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
-        self.conv_seg = nn.Conv2d(channels, num_classes, kernel_size=1)
-        nn.init.normal_(self.conv_seg.weight, mean=0.0, std=init_std)
-        nn.init.zeros_(self.conv_seg.bias)
+        self.conv_seg = nn.Conv2d(channels, num_classes, kernel_size=1)  # torch default init, as evaluation1
+        if init_std is not None:  # the decode head's declared init_cfg (applied only by init_weights())
+            nn.init.normal_(self.conv_seg.weight, mean=0.0, std=init_std)
+            nn.init.zeros_(self.conv_seg.bias)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:  # [B, C, h, w] -> [B, K, h, w]
         return self.conv_seg(self.norm(patches))
@@ -205,7 +211,9 @@ def run(backbone: torch.nn.Module, data_dir, *, dataset: str, max_iters: int | N
         optimizer="AdamW, no gradient clipping",
         lr_schedule=f"mmcv poly (power {protocol.poly_power}) with linear warm-up {protocol.warmup_iters} it "
                     f"(ratio {protocol.warmup_ratio})",
-        head="1x1 conv on last-layer patch tokens" + (" after BatchNorm" if protocol.batch_norm else ", no BatchNorm"),
+        head="1x1 conv on last-layer patch tokens" + (" after BatchNorm" if protocol.batch_norm else ", no BatchNorm")
+             + (", torch default init (init_weights never called)" if protocol.init_std is None
+                else f", normal init std {protocol.init_std}"),
         loss="mmseg cross-entropy, sum over labelled pixels / all pixels",
         train_augmentation="Resize((2048,512), ratio 0.5-2), RandomCrop(512, cat_max_ratio 0.75), RandomFlip(0.5), "
                            "PhotoMetricDistortion, Pad(512)",
