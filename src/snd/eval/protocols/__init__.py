@@ -89,7 +89,8 @@ def run_task(task: str, backbone, data_dir, *, dataset: str, max_iters: int | No
 
 def evaluate_snd(models, *, tasks, dataset: str, data_dir, output_dir, max_iters: int | None = None, device=None,
                  seed: int = 0, batch_size: int | None = None, max_test_images: int | None = None,
-                 num_workers: int | None = None, warn=print, progress: bool = True) -> dict:
+                 num_workers: int | None = None, warn=print, progress: bool = True,
+                 nyu_test_set: str | None = None) -> dict:
     """Every model x task under the snd protocol; writes ``results.json`` and ``comparison.md``.
 
     ``models``: names or paths (loaded with :func:`snd.eval.features.load_backbone`) or a dict
@@ -121,6 +122,8 @@ def evaluate_snd(models, *, tasks, dataset: str, data_dir, output_dir, max_iters
                 extra["max_test_images"] = max_test_images
             if num_workers is not None and task in ("depth", "segmentation", "normals"):
                 extra["num_workers"] = num_workers
+            if nyu_test_set is not None and task == "segmentation":
+                extra["nyu_test_set"] = nyu_test_set
             results[name][task] = run_task(task, backbone, data_dir, dataset=dataset, max_iters=max_iters,
                                            output_dir=output_dir / name, device=device, seed=seed,
                                            batch_size=batch_size, **extra)

@@ -25,6 +25,10 @@ From ``baseline_configs/vits_{nyu,scannet,scannetpp}_sem_linear_config.py`` and 
 * metric: mmseg mIoU: intersections and unions summed over the test set, mean over classes with a
   non-empty union.
 * labels: ``reduce_zero_label`` (0 -> ignored, k -> k - 1); NYUv2 with 13 classes, ScanNet 40, ScanNet++ 100.
+* NYUv2 test set per model size, as released: ``baseline_configs/vits_nyu_sem_linear_config.py`` tests on
+  ``nyu_test_rgb_vis`` / ``nyuv2_test_class13_vis`` (the full set is commented out there), the ViT-B config
+  on the full ``nyu_test_rgb`` / ``nyuv2_test_class13``. ``nyu_test_set="auto"`` picks ``vis`` for a
+  384-wide (ViT-S) backbone and ``full`` otherwise; ``"full"`` / ``"vis"`` force one.
 """
 
 from __future__ import annotations
@@ -68,6 +72,20 @@ class SegmentationProtocol:
     final_norm: bool = True
     init_std: float | None = None  # None: torch's default Conv2d init (evaluation1 never calls init_weights)
     eval_interval: int = 40_000  # evaluation=dict(interval=40000, metric="mIoU")
+    nyu_test_set: str = "auto"  # auto (ViT-S: vis, else full, as the released configs) | full | vis
+
+
+def resolve_test_set(protocol: SegmentationProtocol, dataset: str, backbone) -> str:
+    """``"full"`` or ``"vis"``: the test set the released config of this model size uses on ``dataset``."""
+    choice = protocol.nyu_test_set
+    if choice not in ("auto", "full", "vis"):
+        raise ValueError(f"nyu_test_set must be auto, full or vis, got {choice!r}")
+    if dataset != "nyuv2":
+        return "full"
+    if choice != "auto":
+        return choice
+    hidden = getattr(getattr(backbone, "config", None), "hidden_size", None)
+    return "vis" if hidden == 384 else "full"  # vits_nyu_sem config: *_vis; vitb_nyu_sem config: full
 
 
 class LinearSegmentationHead(nn.Module):
@@ -152,7 +170,8 @@ def evaluate(head: LinearSegmentationHead, features: FrozenFeatures, test, num_c
 
 def run(backbone: torch.nn.Module, data_dir, *, dataset: str, max_iters: int | None = None, output_dir=None,
         device=None, seed: int = 0, batch_size: int | None = None, max_test_images: int | None = None,
-        num_workers: int | None = None, protocol: SegmentationProtocol | None = None, progress: bool = False) -> dict:
+        num_workers: int | None = None, protocol: SegmentationProtocol | None = None, progress: bool = False,
+        nyu_test_set: str | None = None) -> dict:
     """Train the authors' segmentation probe on ``dataset`` and evaluate it; returns metrics and ``settings``.
 
     ``max_iters`` stops after that many iterations of the *official* schedule (the learning rate
@@ -160,12 +179,16 @@ def run(backbone: torch.nn.Module, data_dir, *, dataset: str, max_iters: int | N
     The test set is evaluated every ``protocol.eval_interval`` iterations (official: 40,000) and
     at the end; ``metrics`` are the last evaluation's, ``evaluations`` lists all.
     ``num_workers``: loader processes for the augmentation (default 0 on CPU, 4 on GPU).
+    ``nyu_test_set``: overrides ``protocol.nyu_test_set`` (``auto`` / ``full`` / ``vis``).
     """
     protocol = protocol or SegmentationProtocol()
     if batch_size is not None:
         protocol = replace(protocol, batch_size=int(batch_size))
+    if nyu_test_set is not None:
+        protocol = replace(protocol, nyu_test_set=nyu_test_set)
     device = resolve_device(device)
-    train, test, spec = segmentation_datasets(dataset, data_dir)
+    test_set = resolve_test_set(protocol, dataset, backbone)
+    train, test, spec = segmentation_datasets(dataset, data_dir, test_set=test_set)
     features = FrozenFeatures(backbone, final_norm=protocol.final_norm, device=device)
     lr_schedule = schedules.PolyLR(protocol.lr, protocol.max_iters, protocol.poly_power, protocol.min_lr,
                                    protocol.warmup_iters, protocol.warmup_ratio)
@@ -207,7 +230,8 @@ def run(backbone: torch.nn.Module, data_dir, *, dataset: str, max_iters: int | N
 
     settings = dict(asdict(protocol))
     settings.update(
-        dataset=dataset, num_classes=spec.num_classes, iterations_run=iterations,
+        dataset=dataset, num_classes=spec.num_classes, iterations_run=iterations, test_set=test_set,
+        test_images=len(test),
         optimizer="AdamW, no gradient clipping",
         lr_schedule=f"mmcv poly (power {protocol.poly_power}) with linear warm-up {protocol.warmup_iters} it "
                     f"(ratio {protocol.warmup_ratio})",
