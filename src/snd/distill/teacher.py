@@ -41,12 +41,18 @@ def resize_to_patch_multiple(images: torch.Tensor, patch_size: int) -> torch.Ten
 
 
 def _source_positions(out_size: int, in_size: int, align_corners: bool, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Bilinear source indices and weights along one axis, exactly as ``F.interpolate(mode="bilinear")``."""
-    index = torch.arange(out_size, device=device, dtype=torch.float32)
+    """Bilinear source indices and weights along one axis.
+
+    ``align_corners=False``: exactly as ``F.interpolate(mode="bilinear")``. ``align_corners=True``: the
+    release's grid, ``torch.linspace(0, in - 1, out)`` in float32 (``src/model/vit/utils.py``,
+    ``mask_aware_bilinear_upsample_hr_mask``), not ``index * (in - 1) / (out - 1)``: at 41 x 62 -> 576 x 880
+    the product lands just below an integer at rows 345 and 460 and column 879 and takes the other floor
+    neighbour (fraction ~1 instead of 0), which changes which labels the mask-aware weights compare.
+    """
     if align_corners:
-        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
-        position = index * scale
+        position = torch.linspace(0, in_size - 1, out_size, device=device, dtype=torch.float32)
     else:
+        index = torch.arange(out_size, device=device, dtype=torch.float32)
         position = ((index + 0.5) * (in_size / out_size) - 0.5).clamp_min(0.0)
     lower = position.floor().long().clamp(max=in_size - 1)
     upper = (lower + 1).clamp(max=in_size - 1)
@@ -56,11 +62,12 @@ def _source_positions(out_size: int, in_size: int, align_corners: bool, device) 
 
 def _low_res_label_rows(in_size: int, out_size: int, align_corners: bool, device) -> torch.Tensor:
     """High-res row (or column) whose label each low-res feature takes: the pixel under the patch centre."""
-    index = torch.arange(in_size, device=device, dtype=torch.float64)
     if align_corners:
-        # The release samples the mask at the align-corners positions of the low-res grid.
-        rows = torch.round(index * ((out_size - 1) / (in_size - 1) if in_size > 1 else 0.0))
+        # The release samples the mask at the align-corners positions of the low-res grid, built as
+        # ``torch.linspace(0, out - 1, in).round()`` in float32 (half to even).
+        rows = torch.linspace(0, out_size - 1, in_size, device=device, dtype=torch.float32).round()
     else:
+        index = torch.arange(in_size, device=device, dtype=torch.float64)
         rows = torch.floor((index + 0.5) * (out_size / in_size))
     return rows.long().clamp(0, out_size - 1)
 
