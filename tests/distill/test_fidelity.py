@@ -54,6 +54,7 @@ def test_paper_presets_use_every_release_switch(name):
         ("training", "warmup_fraction"): 0.01,
         ("training", "max_grad_norm"): 0.0,  # gradient_clip_val commented out in main.py
         ("training", "float32_matmul_precision"): "high",  # main.py
+        ("training", "mixed_precision"): "no",  # main.py: Trainer(...) sets no precision= -> Lightning 32-true
         ("training", "lr"): 2e-5,
         ("training", "batch_size"): 14,
         ("model", "lora_rank"): 8,
