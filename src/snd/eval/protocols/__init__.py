@@ -66,13 +66,15 @@ def resolve_tasks(tasks, dataset: str) -> list[str]:
 
 
 def interpolation_warning(backbone, name: str) -> str | None:
-    """A warning for transformers' Dinov2 models: their position-embedding interpolation differs from the
-    original DINOv2 code the authors ran (at 35 x 46 patches the features differ), so published rows need the
-    torch.hub weights loaded as an SnD model (``position_interpolation="dinov2"``)."""
+    """A warning for transformers' Dinov2 models: they resize position embeddings their own way, while the authors'
+    depth and segmentation probes ran a timm DINOv2 (bicubic, antialiased, to the exact grid) and their normals and
+    correspondence probes the original DINOv2 code; at 35 x 46 patches the features differ. An SnD model
+    (e.g. converted from the torch.hub checkpoint) is switched to each task's resampling by ``--protocol snd``."""
     if type(backbone).__name__ in ("Dinov2Model", "Dinov2WithRegistersModel"):
         return (f"{name} is a transformers {type(backbone).__name__}: it resizes position embeddings differently from "
-                "the original DINOv2 code the authors evaluated; to reproduce the published DINOv2 row, load the torch.hub "
-                "checkpoint (e.g. dinov2_vits14_pretrain.pth) so it is converted to an SnD model with DINOv2's interpolation")
+                "the timm (depth, segmentation) and original DINOv2 (normals, correspondence) code the authors evaluated; "
+                "to reproduce the published DINOv2 row, load the torch.hub checkpoint (e.g. dinov2_vits14_pretrain.pth) "
+                "so it is converted to an SnD model, whose resampling --protocol snd sets per task")
     return None
 
 

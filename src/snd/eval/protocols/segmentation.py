@@ -4,6 +4,10 @@ From ``baseline_configs/vits_{nyu,scannet,scannetpp}_sem_linear_config.py`` and 
 
 * features: the last block **with** the final LayerNorm (``get_intermediate_layers(n=[8, 9, 10, 11])``,
   ``in_index=[3]``), no CLS token; images centre-padded with zeros to patch multiples.
+* backbone: ``evaluation1/utils/model_utils.py`` builds timm 0.9.10's ``vit_{small,base}_patch14_dinov2``
+  (``dynamic_img_size=True``) and loads the SnD ``.pth`` into it; its forward equals the SnD/DINOv2 one except
+  that position embeddings are resampled by ``resample_abs_pos_embed`` (bicubic to the exact grid,
+  antialiased). ``position_interpolation="timm"`` (default) makes an SnD model do the same for this task.
 * head: SnD's ``BNHead`` has **no BatchNorm** (FiT3D's has SyncBN; the config's ``norm_cfg`` is
   unused): one 1x1 convolution (``conv_seg``, no dropout) on the patch grid; logits resized bilinearly
   to the labels. Initialisation: torch's default ``Conv2d`` one (weights and bias uniform in
@@ -73,6 +77,7 @@ class SegmentationProtocol:
     init_std: float | None = None  # None: torch's default Conv2d init (evaluation1 never calls init_weights)
     eval_interval: int = 40_000  # evaluation=dict(interval=40000, metric="mIoU")
     nyu_test_set: str = "auto"  # auto (ViT-S: vis, else full, as the released configs) | full | vis
+    position_interpolation: str | None = "timm"  # evaluation1's timm backbone; None: the model's own setting
 
 
 def resolve_test_set(protocol: SegmentationProtocol, dataset: str, backbone) -> str:
@@ -189,7 +194,8 @@ def run(backbone: torch.nn.Module, data_dir, *, dataset: str, max_iters: int | N
     device = resolve_device(device)
     test_set = resolve_test_set(protocol, dataset, backbone)
     train, test, spec = segmentation_datasets(dataset, data_dir, test_set=test_set)
-    features = FrozenFeatures(backbone, final_norm=protocol.final_norm, device=device)
+    features = FrozenFeatures(backbone, final_norm=protocol.final_norm, device=device,
+                              position_interpolation=protocol.position_interpolation)
     lr_schedule = schedules.PolyLR(protocol.lr, protocol.max_iters, protocol.poly_power, protocol.min_lr,
                                    protocol.warmup_iters, protocol.warmup_ratio)
     iterations = protocol.max_iters if max_iters is None else min(int(max_iters), protocol.max_iters)
