@@ -18,7 +18,9 @@ import importlib
 import json
 from pathlib import Path
 
-PROTOCOL_VERSION = "1.0"
+# 1.1: timm position-embedding resampling (depth, segmentation), torch-default segmentation head init,
+# NYUv2 segmentation test set per model size, OpenCV nearest-neighbour label rescale (issue 19).
+PROTOCOL_VERSION = "1.1"
 PROTOCOLS = ("snd", "quick")
 TASKS = ("depth", "segmentation", "normals", "correspondence")
 QUICK_LABEL = "quick protocol: NOT comparable with published numbers"
