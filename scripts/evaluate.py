@@ -47,6 +47,9 @@ def parse_args(argv=None):
                         help="snd protocol: override the official training batch size (changes the protocol)")
     parser.add_argument("--num-workers", type=int, default=None,
                         help="snd protocol: data loader processes (default 0 on CPU, 4 on GPU; results do not depend on it)")
+    parser.add_argument("--nyu-seg-test-set", choices=("auto", "full", "vis"), default=None,
+                        help="snd protocol, NYUv2 segmentation test set: auto (default) = as the released config of "
+                             "the model size (ViT-S: nyu_test_rgb_vis, ViT-B: the full nyu_test_rgb)")
     parser.add_argument("--output-dir", default="evaluation")
     parser.add_argument("--probe-epochs", type=int, default=None, help="override every probe's epochs")
     parser.add_argument("--probe-max-steps", type=int, default=None, help="cap every probe's optimiser steps")
@@ -89,7 +92,7 @@ def main(argv=None):
         evaluate_snd(args.model, tasks=args.task or ["all"], dataset=args.dataset, data_dir=args.data_dir,
                      output_dir=args.output_dir, max_iters=args.max_iters, device=args.device, seed=args.seed,
                      batch_size=args.train_batch_size, max_test_images=args.max_test_images,
-                     num_workers=args.num_workers, progress=not args.no_progress,
+                     num_workers=args.num_workers, progress=not args.no_progress, nyu_test_set=args.nyu_seg_test_set,
                      warn=lambda message: print(message, file=sys.stderr))
         with open(os.path.join(args.output_dir, "comparison.md")) as table:
             print(table.read())

@@ -54,6 +54,7 @@ def test_paper_presets_use_every_release_switch(name):
         ("training", "warmup_fraction"): 0.01,
         ("training", "max_grad_norm"): 0.0,  # gradient_clip_val commented out in main.py
         ("training", "float32_matmul_precision"): "high",  # main.py
+        ("training", "mixed_precision"): "no",  # main.py: Trainer(...) sets no precision= -> Lightning 32-true
         ("training", "lr"): 2e-5,
         ("training", "batch_size"): 14,
         ("model", "lora_rank"): 8,
@@ -438,56 +439,80 @@ def test_rgb_holes_include_pixels_whose_colour_is_exactly_black():
     assert not alpha(context, target, (2, 2)).holes.any()
     grey = _one_gaussian_lifter(depth=0.3, sigma=50.0, harmonics_dc=0.0)  # colour 0.5
     assert not _splat_teacher(grey)[0](context, target, (2, 2)).holes.any()
-    # view dependence: DC 0 (colour 0.5 seen from anywhere on average) but the degree-1 coefficient of e3nn's x
-    # (= the view direction's z) is 2, so seen along +z the colour is max(0.5 - C1 * 2, 0) = 0: a hole
+    # view dependence: DC 0 (colour 0.5 seen from anywhere on average) but the degree-1 coefficient that LUDVIG's
+    # rasterizer (the release's) multiplies by the view direction's z is -2, so seen along +z the colour is
+    # max(0.5 + C1 * -2, 0) = 0: a hole
     coefficients = torch.zeros(3, 4)
-    coefficients[:, 3] = 2.0
+    coefficients[:, 2] = -2.0
     dark_ahead = _one_gaussian_lifter(depth=0.3, sigma=50.0, harmonics=coefficients)
     assert _splat_teacher(dark_ahead)[0](context, target, (2, 2)).holes.all()
 
 
-def _graphdeco_sh_rgb(sh: np.ndarray, direction: np.ndarray) -> np.ndarray:
-    """computeColorFromSH of MVSplat's rasterizer restated (one Gaussian, sh [3, K], unit direction [3])."""
+def _sh_rgb(sh: np.ndarray, direction: np.ndarray, rasterizer: str) -> np.ndarray:
+    """computeColorFromSH restated line by line (one Gaussian, sh [3, K], unit direction [3]): "ludvig" =
+    naver/ludvig's graphdeco rasterizer (the one the release installs), "mvsplat" = dcharatan/diff-gaussian-
+    rasterization-modified (MVSplat's own, "modified to match e3nn's format")."""
     c0, c1 = 0.28209479177387814, 0.4886025119029199
     c2 = [1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396]
     c3 = [-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154, -0.4570457994644658,
           1.445305721320277, -0.5900435899266435]
     deg = int(round(math.sqrt(sh.shape[1]))) - 1
-    x, y, z = direction[2], direction[0], direction[1]  # "modified to match e3nn's format"
+    x, y, z = direction
     result = c0 * sh[:, 0]
-    if deg > 0:
-        result = result - c1 * y * sh[:, 1] + c1 * z * sh[:, 2] - c1 * x * sh[:, 3]
-        if deg > 1:
-            xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
-            result = result + c2[0] * xy * sh[:, 4] + c2[1] * yz * sh[:, 5] + c2[2] * (2 * zz - xx - yy) * sh[:, 6] \
-                + c2[3] * xz * sh[:, 7] + c2[4] * (xx - yy) * sh[:, 8]
-            if deg > 2:
-                result = result + c3[0] * y * (3 * xx - yy) * sh[:, 9] + c3[1] * xy * z * sh[:, 10] \
-                    + c3[2] * y * (4 * zz - xx - yy) * sh[:, 11] + c3[3] * z * (2 * zz - 3 * xx - 3 * yy) * sh[:, 12] \
-                    + c3[4] * x * (4 * zz - xx - yy) * sh[:, 13] + c3[5] * z * (xx - yy) * sh[:, 14] + c3[6] * x * (xx - 3 * yy) * sh[:, 15]
+    if rasterizer == "ludvig":
+        if deg > 0:
+            result = result - c1 * y * sh[:, 1] + c1 * z * sh[:, 2] - c1 * x * sh[:, 3]
+            if deg > 1:
+                xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
+                result = result + c2[0] * xy * sh[:, 4] + c2[1] * yz * sh[:, 5] + c2[2] * (2 * zz - xx - yy) * sh[:, 6] \
+                    + c2[3] * xz * sh[:, 7] + c2[4] * (xx - yy) * sh[:, 8]
+                if deg > 2:
+                    result = result + c3[0] * y * (3 * xx - yy) * sh[:, 9] + c3[1] * xy * z * sh[:, 10] \
+                        + c3[2] * y * (4 * zz - xx - yy) * sh[:, 11] + c3[3] * z * (2 * zz - 3 * xx - 3 * yy) * sh[:, 12] \
+                        + c3[4] * x * (4 * zz - xx - yy) * sh[:, 13] + c3[5] * z * (xx - yy) * sh[:, 14] \
+                        + c3[6] * x * (xx - 3 * yy) * sh[:, 15]
+    else:
+        if deg > 0:
+            result = result - c1 * x * sh[:, 1] + c1 * y * sh[:, 2] - c1 * z * sh[:, 3]
+            if deg > 1:
+                zz, xx, yy, zx, xy, zy = z * z, x * x, y * y, z * x, x * y, z * y
+                result = result + c2[0] * zx * sh[:, 4] + c2[1] * xy * sh[:, 5] + c2[2] * (2 * yy - zz - xx) * sh[:, 6] \
+                    + c2[3] * zy * sh[:, 7] + c2[4] * (zz - xx) * sh[:, 8]
+                if deg > 2:
+                    result = result + c3[0] * x * (3 * zz - xx) * sh[:, 9] + c3[1] * zx * y * sh[:, 10] \
+                        + c3[2] * x * (4 * yy - zz - xx) * sh[:, 11] + c3[3] * y * (2 * yy - 3 * zz - 3 * xx) * sh[:, 12] \
+                        + c3[4] * z * (4 * yy - zz - xx) * sh[:, 13] + c3[5] * z * (zz - xx) * sh[:, 14] \
+                        + c3[6] * z * (zz - 3 * xx) * sh[:, 15]
     return np.maximum(result + 0.5, 0.0)
 
 
-def test_release_sh_colors_match_the_mvsplat_rasterizer():
+@pytest.mark.parametrize("rasterizer", ["ludvig", "mvsplat"])
+def test_release_sh_colors_match_the_rasterizers(rasterizer):
     from snd.distill.teacher import release_sh_colors
 
     generator = torch.Generator().manual_seed(0)
     harmonics = torch.randn(2, 5, 3, 25, generator=generator, dtype=torch.float64) * 0.5  # degree 4, as MVSplat
     means = torch.randn(2, 5, 3, generator=generator, dtype=torch.float64) * 3
     centers = torch.randn(2, 3, 3, generator=generator, dtype=torch.float64)
-    colors = release_sh_colors(harmonics, means, centers)  # [B, T, N, 3]
+    colors = release_sh_colors(harmonics, means, centers, rasterizer=rasterizer)  # [B, T, N, 3]
     assert colors.shape == (2, 3, 5, 3)
     for b in range(2):
         for t in range(3):
             for n in range(5):
                 direction = (means[b, n] - centers[b, t]).numpy()
-                expected = _graphdeco_sh_rgb(harmonics[b, n].numpy(), direction / np.linalg.norm(direction))
+                expected = _sh_rgb(harmonics[b, n].numpy(), direction / np.linalg.norm(direction), rasterizer)
                 assert np.allclose(colors[b, t, n].numpy(), expected, atol=1e-12)
     assert (colors == 0).any()  # the clamp is exercised
     # degree-4 coefficients are passed to the rasterizer but ignored
     changed = harmonics.clone()
     changed[..., 16:] += 1.0
-    assert torch.equal(release_sh_colors(changed, means, centers), colors)
+    assert torch.equal(release_sh_colors(changed, means, centers, rasterizer=rasterizer), colors)
+    # the default is the release's (LUDVIG's) evaluation, which the other one differs from
+    other = release_sh_colors(harmonics, means, centers, rasterizer="mvsplat" if rasterizer == "ludvig" else "ludvig")
+    assert not torch.allclose(other, colors)
+    assert torch.equal(release_sh_colors(harmonics, means, centers), release_sh_colors(harmonics, means, centers, rasterizer="ludvig"))
+    if rasterizer == "mvsplat":  # its sh[14] term is not the permuted polynomial; the orthonormality below is graphdeco's
+        return
     # the degree <= 3 basis is orthonormal on the sphere (Fibonacci quadrature): each coefficient's function
     count = 4000
     index = torch.arange(count, dtype=torch.float64) + 0.5

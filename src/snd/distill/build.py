@@ -20,11 +20,13 @@ from .heads import DINOHead
 def load_backbone(config: ModelConfig):
     """The student backbone: random from ``preset`` or loaded from ``pretrained``.
 
-    ``pretrained`` may be a ``save_pretrained`` directory or Hub id of an SnD model, a transformers
-    DINOv2 (with registers) directory/Hub id (``facebook/dinov2-small``: converted on the fly to
-    ``SnDModel`` unless ``dinov2_as_snd`` is False), a torch.hub-layout file (``dinov2_vits14_pretrain.pth``, the SnD
-    ``*_snd.pth`` releases, or an original DINOv3 ``dinov3_vit*16*.pth``), or any other transformers
-    ViT directory/Hub id (DINOv3, DINOv2 with registers, ...), which is kept in its own class.
+    ``pretrained`` may be a ``save_pretrained`` directory or Hub id of an SnD model, a plain transformers
+    DINOv2 directory/Hub id (``facebook/dinov2-small``: converted on the fly to ``SnDModel``, the release's
+    architecture the paper presets train, unless ``dinov2_as_snd`` is False), a torch.hub-layout file
+    (``dinov2_vits14_pretrain.pth``, the SnD ``*_snd.pth`` releases: ``SnDModel``; an original DINOv3
+    ``dinov3_vit*16*.pth``: ``DINOv3ViTModel``), or any other transformers ViT directory/Hub id (DINOv3,
+    ``Dinov2WithRegistersModel`` such as ``facebook/dinov2-with-registers-small``, ...), which is kept and saved in
+    its own class.
     """
     from ..backbones import random_backbone, without_rope_augmentation
 
@@ -59,17 +61,28 @@ def _load_pretrained(config: ModelConfig):
         model_type = json.loads(config_file.read_text()).get("model_type")
         if model_type == "snd_dinov2":
             return SnDModel.from_pretrained(str(path))
-        if model_type in ("dinov2", "dinov2_with_registers") and config.dinov2_as_snd:
+        if _dinov2_as_snd(config, model_type=model_type):
             from ..convert import convert_backbone
 
             return convert_backbone(str(path), format="transformers")[0]
         return pretrained_backbone(str(path))
     _require_hub_id(source, "model.pretrained")
-    if source.startswith("facebook/dinov2") and config.dinov2_as_snd:
+    if _dinov2_as_snd(config, hub_id=source):
         from ..convert import convert_backbone
 
         return convert_backbone(source, format="transformers")[0]
     return pretrained_backbone(source)
+
+
+def _dinov2_as_snd(config: ModelConfig, model_type: str | None = None, hub_id: str | None = None) -> bool:
+    """Whether a transformers checkpoint becomes an ``SnDModel``: plain DINOv2 only (``model_type`` ``dinov2``, or a
+    ``facebook/dinov2-*`` Hub id other than ``facebook/dinov2-with-registers-*``), and only with ``dinov2_as_snd``.
+    DINOv2 with registers keeps its own class (``Dinov2WithRegistersModel``), as DINOv3 does."""
+    if not config.dinov2_as_snd:
+        return False
+    if hub_id is not None:
+        return hub_id.startswith("facebook/dinov2") and "registers" not in hub_id.lower()
+    return model_type == "dinov2"
 
 
 def apply_finetuning(backbone: nn.Module, config: ModelConfig) -> nn.Module:

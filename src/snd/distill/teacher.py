@@ -41,12 +41,18 @@ def resize_to_patch_multiple(images: torch.Tensor, patch_size: int) -> torch.Ten
 
 
 def _source_positions(out_size: int, in_size: int, align_corners: bool, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Bilinear source indices and weights along one axis, exactly as ``F.interpolate(mode="bilinear")``."""
-    index = torch.arange(out_size, device=device, dtype=torch.float32)
+    """Bilinear source indices and weights along one axis.
+
+    ``align_corners=False``: exactly as ``F.interpolate(mode="bilinear")``. ``align_corners=True``: the
+    release's grid, ``torch.linspace(0, in - 1, out)`` in float32 (``src/model/vit/utils.py``,
+    ``mask_aware_bilinear_upsample_hr_mask``), not ``index * (in - 1) / (out - 1)``: at 41 x 62 -> 576 x 880
+    the product lands just below an integer at rows 345 and 460 and column 879 and takes the other floor
+    neighbour (fraction ~1 instead of 0), which changes which labels the mask-aware weights compare.
+    """
     if align_corners:
-        scale = (in_size - 1) / (out_size - 1) if out_size > 1 else 0.0
-        position = index * scale
+        position = torch.linspace(0, in_size - 1, out_size, device=device, dtype=torch.float32)
     else:
+        index = torch.arange(out_size, device=device, dtype=torch.float32)
         position = ((index + 0.5) * (in_size / out_size) - 0.5).clamp_min(0.0)
     lower = position.floor().long().clamp(max=in_size - 1)
     upper = (lower + 1).clamp(max=in_size - 1)
@@ -56,11 +62,12 @@ def _source_positions(out_size: int, in_size: int, align_corners: bool, device) 
 
 def _low_res_label_rows(in_size: int, out_size: int, align_corners: bool, device) -> torch.Tensor:
     """High-res row (or column) whose label each low-res feature takes: the pixel under the patch centre."""
-    index = torch.arange(in_size, device=device, dtype=torch.float64)
     if align_corners:
-        # The release samples the mask at the align-corners positions of the low-res grid.
-        rows = torch.round(index * ((out_size - 1) / (in_size - 1) if in_size > 1 else 0.0))
+        # The release samples the mask at the align-corners positions of the low-res grid, built as
+        # ``torch.linspace(0, out - 1, in).round()`` in float32 (half to even).
+        rows = torch.linspace(0, out_size - 1, in_size, device=device, dtype=torch.float32).round()
     else:
+        index = torch.arange(in_size, device=device, dtype=torch.float64)
         rows = torch.floor((index + 0.5) * (out_size / in_size))
     return rows.long().clamp(0, out_size - 1)
 
@@ -392,24 +399,40 @@ _SH_C3 = (-0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763
           1.445305721320277, -0.5900435899266435)
 
 
-def release_sh_colors(harmonics: torch.Tensor, means: torch.Tensor, camera_centers: torch.Tensor) -> torch.Tensor:
+SH_RASTERIZERS = ("ludvig", "mvsplat")
+
+
+def release_sh_colors(harmonics: torch.Tensor, means: torch.Tensor, camera_centers: torch.Tensor,
+                      rasterizer: str = "ludvig") -> torch.Tensor:
     """The RGB each MVSplat Gaussian has in each target view of the authors' release.
 
-    MVSplat's rasterizer (dcharatan/diff-gaussian-rasterization-modified, ``computeColorFromSH``) evaluates
-    the 3DGS real SH polynomials of degree <= 3 (degree-4 coefficients are passed but ignored) at the
-    view direction ``normalize(mean - camera_centre)`` with its axes permuted to e3nn's order
-    ``(x, y, z) = (d_z, d_x, d_y)``, adds 0.5 and clamps at 0.
+    ``rasterizer="ludvig"`` (default): what the release computes. Its README installs LUDVIG's rasterizer
+    (naver/ludvig ``gaussiansplatting/submodules/diff-gaussian-rasterization``) *instead of* MVSplat's, and
+    ``src/model/decoder/cuda_splatting.py`` renders the RGB holes through it (``shs``, ``sh_degree = isqrt(25) - 1
+    = 4``). Its ``computeColorFromSH`` is graphdeco's: the real SH polynomials of degree <= 3 (degree-4
+    coefficients are passed but ignored) at the view direction ``normalize(mean - camera_centre)`` with
+    ``(x, y, z) = (d_x, d_y, d_z)``, plus 0.5, clamped at 0. MVSplat's harmonics are in e3nn's axis order, so the
+    release evaluates them with axes its lifter did not use (a quirk, reproduced).
+
+    ``rasterizer="mvsplat"``: MVSplat's own rasterizer (dcharatan/diff-gaussian-rasterization-modified,
+    ``computeColorFromSH`` "modified to match e3nn's format"), literally: graphdeco's polynomials with
+    ``(x, y, z) = (d_z, d_x, d_y)``, except its ``sh[14]`` term ``SH_C3[5] * z * (zz - xx)``, which uses
+    ``d_z`` where the permutation gives ``d_y``.
 
     Args:
         harmonics: ``[B, N, 3, K]`` SH coefficients (MVSplat's, world space).
         means: ``[B, N, 3]`` Gaussian centres.
         camera_centers: ``[B, T, 3]`` target camera centres (world).
+        rasterizer: ``"ludvig"`` or ``"mvsplat"`` (see above).
     Returns:
         ``[B, T, N, 3]`` colours in [0, inf).
     """
+    if rasterizer not in SH_RASTERIZERS:
+        raise ValueError(f"rasterizer must be one of {SH_RASTERIZERS}, got {rasterizer!r}")
     directions = means[:, None] - camera_centers[:, :, None]  # [B, T, N, 3]
     directions = directions / directions.norm(dim=-1, keepdim=True)
-    x, y, z = (directions[..., index, None] for index in (2, 0, 1))  # [B, T, N, 1] each, e3nn's axis order
+    order = (0, 1, 2) if rasterizer == "ludvig" else (2, 0, 1)  # mvsplat: e3nn's axis order
+    x, y, z = (directions[..., index, None] for index in order)  # [B, T, N, 1] each
     sh = harmonics[:, None]  # [B, 1, N, 3, K]
     degree = min(round(harmonics.shape[-1] ** 0.5) - 1, 3)
     result = _SH_C0 * sh[..., 0]
@@ -420,23 +443,27 @@ def release_sh_colors(harmonics: torch.Tensor, means: torch.Tensor, camera_cente
         result = (result + _SH_C2[0] * xy * sh[..., 4] + _SH_C2[1] * yz * sh[..., 5] + _SH_C2[2] * (2 * zz - xx - yy) * sh[..., 6]
                   + _SH_C2[3] * xz * sh[..., 7] + _SH_C2[4] * (xx - yy) * sh[..., 8])
     if degree > 2:
+        term14 = z if rasterizer == "ludvig" else x  # mvsplat: dcharatan's `z * (zz - xx)` is d_z, i.e. e3nn's x here
         result = (result + _SH_C3[0] * y * (3 * xx - yy) * sh[..., 9] + _SH_C3[1] * xy * z * sh[..., 10]
                   + _SH_C3[2] * y * (4 * zz - xx - yy) * sh[..., 11] + _SH_C3[3] * z * (2 * zz - 3 * xx - 3 * yy) * sh[..., 12]
-                  + _SH_C3[4] * x * (4 * zz - xx - yy) * sh[..., 13] + _SH_C3[5] * z * (xx - yy) * sh[..., 14]
+                  + _SH_C3[4] * x * (4 * zz - xx - yy) * sh[..., 13] + _SH_C3[5] * term14 * (xx - yy) * sh[..., 14]
                   + _SH_C3[6] * x * (xx - 3 * yy) * sh[..., 15])
     return (result + 0.5).clamp_min(0.0)
 
 
-def lifter_colors(gaussians, context, target_extrinsics: torch.Tensor | None = None) -> torch.Tensor:
+def lifter_colors(gaussians, context, target_extrinsics: torch.Tensor | None = None,
+                  rasterizer: str = "ludvig") -> torch.Tensor:
     """RGB of the lifter's Gaussians for the hole render.
 
     With MVSplat harmonics and ``target_extrinsics [B, T, 4, 4]`` (camera-to-world): the view-dependent
-    colours of the release's rasterizer, ``[B, T, N, 3]`` (:func:`release_sh_colors`); with harmonics only:
-    the DC colour ``[B, N, 3]``; without harmonics (depth lifter): the context pixels' colours ``[B, N, 3]``.
+    colours of the release's rasterizer, ``[B, T, N, 3]`` (:func:`release_sh_colors`, ``rasterizer``); with
+    harmonics only: the DC colour ``[B, N, 3]``; without harmonics (depth lifter): the context pixels' colours
+    ``[B, N, 3]``.
     """
     if gaussians.harmonics is not None:
         if target_extrinsics is not None:
-            return release_sh_colors(gaussians.harmonics, gaussians.means, target_extrinsics[..., :3, 3].to(gaussians.means.dtype))
+            return release_sh_colors(gaussians.harmonics, gaussians.means,
+                                     target_extrinsics[..., :3, 3].to(gaussians.means.dtype), rasterizer=rasterizer)
         from ..models.mvsplat.lifting_mvsplat import harmonics_to_rgb
 
         return harmonics_to_rgb(gaussians.harmonics)

@@ -125,3 +125,31 @@ def test_segmentation_crop_redraws_while_one_class_dominates():
         out_image, out_labels = augment.segmentation_crop(image, labels, np.random.default_rng(seed), (20, 20))
         y1, y2, x1, x2 = expected
         assert torch.equal(out_labels, labels[y1:y2, x1:x2]) and torch.equal(out_image, image[:, y1:y2, x1:x2])
+
+
+def _opencv_resize_nn(source: int, target: int) -> list[int]:
+    # OpenCV resizeNN (imgproc/src/resize.cpp): ifx = 1. / ((double)dsize / ssize); sx = cvFloor(x * ifx), clipped.
+    ifx = 1.0 / (target / source)
+    return [min(int(np.floor(x * ifx)), source - 1) for x in range(target)]
+
+
+def test_label_resize_uses_opencv_nearest_rule_not_torch():
+    # 480 -> 873 rows: torch's float32 ``nearest`` picks another source row at 2 of them.
+    labels = torch.arange(480)[:, None].repeat(1, 5) * 10 + torch.arange(5)  # every pixel unique
+    out = augment.resize_labels(labels, (873, 7))
+    rows, cols = _opencv_resize_nn(480, 873), _opencv_resize_nn(5, 7)
+    assert torch.equal(out, labels[rows][:, cols])
+    torch_nearest = torch.nn.functional.interpolate(labels[None, None].float(), size=(873, 7), mode="nearest")[0, 0]
+    assert (torch_nearest.long() != out).any()
+    # the segmentation Resize of a 480 x 640 frame: many of the drawn sizes differ from torch
+    rng = np.random.default_rng(0)
+    differ = 0
+    for _ in range(50):
+        ratio = rng.random() * 1.5 + 0.5
+        h, w = augment.rescale_size(480, 640, (int(2048 * ratio), int(512 * ratio)))
+        for source, target in ((480, h), (640, w)):
+            assert augment.nearest_indices(source, target).tolist() == _opencv_resize_nn(source, target)
+            t = torch.nn.functional.interpolate(torch.arange(source, dtype=torch.float32)[None, None, :, None],
+                                                size=(target, 1), mode="nearest")[0, 0, :, 0].long()
+            differ += int(t.tolist() != _opencv_resize_nn(source, target))
+    assert differ > 0

@@ -76,3 +76,29 @@ def test_clear_errors(tmp_path):
         data.segmentation_datasets("nyuv2", root)
     with pytest.raises(ValueError, match="dataset must be one of"):
         data.depth_datasets("kitti", root)
+
+
+def test_nyuv2_segmentation_test_set_per_model_size_as_released(tmp_path):
+    # baseline_configs/vits_nyu_sem_linear_config.py: img_dir="nyu_test_rgb_vis", ann_dir="nyuv2_test_class13_vis"
+    # (the full set commented out); vitb_nyu_sem_linear_config.py: "nyu_test_rgb", "nyuv2_test_class13".
+    from types import SimpleNamespace
+
+    from snd.eval.protocols.segmentation import SegmentationProtocol, resolve_test_set
+
+    from .fixtures import write_folder_segmentation
+
+    root = write_nyuv2(tmp_path / "nyuv2")
+    vits = SimpleNamespace(config=SimpleNamespace(hidden_size=384))
+    vitb = SimpleNamespace(config=SimpleNamespace(hidden_size=768))
+    auto = SegmentationProtocol()
+    assert resolve_test_set(auto, "nyuv2", vits) == "vis" and resolve_test_set(auto, "nyuv2", vitb) == "full"
+    assert resolve_test_set(auto, "scannet", vits) == "full"
+    assert resolve_test_set(SegmentationProtocol(nyu_test_set="full"), "nyuv2", vits) == "full"
+    with pytest.raises(FileNotFoundError, match="nyu-seg-test-set full"):
+        data.segmentation_datasets("nyuv2", root, test_set="vis")
+    write_folder_segmentation(root / "data_sem", {("nyu_test_rgb_vis", "nyuv2_test_class13_vis"): 3}, seed=1)
+    _, vis, _ = data.segmentation_datasets("nyuv2", root, test_set="vis")
+    _, full, _ = data.segmentation_datasets("nyuv2", root)
+    assert len(vis) == 3 and len(full) == 1 and vis.img_dir.name == "nyu_test_rgb_vis"
+    with pytest.raises(ValueError, match="no 'vis' test set"):
+        data.segmentation_datasets("scannet", root, test_set="vis")

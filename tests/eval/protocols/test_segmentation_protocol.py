@@ -58,12 +58,10 @@ def test_miou_from_confusion_matches_the_metric():
     assert ours["pixel_accuracy"] == pytest.approx(reference["pixel_accuracy"], abs=1e-9)
 
 
-def test_head_has_no_batchnorm_and_mmseg_init():
+def test_head_has_no_batchnorm():
     torch.manual_seed(0)
     head = segmentation.LinearSegmentationHead(384, 13)
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in head.modules())
-    assert head.conv_seg.weight.std().item() == pytest.approx(0.01, rel=0.05)
-    assert torch.count_nonzero(head.conv_seg.bias) == 0
     with_bn = segmentation.LinearSegmentationHead(8, 3, batch_norm=True)  # FiT3D's own head, as a switch
     assert isinstance(with_bn.norm, torch.nn.BatchNorm2d)
 
@@ -92,3 +90,20 @@ def test_test_pipeline_restated():
     expected = F.interpolate(total / count, size=(48, 64), mode="bilinear", align_corners=False).softmax(dim=1)
     assert probabilities.shape == (1, 5, 48, 64)
     assert torch.allclose(probabilities, expected, atol=1e-5)
+
+
+def test_head_keeps_torch_default_init_as_evaluation1():
+    # evaluation1 builds the segmentor (create_segmentor -> build_segmentor -> train_segmentor) and never
+    # calls init_weights(), so conv_seg keeps nn.Conv2d's default init, not the declared Normal(std=0.01).
+    assert segmentation.SegmentationProtocol().init_std is None
+    torch.manual_seed(3)
+    reference = torch.nn.Conv2d(384, 13, kernel_size=1)  # what mmseg's BNHead builds, never re-initialised
+    torch.manual_seed(3)
+    head = segmentation.LinearSegmentationHead(384, 13)
+    assert torch.equal(head.conv_seg.weight, reference.weight) and torch.equal(head.conv_seg.bias, reference.bias)
+    bound = 1 / 384 ** 0.5
+    assert head.conv_seg.weight.abs().max() <= bound and head.conv_seg.bias.abs().max() <= bound
+    assert abs(head.conv_seg.weight.std().item() - bound / 3 ** 0.5) < 2e-3  # ~0.0295, not 0.01
+    # the declared init_cfg, on request
+    declared = segmentation.LinearSegmentationHead(384, 13, init_std=0.01)
+    assert torch.all(declared.conv_seg.bias == 0) and abs(declared.conv_seg.weight.std().item() - 0.01) < 1e-3

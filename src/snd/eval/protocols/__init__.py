@@ -18,7 +18,9 @@ import importlib
 import json
 from pathlib import Path
 
-PROTOCOL_VERSION = "1.0"
+# 1.1: timm position-embedding resampling (depth, segmentation), torch-default segmentation head init,
+# NYUv2 segmentation test set per model size, OpenCV nearest-neighbour label rescale (issue 19).
+PROTOCOL_VERSION = "1.1"
 PROTOCOLS = ("snd", "quick")
 TASKS = ("depth", "segmentation", "normals", "correspondence")
 QUICK_LABEL = "quick protocol: NOT comparable with published numbers"
@@ -66,13 +68,15 @@ def resolve_tasks(tasks, dataset: str) -> list[str]:
 
 
 def interpolation_warning(backbone, name: str) -> str | None:
-    """A warning for transformers' Dinov2 models: their position-embedding interpolation differs from the
-    original DINOv2 code the authors ran (at 35 x 46 patches the features differ), so published rows need the
-    torch.hub weights loaded as an SnD model (``position_interpolation="dinov2"``)."""
+    """A warning for transformers' Dinov2 models: they resize position embeddings their own way, while the authors'
+    depth and segmentation probes ran a timm DINOv2 (bicubic, antialiased, to the exact grid) and their normals and
+    correspondence probes the original DINOv2 code; at 35 x 46 patches the features differ. An SnD model
+    (e.g. converted from the torch.hub checkpoint) is switched to each task's resampling by ``--protocol snd``."""
     if type(backbone).__name__ in ("Dinov2Model", "Dinov2WithRegistersModel"):
         return (f"{name} is a transformers {type(backbone).__name__}: it resizes position embeddings differently from "
-                "the original DINOv2 code the authors evaluated; to reproduce the published DINOv2 row, load the torch.hub "
-                "checkpoint (e.g. dinov2_vits14_pretrain.pth) so it is converted to an SnD model with DINOv2's interpolation")
+                "the timm (depth, segmentation) and original DINOv2 (normals, correspondence) code the authors evaluated; "
+                "to reproduce the published DINOv2 row, load the torch.hub checkpoint (e.g. dinov2_vits14_pretrain.pth) "
+                "so it is converted to an SnD model, whose resampling --protocol snd sets per task")
     return None
 
 
@@ -89,7 +93,8 @@ def run_task(task: str, backbone, data_dir, *, dataset: str, max_iters: int | No
 
 def evaluate_snd(models, *, tasks, dataset: str, data_dir, output_dir, max_iters: int | None = None, device=None,
                  seed: int = 0, batch_size: int | None = None, max_test_images: int | None = None,
-                 num_workers: int | None = None, warn=print, progress: bool = True) -> dict:
+                 num_workers: int | None = None, warn=print, progress: bool = True,
+                 nyu_test_set: str | None = None) -> dict:
     """Every model x task under the snd protocol; writes ``results.json`` and ``comparison.md``.
 
     ``models``: names or paths (loaded with :func:`snd.eval.features.load_backbone`) or a dict
@@ -121,6 +126,8 @@ def evaluate_snd(models, *, tasks, dataset: str, data_dir, output_dir, max_iters
                 extra["max_test_images"] = max_test_images
             if num_workers is not None and task in ("depth", "segmentation", "normals"):
                 extra["num_workers"] = num_workers
+            if nyu_test_set is not None and task == "segmentation":
+                extra["nyu_test_set"] = nyu_test_set
             results[name][task] = run_task(task, backbone, data_dir, dataset=dataset, max_iters=max_iters,
                                            output_dir=output_dir / name, device=device, seed=seed,
                                            batch_size=batch_size, **extra)

@@ -37,10 +37,13 @@ class FrozenFeatures:
     pre-hook does (with the normalisation mean in [0, 1], i.e. zeros after normalising), then
     passed to :class:`~snd.eval.features.FeatureExtractor` with ``final_norm`` as the task's
     config says. Returns ``patches [B, C, h, w]`` and ``cls [B, C]`` on ``device``.
+
+    ``position_interpolation`` (e.g. ``"timm"``): an SnD model resizes its position embeddings this way
+    during these calls (its config is restored after each); other backbones keep their own.
     """
 
     def __init__(self, backbone: torch.nn.Module, *, final_norm: bool, device: torch.device,
-                 image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD):
+                 image_mean=IMAGENET_MEAN, image_std=IMAGENET_STD, position_interpolation: str | None = None):
         for parameter in backbone.parameters():
             parameter.requires_grad_(False)
         self.backbone = backbone.to(device).eval()
@@ -50,17 +53,43 @@ class FrozenFeatures:
         self.final_norm = final_norm
         self.extractor = FeatureExtractor(self.backbone, patch_size=self.patch_size, image_mean=image_mean,
                                           image_std=image_std, resize="none", final_norm=final_norm)
+        self.position_interpolation = position_interpolation
+        self._snd_configs = snd_configs(self.backbone) if position_interpolation is not None else []
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor):  # images [B, 3, H, W] in [0, 1]
         padded = center_pad(images.to(self.device, torch.float32), self.patch_size, fill=self.mean)
-        batch = self.extractor(padded)
+        saved = [config.position_interpolation for config in self._snd_configs]
+        for config in self._snd_configs:
+            config.position_interpolation = self.position_interpolation
+        try:
+            batch = self.extractor(padded)
+        finally:
+            for config, value in zip(self._snd_configs, saved):
+                config.position_interpolation = value
         return batch.patches.to(self.device), batch.cls.to(self.device)
 
     def settings(self) -> dict:
+        if self._snd_configs:
+            interpolation = self.position_interpolation
+        else:
+            interpolation = "the backbone's own" + ("" if self.position_interpolation is None else
+                                                    f" (not an SnD model, so not {self.position_interpolation!r})")
         return {"final_norm": self.final_norm, "padding": f"centre zero padding to multiples of {self.patch_size} "
                 "(FiT3D CenterPadding, after normalisation)", "patch_size": self.patch_size,
-                "image_mean": list(self.mean)}
+                "image_mean": list(self.mean), "position_interpolation": interpolation}
+
+
+def snd_configs(backbone: torch.nn.Module) -> list:
+    """The distinct ``SnDConfig`` objects inside ``backbone`` (none for other models)."""
+    from ...models.snd_dinov2 import SnDConfig
+
+    found = []
+    for module in backbone.modules():
+        config = getattr(module, "config", None)
+        if isinstance(config, SnDConfig) and all(config is not seen for seen in found):
+            found.append(config)
+    return found
 
 
 class EpochSampler:

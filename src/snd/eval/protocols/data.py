@@ -189,6 +189,11 @@ class SegmentationDataSpec:
     img_suffix: str
     num_classes: int
     seg_map_suffix: str = ".png"
+    vis_test_dirs: tuple[str, str] | None = None  # the smaller test set a released config uses instead
+
+
+# Test sets a released segmentation config can name: "full" (``test_dirs``) or "vis" (``vis_test_dirs``).
+SEGMENTATION_TEST_SETS = ("full", "vis")
 
 
 DEPTH_DATA = {
@@ -203,7 +208,8 @@ DEPTH_DATA = {
 
 SEGMENTATION_DATA = {
     "nyuv2": SegmentationDataSpec("data_sem", ("nyu_train_rgb", "nyuv2_train_class13"),
-                                  ("nyu_test_rgb", "nyuv2_test_class13"), ".png", num_classes=13),
+                                  ("nyu_test_rgb", "nyuv2_test_class13"), ".png", num_classes=13,
+                                  vis_test_dirs=("nyu_test_rgb_vis", "nyuv2_test_class13_vis")),
     "scannet": SegmentationDataSpec(None, ("train/color", "train/label"), ("test/color", "test/label"), ".jpg",
                                     num_classes=40),
     "scannetpp": SegmentationDataSpec(None, ("images/training", "annotations/training"),
@@ -230,15 +236,28 @@ def depth_datasets(dataset: str, data_dir: str | Path) -> tuple[SplitListDepthDa
             SplitListDepthDataset(root, spec.test_list, spec.depth_scale), spec)
 
 
-def segmentation_datasets(dataset: str, data_dir: str | Path):
-    """Train and test segmentation datasets of ``dataset`` under ``data_dir`` (see the module docstring)."""
+def segmentation_datasets(dataset: str, data_dir: str | Path, test_set: str = "full"):
+    """Train and test segmentation datasets of ``dataset`` under ``data_dir`` (see the module docstring).
+
+    ``test_set``: ``"full"`` or ``"vis"`` (NYUv2 only: ``nyu_test_rgb_vis`` / ``nyuv2_test_class13_vis``,
+    the folders the released ViT-S config ``baseline_configs/vits_nyu_sem_linear_config.py`` tests on).
+    """
     if dataset not in SEGMENTATION_DATA:
         raise ValueError(f"--protocol snd segmentation: dataset must be one of {sorted(SEGMENTATION_DATA)}, "
                          f"got {dataset!r}")
     spec = SEGMENTATION_DATA[dataset]
+    if test_set not in SEGMENTATION_TEST_SETS:
+        raise ValueError(f"segmentation test_set must be one of {SEGMENTATION_TEST_SETS}, got {test_set!r}")
+    if test_set == "vis" and spec.vis_test_dirs is None:
+        raise ValueError(f"segmentation: dataset {dataset!r} has no 'vis' test set (only nyuv2 does)")
     root = _root(data_dir, spec.subdir, spec.train_dirs[0])
     train = FolderSegmentationDataset(root / spec.train_dirs[0], root / spec.train_dirs[1], spec.img_suffix,
                                       spec.seg_map_suffix)
-    test = FolderSegmentationDataset(root / spec.test_dirs[0], root / spec.test_dirs[1], spec.img_suffix,
-                                     spec.seg_map_suffix)
+    test_dirs = spec.vis_test_dirs if test_set == "vis" else spec.test_dirs
+    if test_set == "vis" and not (root / test_dirs[0]).is_dir():
+        raise FileNotFoundError(
+            f"segmentation: the released ViT-S NYUv2 config tests on {root / test_dirs[0]} and {root / test_dirs[1]}, "
+            "which are not there; pass --nyu-seg-test-set full (SegmentationProtocol(nyu_test_set='full')) to test "
+            "on the full nyu_test_rgb set, as the released ViT-B config does")
+    test = FolderSegmentationDataset(root / test_dirs[0], root / test_dirs[1], spec.img_suffix, spec.seg_map_suffix)
     return train, test, spec

@@ -4,6 +4,10 @@ From ``baseline_configs/vits_{nyu,scannet,scannetpp}_depth_linear_config.py`` an
 
 * features: the backbone's last block **without** the final LayerNorm (``final_norm=False``), the
   CLS token un-normalised too, images centre-padded with zeros to patch multiples.
+* backbone: ``evaluation1/utils/model_utils.py`` builds timm 0.9.10's ``vit_{small,base}_patch14_dinov2``
+  (``dynamic_img_size=True``) and loads the SnD ``.pth`` into it; its forward equals the SnD/DINOv2 one except
+  that position embeddings are resampled by ``resample_abs_pos_embed`` (bicubic to the exact grid,
+  antialiased). ``position_interpolation="timm"`` (default) makes an SnD model do the same for this task.
 * head (``BNHead``, no BatchNorm): ``[patches, CLS broadcast]`` (2C channels) -> bilinear x4 -> 1x1 conv
   to 256 bins, ``relu + 0.1`` normalised, uniform bins in ``[min_depth, max_depth]``.
 * loss: ``SigLoss(warm_up=True)`` (first 100 calls ``sqrt(0.15 mean(g)^2)``, then
@@ -77,6 +81,7 @@ class DepthProtocol:
     gradient_loss_as_called: bool = True  # the official [B, 1, H, W] call (identically 0 at batch 2)
     flip_test: bool = True
     eval_interval: int = 38_400  # EvalHook(by_epoch=False, interval=38400, save_best="abs_rel")
+    position_interpolation: str | None = "timm"  # evaluation1's timm backbone; None: the model's own setting
 
 
 # ------------------------------------------------------------------------------------ losses
@@ -200,7 +205,8 @@ def run(backbone: torch.nn.Module, data_dir, *, dataset: str, max_iters: int | N
         protocol = replace(protocol, batch_size=int(batch_size))
     device = resolve_device(device)
     train, test, spec = depth_datasets(dataset, data_dir)
-    features = FrozenFeatures(backbone, final_norm=protocol.final_norm, device=device)
+    features = FrozenFeatures(backbone, final_norm=protocol.final_norm, device=device,
+                              position_interpolation=protocol.position_interpolation)
     lr_schedule = schedules.CosineAnnealingLR(protocol.lr, protocol.max_iters, protocol.warmup_iters,
                                               protocol.warmup_ratio, protocol.min_lr_ratio)
     momentum = schedules.OneCycleMomentum(protocol.max_iters, protocol.momentum_cycle[0], protocol.momentum_cycle[1],

@@ -45,6 +45,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .augment import nearest_indices  # noqa: F401  (OpenCV INTER_NEAREST index rule, shared with segmentation)
 from .data_probe3d import NYU_TEST_FILE, GeoNetNormals, NYUTestNormals
 
 PROTOCOL_VERSION = "probe3d-snorm-1"
@@ -153,17 +154,6 @@ def color_jitter(image: torch.Tensor, generator: torch.Generator | None = None, 
         else:
             image = adjust_hue(image, hue)
     return image
-
-
-def nearest_indices(source: int, target: int) -> torch.Tensor:
-    """Source index of each of ``target`` output pixels for OpenCV's ``INTER_NEAREST`` resize.
-
-    ``floor(x * (1 / (target / source)))`` in double precision, clipped to ``source - 1``
-    (OpenCV ``resizeNN``). torch's ``mode="nearest"`` computes the scale in float32 and picks
-    another pixel at some sizes (e.g. 340 -> 480), hence this restatement.
-    """
-    inverse = 1.0 / (target / source)
-    return torch.tensor([min(math.floor(x * inverse), source - 1) for x in range(target)], dtype=torch.long)
 
 
 def random_resized_crop(tensors: list[torch.Tensor], generator: torch.Generator | None = None,

@@ -4,9 +4,18 @@ From ``baseline_configs/vits_{nyu,scannet,scannetpp}_sem_linear_config.py`` and 
 
 * features: the last block **with** the final LayerNorm (``get_intermediate_layers(n=[8, 9, 10, 11])``,
   ``in_index=[3]``), no CLS token; images centre-padded with zeros to patch multiples.
+* backbone: ``evaluation1/utils/model_utils.py`` builds timm 0.9.10's ``vit_{small,base}_patch14_dinov2``
+  (``dynamic_img_size=True``) and loads the SnD ``.pth`` into it; its forward equals the SnD/DINOv2 one except
+  that position embeddings are resampled by ``resample_abs_pos_embed`` (bicubic to the exact grid,
+  antialiased). ``position_interpolation="timm"`` (default) makes an SnD model do the same for this task.
 * head: SnD's ``BNHead`` has **no BatchNorm** (FiT3D's has SyncBN; the config's ``norm_cfg`` is
-  unused): one 1x1 convolution (``conv_seg``, initialised normal std 0.01, bias 0, no dropout) on the
-  patch grid; logits resized bilinearly to the labels.
+  unused): one 1x1 convolution (``conv_seg``, no dropout) on the patch grid; logits resized bilinearly
+  to the labels. Initialisation: torch's default ``Conv2d`` one (weights and bias uniform in
+  +-1/sqrt(C): std 0.0295 for ViT-S, 0.0208 for ViT-B), because ``evaluation1`` never calls
+  ``init_weights()`` (``create_segmentor`` -> ``build_segmentor`` -> ``train_segmentor``), so the
+  ``init_cfg=Normal(std=0.01, override=conv_seg)`` its decode head declares is never applied;
+  ``SegmentationProtocol(init_std=0.01)`` applies it (mmseg's ``tools/train.py`` would).
+  The depth head's ``conv_depth`` has no ``init_cfg``: torch's default there too.
 * loss: mmseg ``CrossEntropyLoss`` with ``avg_non_ignore=False``: the sum over non-ignored pixels
   divided by **all** pixels of the batch (ignored ones included); ignore index 255.
 * optimiser: AdamW lr 1e-3, weight decay 1e-4, no gradient clipping; mmcv poly decay (power 1,
@@ -20,6 +29,10 @@ From ``baseline_configs/vits_{nyu,scannet,scannetpp}_sem_linear_config.py`` and 
 * metric: mmseg mIoU: intersections and unions summed over the test set, mean over classes with a
   non-empty union.
 * labels: ``reduce_zero_label`` (0 -> ignored, k -> k - 1); NYUv2 with 13 classes, ScanNet 40, ScanNet++ 100.
+* NYUv2 test set per model size, as released: ``baseline_configs/vits_nyu_sem_linear_config.py`` tests on
+  ``nyu_test_rgb_vis`` / ``nyuv2_test_class13_vis`` (the full set is commented out there), the ViT-B config
+  on the full ``nyu_test_rgb`` / ``nyuv2_test_class13``. ``nyu_test_set="auto"`` picks ``vis`` for a
+  384-wide (ViT-S) backbone and ``full`` otherwise; ``"full"`` / ``"vis"`` force one.
 """
 
 from __future__ import annotations
@@ -61,19 +74,35 @@ class SegmentationProtocol:
     test_stride: tuple[int, int] = (341, 341)
     batch_norm: bool = False  # SnD's head; FiT3D's own head has SyncBN
     final_norm: bool = True
-    init_std: float = 0.01
+    init_std: float | None = None  # None: torch's default Conv2d init (evaluation1 never calls init_weights)
     eval_interval: int = 40_000  # evaluation=dict(interval=40000, metric="mIoU")
+    nyu_test_set: str = "auto"  # auto (ViT-S: vis, else full, as the released configs) | full | vis
+    position_interpolation: str | None = "timm"  # evaluation1's timm backbone; None: the model's own setting
+
+
+def resolve_test_set(protocol: SegmentationProtocol, dataset: str, backbone) -> str:
+    """``"full"`` or ``"vis"``: the test set the released config of this model size uses on ``dataset``."""
+    choice = protocol.nyu_test_set
+    if choice not in ("auto", "full", "vis"):
+        raise ValueError(f"nyu_test_set must be auto, full or vis, got {choice!r}")
+    if dataset != "nyuv2":
+        return "full"
+    if choice != "auto":
+        return choice
+    hidden = getattr(getattr(backbone, "config", None), "hidden_size", None)
+    return "vis" if hidden == 384 else "full"  # vits_nyu_sem config: *_vis; vitb_nyu_sem config: full
 
 
 class LinearSegmentationHead(nn.Module):
     """``BNHead`` as SnD runs it: [optional BatchNorm] + 1x1 conv on the patch grid -> ``[B, K, h, w]``."""
 
-    def __init__(self, channels: int, num_classes: int, batch_norm: bool = False, init_std: float = 0.01):
+    def __init__(self, channels: int, num_classes: int, batch_norm: bool = False, init_std: float | None = None):
         super().__init__()
         self.norm = nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
-        self.conv_seg = nn.Conv2d(channels, num_classes, kernel_size=1)
-        nn.init.normal_(self.conv_seg.weight, mean=0.0, std=init_std)
-        nn.init.zeros_(self.conv_seg.bias)
+        self.conv_seg = nn.Conv2d(channels, num_classes, kernel_size=1)  # torch default init, as evaluation1
+        if init_std is not None:  # the decode head's declared init_cfg (applied only by init_weights())
+            nn.init.normal_(self.conv_seg.weight, mean=0.0, std=init_std)
+            nn.init.zeros_(self.conv_seg.bias)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:  # [B, C, h, w] -> [B, K, h, w]
         return self.conv_seg(self.norm(patches))
@@ -146,7 +175,8 @@ def evaluate(head: LinearSegmentationHead, features: FrozenFeatures, test, num_c
 
 def run(backbone: torch.nn.Module, data_dir, *, dataset: str, max_iters: int | None = None, output_dir=None,
         device=None, seed: int = 0, batch_size: int | None = None, max_test_images: int | None = None,
-        num_workers: int | None = None, protocol: SegmentationProtocol | None = None, progress: bool = False) -> dict:
+        num_workers: int | None = None, protocol: SegmentationProtocol | None = None, progress: bool = False,
+        nyu_test_set: str | None = None) -> dict:
     """Train the authors' segmentation probe on ``dataset`` and evaluate it; returns metrics and ``settings``.
 
     ``max_iters`` stops after that many iterations of the *official* schedule (the learning rate
@@ -154,13 +184,18 @@ def run(backbone: torch.nn.Module, data_dir, *, dataset: str, max_iters: int | N
     The test set is evaluated every ``protocol.eval_interval`` iterations (official: 40,000) and
     at the end; ``metrics`` are the last evaluation's, ``evaluations`` lists all.
     ``num_workers``: loader processes for the augmentation (default 0 on CPU, 4 on GPU).
+    ``nyu_test_set``: overrides ``protocol.nyu_test_set`` (``auto`` / ``full`` / ``vis``).
     """
     protocol = protocol or SegmentationProtocol()
     if batch_size is not None:
         protocol = replace(protocol, batch_size=int(batch_size))
+    if nyu_test_set is not None:
+        protocol = replace(protocol, nyu_test_set=nyu_test_set)
     device = resolve_device(device)
-    train, test, spec = segmentation_datasets(dataset, data_dir)
-    features = FrozenFeatures(backbone, final_norm=protocol.final_norm, device=device)
+    test_set = resolve_test_set(protocol, dataset, backbone)
+    train, test, spec = segmentation_datasets(dataset, data_dir, test_set=test_set)
+    features = FrozenFeatures(backbone, final_norm=protocol.final_norm, device=device,
+                              position_interpolation=protocol.position_interpolation)
     lr_schedule = schedules.PolyLR(protocol.lr, protocol.max_iters, protocol.poly_power, protocol.min_lr,
                                    protocol.warmup_iters, protocol.warmup_ratio)
     iterations = protocol.max_iters if max_iters is None else min(int(max_iters), protocol.max_iters)
@@ -201,11 +236,14 @@ def run(backbone: torch.nn.Module, data_dir, *, dataset: str, max_iters: int | N
 
     settings = dict(asdict(protocol))
     settings.update(
-        dataset=dataset, num_classes=spec.num_classes, iterations_run=iterations,
+        dataset=dataset, num_classes=spec.num_classes, iterations_run=iterations, test_set=test_set,
+        test_images=len(test),
         optimizer="AdamW, no gradient clipping",
         lr_schedule=f"mmcv poly (power {protocol.poly_power}) with linear warm-up {protocol.warmup_iters} it "
                     f"(ratio {protocol.warmup_ratio})",
-        head="1x1 conv on last-layer patch tokens" + (" after BatchNorm" if protocol.batch_norm else ", no BatchNorm"),
+        head="1x1 conv on last-layer patch tokens" + (" after BatchNorm" if protocol.batch_norm else ", no BatchNorm")
+             + (", torch default init (init_weights never called)" if protocol.init_std is None
+                else f", normal init std {protocol.init_std}"),
         loss="mmseg cross-entropy, sum over labelled pixels / all pixels",
         train_augmentation="Resize((2048,512), ratio 0.5-2), RandomCrop(512, cat_max_ratio 0.75), RandomFlip(0.5), "
                            "PhotoMetricDistortion, Pad(512)",

@@ -27,6 +27,9 @@ PRESETS["tiny"] = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=
 PRESETS["tiny-reg"] = dict(PRESETS["tiny"], num_register_tokens=4)
 
 
+# How position embeddings are resized to another grid (see SnDConfig.position_interpolation).
+POSITION_INTERPOLATIONS = ("dinov2", "transformers", "timm")
+
 class SnDConfig(BackboneConfigMixin, PreTrainedConfig):
     r"""Configuration of [`SnDModel`] and [`SnDBackbone`]: the DINOv2 vision transformer.
 
@@ -52,7 +55,10 @@ class SnDConfig(BackboneConfigMixin, PreTrainedConfig):
             grid other than the native one. `"dinov2"` follows the original DINOv2 code that SnD and DINOv2
             weights were trained and evaluated with (bicubic, `scale_factor = (n + 0.1) / N` per axis, no
             antialiasing); `"transformers"` follows transformers' `Dinov2Model` (bicubic to `size = n`; with
-            antialiasing when there are registers, as `Dinov2WithRegistersModel`).
+            antialiasing when there are registers, as `Dinov2WithRegistersModel`); `"timm"` follows timm 0.9.10's
+            `resample_abs_pos_embed` (bicubic to `size = n` **with** antialiasing, in float32), what the SnD
+            authors' depth and segmentation evaluation (`evaluation1/`, a timm `vit_*_patch14_dinov2` with
+            `dynamic_img_size=True`) computes; `--protocol snd` selects it for those tasks.
             They differ by ~0.07 on patch tokens at 224 x 224.
         initializer_range (`float`, defaults to 0.02): std of the truncated normal for random weights.
         drop_path_rate (`float`, defaults to 0.0): stochastic depth rate (training only).
@@ -108,9 +114,10 @@ class SnDConfig(BackboneConfigMixin, PreTrainedConfig):
                 f"SnDConfig: hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
                 f"({self.num_attention_heads})"
             )
-        if self.position_interpolation not in ("dinov2", "transformers"):
+        if self.position_interpolation not in POSITION_INTERPOLATIONS:
             raise ValueError(
-                f"SnDConfig.position_interpolation must be 'dinov2' or 'transformers', got {self.position_interpolation!r}"
+                f"SnDConfig.position_interpolation must be one of {POSITION_INTERPOLATIONS}, "
+                f"got {self.position_interpolation!r}"
             )
         if self.image_size % self.patch_size != 0:
             raise ValueError(f"SnDConfig: image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")

@@ -61,7 +61,9 @@ def interpolate_position_embeddings(
 
     `mode="dinov2"` reproduces the original DINOv2 code (bicubic, `scale_factor = (n + 0.1) / M`, no
     antialiasing); `mode="transformers"` reproduces transformers (bicubic to `size`; `Dinov2Model` without
-    antialiasing, `Dinov2WithRegistersModel` with it, hence `antialias`).
+    antialiasing, `Dinov2WithRegistersModel` with it, hence `antialias`); `mode="timm"` reproduces timm 0.9.10's
+    `resample_abs_pos_embed` (bicubic to `size`, always antialiased, in float32; `antialias` is ignored), used by
+    timm's `VisionTransformer(dynamic_img_size=True)` on every forward.
     """
     count, channels = patch_position_embeddings.shape[1:]
     side = int(round(math.sqrt(count)))
@@ -76,6 +78,8 @@ def interpolate_position_embeddings(
         # The 0.1 offset avoids floating-point error in the resulting size (DINOv2's `interpolate_offset`).
         scale = ((grid_height + 0.1) / side, (grid_width + 0.1) / side)
         grid = F.interpolate(grid, scale_factor=scale, mode="bicubic", antialias=False)
+    elif mode == "timm":
+        grid = F.interpolate(grid, size=(grid_height, grid_width), mode="bicubic", antialias=True)
     else:
         grid = F.interpolate(grid, size=(grid_height, grid_width), mode="bicubic", align_corners=False, antialias=antialias)
     if grid.shape[-2:] != (grid_height, grid_width):
@@ -114,10 +118,10 @@ def _interpolate_position_embeddings_traceable(
     """`interpolate_position_embeddings` without Python branches or float sizes on the grid size, for `torch.export`
     with dynamic height and width: the same bicubic resampling written as two interpolation matrices (equal to
     `F.interpolate` up to float rounding), and the native grid kept as is through `torch.where`."""
-    if mode == "transformers" and antialias:
+    if (mode == "transformers" and antialias) or mode == "timm":
         raise NotImplementedError(
             "torch.export with dynamic shapes supports position_interpolation='dinov2', or 'transformers' without "
-            "registers (antialiased bicubic); export this model at a fixed size instead"
+            "registers (not antialiased bicubic: 'timm' and registers are); export this model at a fixed size instead"
         )
     channels = patch_position_embeddings.shape[-1]
     device = patch_position_embeddings.device
