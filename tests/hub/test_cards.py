@@ -131,3 +131,25 @@ def test_card_of_a_student_in_its_own_transformers_class(model_type):
     family = "dinov3" if model_type == "dinov3_vit" else "dinov2"
     assert family in _metadata(ModelCard(text))["tags"]
     assert "dinov3" not in _metadata(render_model_card(ModelCardInfo(repo_id="me/x"), snd.SnDConfig.tiny()))["tags"]
+
+
+def test_distilled_weights_carry_their_base_models_licence():
+    from snd.hub.cards import weights_license
+
+    assert weights_license(None) == "apache-2.0"  # a random init: this package's own weights
+    assert weights_license("nano-2d") == "apache-2.0"
+    assert weights_license("/data/dinov2_small_snd.pth") == "mit"  # the SnD authors' release
+    assert weights_license("facebook/dinov2-small") == "apache-2.0"
+    assert weights_license("/ckpt/dinov3_vits16_pretrain.pth") == "other"  # Meta's DINOv3 License
+    assert weights_license("someone/other-vit") == "other"
+
+
+def test_a_distillation_card_names_its_bases_licence_and_claims_nothing_unmeasured(tmp_path):
+    from snd.distill.config import load_config
+    from snd.distill.trainer import card_info
+
+    info = card_info(load_config("tiny_synthetic"), "me/tiny-run", tmp_path)
+    assert info.license == "apache-2.0" and info.results == []
+    card = str(render_model_card(info))
+    assert "license: apache-2.0" in card
+    assert "with better depth" not in card and "The paper reports better depth" in card

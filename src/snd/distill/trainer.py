@@ -821,8 +821,11 @@ def card_info(config: DistillConfig, repo_id: str, output_dir: Path | None = Non
         architecture = ", ".join(getattr(model_config, "architectures", None) or []) or model_config.model_type
         provenance["architecture"] = f"{architecture} (model_type {model_config.model_type}), loads with transformers AutoModel"
         tags.append(model_config.model_type)
+    from ..hub.cards import weights_license
+
     return ModelCardInfo(
         repo_id=repo_id,
+        license=weights_license(pretrained),
         tags=tags,
         blend_alpha=config.teacher.blend_alpha,
         base_model=base_model,

@@ -49,6 +49,28 @@ VARIANTS = {
 _DEFAULT_BLEND_ALPHA = 0.5  # the authors' released "with blending" models
 
 
+def weights_license(source: str | None) -> str:
+    """The licence (SPDX id, or "other") of weights fine-tuned from ``source``: they inherit their base's.
+
+    A random initialisation or the project's own ``nano-2d``: Apache-2.0 (this package's licence). The SnD authors'
+    released ``*_snd.pth``: MIT. DINOv2 (``dinov2*``, ``facebook/dinov2-*``): Apache-2.0. DINOv3 (``dinov3*``): "other"
+    (Meta's DINOv3 License). Anything else: "other" (check the base model's licence yourself).
+    """
+    if source is None:
+        return "apache-2.0"
+    name = Path(str(source)).name.lower()
+    text = str(source).lower()
+    if name == "nano-2d":
+        return "apache-2.0"
+    if "_snd" in name or name.startswith("snd"):
+        return "mit"
+    if "dinov3" in text:
+        return "other"
+    if "dinov2" in text:
+        return "apache-2.0"
+    return "other"
+
+
 @dataclass(frozen=True)
 class ProbeResult:
     """One evaluation number: a key of `TASKS`, `DATASETS` and `METRICS` each, and the value."""
