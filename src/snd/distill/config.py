@@ -45,9 +45,9 @@ class ModelConfig:
             DINOv2, where "proj" also matches ``patch_embed.proj``; ours is ``patch_embeddings.projection``:
             ViT-S rank 8 has 228,960 LoRA parameters, as released; ["qkv", "proj"] gives 221,184); the same
             set under transformers DINOv2's names; DINOv3's attention projections. Default "auto".
-        dinov2_as_snd: transformers DINOv2 checkpoints (``Dinov2Model``, ``Dinov2WithRegistersModel``)
-            are converted to ``SnDModel`` (the release's architecture; the paper presets). False: kept
-            and saved in their own class. Default True.
+        dinov2_as_snd: plain transformers DINOv2 checkpoints (``Dinov2Model``) are converted to ``SnDModel``
+            (the release's architecture; the paper presets). False: kept and saved in their own class. DINOv2 with
+            registers (``Dinov2WithRegistersModel``) and DINOv3 always keep their own class. Default True.
         rope_augmentation: DINOv3 students keep DINOv3's training-mode RoPE coordinate augmentation
             (shift/jitter/rescale). Default False (same positions in training and evaluation).
     """
