@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from .experiment import mean_and_spread
 from .multiview import HELD_OUT_SCENE_SEED, MultiViewEvalConfig, build_pairs, evaluate_multiview
 
 logger = logging.getLogger(__name__)
@@ -63,25 +64,12 @@ def t_quantile_95(degrees_of_freedom: int) -> float:
 
 def paired_interval(differences: list[float]) -> dict:
     """Mean of paired differences with its 95% t interval (``low``/``high`` NaN for a single pair)."""
-    values = [v for v in differences if v is not None and math.isfinite(v)]
-    n = len(values)
-    if n == 0:
-        return {"mean": float("nan"), "low": float("nan"), "high": float("nan"), "n": 0}
-    mean = sum(values) / n
-    if n == 1:
-        return {"mean": mean, "low": float("nan"), "high": float("nan"), "n": 1}
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    n = sum(1 for v in differences if v is not None and math.isfinite(v))
+    mean, std = mean_and_spread(differences)
+    if n < 2:
+        return {"mean": mean, "low": float("nan"), "high": float("nan"), "n": n}
     half = t_quantile_95(n - 1) * std / math.sqrt(n)
     return {"mean": mean, "low": mean - half, "high": mean + half, "n": n}
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    values = [v for v in values if v is not None and math.isfinite(v)]
-    if not values:
-        return float("nan"), float("nan")
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return mean, std
 
 
 @dataclass
@@ -196,7 +184,7 @@ def summarise(config: AwarenessConfig, results: dict, constants: dict) -> dict:
                  "constant": constant_flat.get(key)}
         for arm in ARMS:
             values = [flat.get(f"{arm}-seed{seed}", {}).get(key) for seed in config.seeds]
-            mean, std = _mean_std(values)
+            mean, std = mean_and_spread(values)
             entry[arm] = {"per_seed": values, "mean": mean, "std": std}
         differences = [None if s is None or c is None else s - c
                        for s, c in zip(entry["snd"]["per_seed"], entry["control"]["per_seed"])]
