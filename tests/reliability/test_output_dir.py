@@ -56,9 +56,11 @@ def test_overwrite_keeps_a_users_files_under_checkpoints(tmp_path):
     (tmp_path / "checkpoints" / "re10k.ckpt").write_bytes(b"lifter weights")  # the README keeps them there
     (tmp_path / "checkpoints" / "mine").mkdir()
     (tmp_path / "checkpoints" / "mine" / "notes.txt").write_text("mine")
+    (tmp_path / "notes.txt").write_text("mine too")
+    (tmp_path / "teacher").mkdir()
+    (tmp_path / "teacher" / "model.safetensors").write_bytes(b"the old run's export")
     check_output_dir(tmp_path, resume_from_checkpoint=None, overwrite_output_dir=True)
-    assert _files(tmp_path / "checkpoints") == {"re10k.ckpt": b"lifter weights", "mine/notes.txt": b"mine"}
-    assert not (tmp_path / "loss_log.jsonl").exists() and not (tmp_path / "pca_before_after.png").exists()
+    assert _files(tmp_path) == {"checkpoints/re10k.ckpt": b"lifter weights", "checkpoints/mine/notes.txt": b"mine", "notes.txt": b"mine too"}
     # a run's own checkpoint folders only: with nothing else there, checkpoints/ goes too
     other = tmp_path / "other"
     other.mkdir()
@@ -205,41 +207,38 @@ def test_only_the_global_main_process_removes_an_old_run(tmp_path, monkeypatch):
     assert not (tmp_path / "loss_log.jsonl").exists() and not (tmp_path / "checkpoints").exists()
 
 
-def _two_nodes(tmp_path, shared_run: Path, dirs: list[Path]) -> list[dict]:
-    import socket as sockets
-
-    with sockets.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    reports = [tmp_path / f"report{rank}.json" for rank in (0, 1)]
-    processes = [
-        subprocess.Popen([sys.executable, "-m", "tests.reliability.two_nodes", str(rank), str(port), str(shared_run), str(dirs[rank]),
-                          str(reports[rank])], cwd=REPO_ROOT, env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for rank in (0, 1)
-    ]
-    outputs = [process.communicate(timeout=240)[0] for process in processes]
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output[-3000:]
-    return [json.loads(report.read_text()) for report in reports]
-
-
+@pytest.mark.slow  # two launched processes (~18 s on a busy 2-core machine)
 def test_two_machines_overwrite_one_folder_and_must_share_the_output_dir(tmp_path):
     """Two processes, global ranks 0 and 1, each the local main process of its "machine" (gloo): under
     --overwrite_output_dir both settle the same folder at once and only rank 0 removes (no FileNotFoundError);
     one shared output_dir passes the shared-filesystem check, two separate ones (two machines' own disks) are
     refused on both, naming the machine whose marker is missing."""
+    import socket as sockets
+
     shared_run = tmp_path / "run"
     _snd_run(shared_run)
     (shared_run / "checkpoints" / "re10k.ckpt").write_bytes(b"lifter")
     shared = tmp_path / "shared"
-    reports = _two_nodes(tmp_path, shared_run, [shared, shared])
+    with sockets.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    reports = [tmp_path / f"report{rank}.json" for rank in (0, 1)]
+    processes = [
+        subprocess.Popen([sys.executable, "-m", "tests.reliability.two_nodes", str(rank), str(port), str(shared_run), str(shared),
+                          str(tmp_path / f"disk{rank}"), str(reports[rank])],
+                         cwd=REPO_ROOT, env=script_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)
+    ]
+    outputs = [process.communicate(timeout=240)[0] for process in processes]
+    for process, output in zip(processes, outputs):
+        assert process.returncode == 0, output[-3000:]
+    reports = [json.loads(report.read_text()) for report in reports]
     assert [r["overwrite"] for r in reports] == ["ok", "ok"] and [r["shared"] for r in reports] == ["ok", "ok"]
-    assert _files(shared_run) == {"config.yaml": b"training:\n  max_steps: 2\n", "checkpoints/re10k.ckpt": b"lifter"}
+    assert _files(shared_run) == {"checkpoints/re10k.ckpt": b"lifter"}
     assert not any(shared.rglob("node-*"))  # the markers are removed
-    reports = _two_nodes(tmp_path, tmp_path / "nothing", [tmp_path / "disk0", tmp_path / "disk1"])
     for report in reports:
-        assert report["shared"].startswith("ConfigError: ") and "not one filesystem shared by all 2 machines" in report["shared"]
-        assert "node-1" in report["shared"]
+        assert report["separate"].startswith("ConfigError: ") and "not one filesystem shared by all 2 machines" in report["separate"]
+        assert "node-1" in report["separate"]
 
 
 # ------------------------------------------------------------------------------------------ evaluate.py
@@ -255,3 +254,34 @@ def test_evaluate_script_refuses_to_replace_earlier_results(tmp_path):
 
     check_results_dir(tmp_path, overwrite=True)
     check_results_dir(tmp_path / "new")
+
+
+def test_a_real_run_holding_the_lock_is_not_refused_by_its_own_check(tmp_path):
+    """The wiring the trainer needs (`@launch.locks_output_dir` on train): a real tiny run takes the lock, its own
+    check_output_dir accepts it, it is held during the run and released at the end; a locked folder is refused
+    before any work."""
+    from snd.distill import load_config, trainer
+
+    flags = [flag for flag in TINY if flag != "--no_progress"]
+    config = load_config(None, dotted_flags_to_overrides(flags) + [f"training.output_dir={tmp_path / 'run'}", "training.max_steps=1"])
+    held = []
+    build = trainer.build_optimizer
+
+    def spying_build(*args, **kwargs):
+        held.append(json.loads((tmp_path / "run" / LOCK_NAME).read_text())["pid"])
+        return build(*args, **kwargs)
+
+    locked_train = locks_output_dir(trainer.train)
+    import unittest.mock
+
+    with unittest.mock.patch.object(trainer, "build_optimizer", spying_build):
+        result = locked_train(config, progress=False)
+    assert result.steps == 1 and held == [os.getpid()] and not (tmp_path / "run" / LOCK_NAME).exists()
+    other = _live_process()
+    try:
+        _write_lock(tmp_path / "run", other.pid)
+        with pytest.raises(OutputDirLockedError, match=str(other.pid)):
+            locked_train(config, resume_from_checkpoint="latest", progress=False)
+    finally:
+        other.kill()
+        other.wait()

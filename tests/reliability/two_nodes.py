@@ -1,7 +1,7 @@
 """One of two processes that pretend to be the main process of two different machines (global ranks 0 and 1,
 each with local rank 0) in a gloo group, for tests/reliability/test_output_dir.py. Not a test module.
 
-    python -m tests.reliability.two_nodes RANK PORT SHARED_RUN OUTPUT_DIR REPORT
+    python -m tests.reliability.two_nodes RANK PORT SHARED_RUN SHARED_DIR OWN_DIR REPORT
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 
-def main(rank: int, port: int, shared_run: str, output_dir: str, report: str) -> None:
+def main(rank: int, port: int, shared_run: str, shared_dir: str, own_dir: str, report: str) -> None:
     os.environ.update({"RANK": str(rank), "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     import torch.distributed as dist
 
@@ -30,17 +30,18 @@ def main(rank: int, port: int, shared_run: str, output_dir: str, report: str) ->
     except Exception as error:  # noqa: BLE001 - reported to the test
         result["overwrite"] = f"{type(error).__name__}: {error}\n{traceback.format_exc()}"
     dist.barrier()
-    # 2. the shared-filesystem check on this process's output_dir (the test gives both the same one, or each its own)
+    # 2. the shared-filesystem check on one folder both see, then on a folder of each one's own (two machines' disks)
     accelerator = SimpleNamespace(num_processes=2, process_index=rank, local_process_index=0, is_main_process=rank == 0,
                                   is_local_main_process=True)
-    try:
-        check_shared_output_dir(accelerator, output_dir, wait_s=0.5)
-        result["shared"] = "ok"
-    except ConfigError as error:
-        result["shared"] = f"ConfigError: {error}"
+    for key, folder in (("shared", shared_dir), ("separate", own_dir)):
+        try:
+            check_shared_output_dir(accelerator, folder, wait_s=0.5)
+            result[key] = "ok"
+        except ConfigError as error:
+            result[key] = f"ConfigError: {error}"
     Path(report).write_text(json.dumps(result))
     dist.destroy_process_group()
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5])
+    main(int(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:7])

@@ -154,11 +154,11 @@ def step_images(held_out_image: torch.Tensor, student_features: torch.Tensor, ta
 #: there, the folder holds (part of) a run, and a new run would replace or mix with it.
 RUN_OUTPUTS = ("config.yaml", "loss_log.jsonl", "train_summary.json", "student", "teacher", "heads.safetensors",
                "pca_before_features.pt", "pca_before_after.png", "snd-distill")
-#: what `--overwrite_output_dir` removes besides the run's checkpoint folders (the exports `student/`, `teacher/`,
-#: `heads.safetensors` are replaced atomically at the end of the new run; `config.yaml` is kept, so the folder
-#: still reads as a run of ours should the new run die before writing its own).
+#: what `--overwrite_output_dir` removes besides the run's checkpoint folders, in this order: `config.yaml` last, so a
+#: removal cut short still leaves a folder that reads as a run of ours (and can be overwritten again).
 _OVERWRITTEN = ("loss_log.jsonl", "train_summary.json", "pca_before_features.pt", "pca_before_after.png", "snd-distill",
-                ".loss_log.jsonl.tmp", ".train_summary.json.tmp", ".heads.safetensors.tmp")
+                "heads.safetensors", "student", "teacher", ".loss_log.jsonl.tmp", ".train_summary.json.tmp",
+                ".heads.safetensors.tmp", ".tmp-student", ".tmp-teacher", ".stale-student", ".stale-teacher", ".config.yaml.tmp")
 _RUN_CHECKPOINT = re.compile(r"(?:\.(?:tmp|pruned|stale)-)?checkpoint-\d{8}")
 LOCK_NAME = ".snd_run.lock"
 NODES_FOLDER = ".snd_nodes"
@@ -242,7 +242,7 @@ def check_output_dir(output_dir: str | Path, resume_from_checkpoint: str | None,
       resuming a checkpoint of *another* folder into it is refused too (it would truncate this folder's loss log at
       that checkpoint's step and mix two runs' checkpoints) unless `overwrite_output_dir`.
     - `overwrite_output_dir` removes only what a run wrote: its `checkpoint-XXXXXXXX` folders (never other files
-      under `checkpoints/`), its loss log, summary, pictures and tracker folder.
+      under `checkpoints/`), its config, loss log, summary, pictures, tracker folder and exports (`remove_run_outputs`).
     - A folder locked by another live run (`output_dir_lock`) is refused.
     """
     output_dir = Path(output_dir)
@@ -286,7 +286,8 @@ def check_output_dir(output_dir: str | Path, resume_from_checkpoint: str | None,
 
 
 def remove_run_outputs(output_dir: str | Path) -> list[str]:
-    """Remove an earlier run's checkpoint folders, logs and pictures from `output_dir` (see `check_output_dir`);
+    """Remove an earlier run's checkpoint folders, config, logs, pictures and exports from `output_dir` (see
+    `check_output_dir`); other files stay;
     returns what was removed (relative names). `checkpoints/` itself goes only when nothing else is left in it."""
     import shutil
 
@@ -300,13 +301,16 @@ def remove_run_outputs(output_dir: str | Path) -> list[str]:
         else:
             continue
         removed.append(path.relative_to(output_dir).as_posix())
-    for path in output_dir.glob("config.resume-*.yaml"):
+    for path in sorted(output_dir.glob("config.resume-*.yaml")):
         path.unlink()
         removed.append(path.name)
     try:
         (output_dir / "checkpoints").rmdir()  # only when empty: a user's files there stay, and so does the folder
     except OSError:
         pass
+    if (output_dir / "config.yaml").is_file():  # last (see _OVERWRITTEN)
+        (output_dir / "config.yaml").unlink()
+        removed.append("config.yaml")
     return removed
 
 
