@@ -60,7 +60,8 @@ def test_overwrite_keeps_a_users_files_under_checkpoints(tmp_path):
     (tmp_path / "teacher").mkdir()
     (tmp_path / "teacher" / "model.safetensors").write_bytes(b"the old run's export")
     check_output_dir(tmp_path, resume_from_checkpoint=None, overwrite_output_dir=True)
-    assert _files(tmp_path) == {"checkpoints/re10k.ckpt": b"lifter weights", "checkpoints/mine/notes.txt": b"mine", "notes.txt": b"mine too"}
+    assert _files(tmp_path) == {"checkpoints/re10k.ckpt": b"lifter weights", "checkpoints/mine/notes.txt": b"mine", "notes.txt": b"mine too",
+                                "config.overwritten.yaml": b"training:\n  max_steps: 2\n"}  # renamed: it may be the user's
     # a run's own checkpoint folders only: with nothing else there, checkpoints/ goes too
     other = tmp_path / "other"
     other.mkdir()
@@ -234,7 +235,7 @@ def test_two_machines_overwrite_one_folder_and_must_share_the_output_dir(tmp_pat
         assert process.returncode == 0, output[-3000:]
     reports = [json.loads(report.read_text()) for report in reports]
     assert [r["overwrite"] for r in reports] == ["ok", "ok"] and [r["shared"] for r in reports] == ["ok", "ok"]
-    assert _files(shared_run) == {"checkpoints/re10k.ckpt": b"lifter"}
+    assert _files(shared_run) == {"checkpoints/re10k.ckpt": b"lifter", "config.overwritten.yaml": b"training:\n  max_steps: 2\n"}
     assert not any(shared.rglob("node-*"))  # the markers are removed
     for report in reports:
         assert report["separate"].startswith("ConfigError: ") and "not one filesystem shared by all 2 machines" in report["separate"]

@@ -154,8 +154,9 @@ def step_images(held_out_image: torch.Tensor, student_features: torch.Tensor, ta
 #: there, the folder holds (part of) a run, and a new run would replace or mix with it.
 RUN_OUTPUTS = ("config.yaml", "loss_log.jsonl", "train_summary.json", "student", "teacher", "heads.safetensors",
                "pca_before_features.pt", "pca_before_after.png", "snd-distill")
-#: what `--overwrite_output_dir` removes besides the run's checkpoint folders, in this order: `config.yaml` last, so a
-#: removal cut short still leaves a folder that reads as a run of ours (and can be overwritten again).
+#: what `--overwrite_output_dir` removes besides the run's checkpoint folders, in this order; then `config.yaml` is
+#: renamed `config.overwritten.yaml` (last, so a removal cut short still leaves a folder that reads as a run of ours;
+#: renamed, as it may be the user's own file), and the new run writes its own `config.yaml`.
 _OVERWRITTEN = ("loss_log.jsonl", "train_summary.json", "pca_before_features.pt", "pca_before_after.png", "snd-distill",
                 "heads.safetensors", "student", "teacher", ".loss_log.jsonl.tmp", ".train_summary.json.tmp",
                 ".heads.safetensors.tmp", ".tmp-student", ".tmp-teacher", ".stale-student", ".stale-teacher", ".config.yaml.tmp")
@@ -242,7 +243,8 @@ def check_output_dir(output_dir: str | Path, resume_from_checkpoint: str | None,
       resuming a checkpoint of *another* folder into it is refused too (it would truncate this folder's loss log at
       that checkpoint's step and mix two runs' checkpoints) unless `overwrite_output_dir`.
     - `overwrite_output_dir` removes only what a run wrote: its `checkpoint-XXXXXXXX` folders (never other files
-      under `checkpoints/`), its config, loss log, summary, pictures, tracker folder and exports (`remove_run_outputs`).
+      under `checkpoints/`), its loss log, summary, pictures, tracker folder and exports; its `config.yaml` is renamed
+      `config.overwritten.yaml` (`remove_run_outputs`).
     - A folder locked by another live run (`output_dir_lock`) is refused.
     """
     output_dir = Path(output_dir)
@@ -286,8 +288,8 @@ def check_output_dir(output_dir: str | Path, resume_from_checkpoint: str | None,
 
 
 def remove_run_outputs(output_dir: str | Path) -> list[str]:
-    """Remove an earlier run's checkpoint folders, config, logs, pictures and exports from `output_dir` (see
-    `check_output_dir`); other files stay;
+    """Remove an earlier run's checkpoint folders, logs, pictures and exports from `output_dir` and rename its
+    `config.yaml` `config.overwritten.yaml` (see `check_output_dir`); other files stay;
     returns what was removed (relative names). `checkpoints/` itself goes only when nothing else is left in it."""
     import shutil
 
@@ -308,9 +310,15 @@ def remove_run_outputs(output_dir: str | Path) -> list[str]:
         (output_dir / "checkpoints").rmdir()  # only when empty: a user's files there stay, and so does the folder
     except OSError:
         pass
-    if (output_dir / "config.yaml").is_file():  # last (see _OVERWRITTEN)
-        (output_dir / "config.yaml").unlink()
-        removed.append("config.yaml")
+    config = output_dir / "config.yaml"
+    if config.is_file():  # last (see _OVERWRITTEN); renamed, not deleted: it may be a config the user wrote there
+        kept = output_dir / "config.overwritten.yaml"
+        number = 1
+        while kept.exists():
+            number += 1
+            kept = output_dir / f"config.overwritten-{number}.yaml"
+        config.rename(kept)
+        removed.append(f"config.yaml (kept as {kept.name})")
     return removed
 
 
