@@ -376,7 +376,8 @@ def test_optimizer_state_that_does_not_fit_the_model_is_refused_naming_file_and_
 @pytest.mark.parametrize("name, edit, message", [
     ("scheduler.bin", lambda s: s.update(base_lrs=[1.0, 2.0, 3.0]), r"scheduler\.bin: field base_lrs is list of 3"),
     ("scheduler.bin", lambda s: s.update(last_epoch="4"), r"scheduler\.bin: field last_epoch is str, but this run needs an int"),
-    ("scheduler.bin", lambda s: s.update(extra=1), r"scheduler\.bin: field \(top level\) is dict.*keys"),
+    ("scheduler.bin", lambda s: s.update(optimizer={}), r"scheduler\.bin: field optimizer is not part of this run's scheduler state"),
+    ("scheduler.bin", lambda s: s.update(lr_lambdas=[{"x": 1}]), r"scheduler\.bin: field lr_lambdas\[0\] is dict, but this run needs NoneType"),
     ("random_states_0.pkl", lambda s: s.update(torch_manual_seed=torch.zeros(3, dtype=torch.uint8)), r"random_states_0\.pkl: field torch_manual_seed is tensor \(3,\)"),
     ("random_states_0.pkl", lambda s: s.update(random_state=(3, (1, 2), None)), r"random_states_0\.pkl: field random_state\[1\] is tuple of 2"),
     ("random_states_0.pkl", lambda s: s.pop("numpy_random_seed"), r"random_states_0\.pkl: field numpy_random_seed is missing"),

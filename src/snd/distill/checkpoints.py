@@ -439,6 +439,21 @@ def check_optimizer_state(saved, optimizer, file: Path) -> None:
                 raise CheckpointError(f"{file}: field {where} is {_kind(value)}, not a tensor or number")
 
 
+def check_scheduler_state(saved, scheduler, file: Path) -> None:
+    """Check a scheduler state dict loaded from ``file`` against ``scheduler`` (``load_state_dict`` copies it into the
+    scheduler's attributes): every key both have must be of the same kind (lengths, number types); a key the
+    scheduler's ``state_dict`` lacks is refused when it would replace one of its other attributes (e.g. its
+    optimizer). Keys written by another torch version that the scheduler no longer has, or does not have yet, pass."""
+    live = scheduler.state_dict()
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{file}: field (top level) is {_kind(saved)}, not a scheduler state dict")
+    for key, value in saved.items():
+        if key in live:
+            _same_structure(value, live[key], file, str(key))
+        elif not isinstance(key, str) or hasattr(scheduler, key):
+            raise CheckpointError(f"{file}: field {key} is not part of this run's scheduler state (loading it would replace its {key!r})")
+
+
 def check_rng_state(saved, file: Path) -> None:
     """Check a ``random_states_<rank>.pkl`` dict against this process's own generators before Accelerate sets them:
     Python's (version and 625-word state), NumPy's (MT19937 state) and torch's (a byte tensor of its size), and
@@ -490,8 +505,7 @@ def check_accelerate_states(accelerator, path: Path, loaded: dict) -> None:
         check_optimizer_state(take(name), optimizer, path / name)
     for index, scheduler in enumerate(getattr(accelerator, "_schedulers", [])):
         name = f"{SCHEDULER_NAME}.bin" if index == 0 else f"{SCHEDULER_NAME}_{index}.bin"
-        live = getattr(scheduler, "scheduler", scheduler).state_dict()
-        _same_structure(take(name), live, path / name, "")
+        check_scheduler_state(take(name), getattr(scheduler, "scheduler", scheduler), path / name)
     name = f"{RNG_STATE_NAME}_{accelerator.process_index}.pkl"
     if name in loaded:  # Accelerate skips a missing one with a warning
         check_rng_state(loaded[name], path / name)
