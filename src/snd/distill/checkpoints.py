@@ -400,6 +400,8 @@ def check_optimizer_state(saved, optimizer, file: Path) -> None:
                 continue
             if key not in group:
                 continue  # an option newer than the checkpoint: the optimizer's __setstate__ gives it its default
+            if (value is None or isinstance(value, bool)) and (group[key] is None or isinstance(group[key], bool)):
+                continue  # switches (fused, foreach, capturable ...): None and bools are interchangeable
             if isinstance(value, torch.Tensor) and not isinstance(group[key], torch.Tensor):
                 if isinstance(group[key], bool) or not isinstance(group[key], (int, float)):
                     raise CheckpointError(f"{file}: field {where}.{key} is {_kind(group[key])}, not a number")
