@@ -171,12 +171,12 @@ class OutputDirLockedError(ConfigError):
 
 
 def global_rank() -> int:
-    """This process's global rank (0 for a single process): Accelerate's state when it exists, else the launcher's
-    environment (`RANK`, or MPI's). Not `LOCAL_RANK`: on several machines each one has a local rank 0."""
+    """This process's global rank (0 for a single process): Accelerate's state when it is distributed, else the
+    launcher's environment (`RANK`, or MPI's). Not `LOCAL_RANK`: on several machines each one has a local rank 0."""
     try:
         from accelerate.state import PartialState
 
-        if PartialState._shared_state:
+        if PartialState._shared_state and PartialState().num_processes > 1:  # a distributed state: its own answer
             return int(PartialState().process_index)
     except Exception:  # noqa: BLE001 - no accelerate state: fall back to the environment
         pass
