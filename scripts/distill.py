@@ -26,7 +26,7 @@ def parse_args(argv=None):
     parser.add_argument("--max_steps", type=int, default=None, help="optimiser steps (training.max_steps)")
     parser.add_argument("--seed", type=int, default=None, help="seed of init, data order and view sampling (training.seed)")
     parser.add_argument("--resume_from_checkpoint", default=None, help="'latest' (newest checkpoint in --output_dir) or a checkpoint directory")
-    parser.add_argument("--overwrite_output_dir", action="store_true", help="replace the run already in --output_dir (its checkpoints and logs are removed)")
+    parser.add_argument("--overwrite_output_dir", action="store_true", help="replace the snd run already in --output_dir (its checkpoint folders, logs, pictures and exports are removed, its config.yaml renamed config.overwritten.yaml; other files, e.g. lifter weights under checkpoints/, stay)")
     parser.add_argument("--allow_config_change", action="store_true", help="resume even if max_steps/lr/batch size/schedule/seed differ from the checkpoint's")
     parser.add_argument("--push_to_hub", default=None, metavar="REPO", help="push the final student to this Hub repository (token and repository are checked before training)")
     parser.add_argument("--verbose", action="store_true", help="log Accelerate's and transformers' INFO lines too")

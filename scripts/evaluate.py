@@ -10,7 +10,8 @@ Two protocols:
 
 Example (CPU, a couple of minutes with a tiny model):
     python scripts/evaluate.py --model path/to/model --task all --dataset synthetic --output-dir eval_out
-Writes eval_out/results.json, eval_out/comparison.md, eval_out/<model>/<task>.json and pictures.
+Writes eval_out/results.json, eval_out/comparison.md, eval_out/<model>/<task>.json and pictures; an --output-dir
+that already holds results.json or comparison.md is refused unless --overwrite.
 """
 
 import argparse
@@ -25,6 +26,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _HERE
 from snd.eval import EvaluationConfig, SyntheticEvalConfig, evaluate_backbones  # noqa: E402
 from snd.eval.datasets import DATASETS, TASKS  # noqa: E402
 from snd.eval.protocols import PROTOCOLS, evaluate_snd  # noqa: E402
+from snd.eval.report import ResultsExistError, check_results_dir  # noqa: E402
 
 ALL_DATASETS = tuple(dict.fromkeys(DATASETS + ("scannet",)))
 
@@ -51,6 +53,8 @@ def parse_args(argv=None):
                         help="snd protocol, NYUv2 segmentation test set: auto (default) = as the released config of "
                              "the model size (ViT-S: nyu_test_rgb_vis, ViT-B: the full nyu_test_rgb)")
     parser.add_argument("--output-dir", default="evaluation")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier evaluation's results.json / comparison.md in --output-dir (refused otherwise)")
     parser.add_argument("--probe-epochs", type=int, default=None, help="override every probe's epochs")
     parser.add_argument("--probe-max-steps", type=int, default=None, help="cap every probe's optimiser steps")
     parser.add_argument("--num-correspondences", type=int, default=1000)
@@ -82,6 +86,10 @@ def main(argv=None):
         import torch
 
         torch.set_num_threads(args.num_threads)
+    try:
+        check_results_dir(args.output_dir, args.overwrite)
+    except ResultsExistError as error:
+        raise SystemExit(f"error: {error}") from None
     protocol = args.protocol or ("quick" if args.dataset == "synthetic" else "snd")
     if protocol == "snd":
         if args.dataset == "synthetic":

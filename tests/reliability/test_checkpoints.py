@@ -393,3 +393,83 @@ def test_resuming_a_finished_run_trains_nothing_and_keeps_its_summary(finished_r
                          "--resume_from_checkpoint", "latest"]) == 0
     printed = capsys.readouterr().out
     assert "nothing left to train" in printed and "done:" not in printed
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Loaded optimizer / scheduler / RNG states must fit what they are loaded into (issue 21)
+
+
+def _replace_state(out, name, edit):
+    """Rewrite ``name`` of the last checkpoint as plain tensors/numbers (``edit`` changes the loaded object in
+    place) and re-write the manifest, as a careful attacker or a checkpoint of another model would have it."""
+    last = checkpoint_dir(out, 4)
+    value = torch.load(last / name, weights_only=False)
+    edit(value)
+    torch.save(value, last / name)
+    write_checkpoint_marker(last, 4, {"run": json.loads((last / "snd_checkpoint.json").read_text())["run"]})
+    return last
+
+
+def _first_moment(state):
+    return next(iter(state["state"].values()))
+
+
+@pytest.mark.parametrize("field, edit, message", [
+    # plain tensors of the wrong shape: weights_only and the size dry run accept them, the fused Adam step wrote out of bounds
+    ("exp_avg", lambda s: _first_moment(s).update(exp_avg=torch.zeros(3, 5)), r"optimizer\.bin: field state\[\d+\]\.exp_avg is tensor \(3, 5\).*its parameter is tensor"),
+    ("exp_avg_sq", lambda s: _first_moment(s).update(exp_avg_sq=torch.zeros(7)), r"optimizer\.bin: field state\[\d+\]\.exp_avg_sq is tensor \(7,\)"),
+    ("step", lambda s: _first_moment(s).update(step=torch.zeros(1000)), r"optimizer\.bin: field state\[\d+\]\.step is tensor \(1000,\).*one number"),
+    ("dtype", lambda s: _first_moment(s).update(exp_avg=_first_moment(s)["exp_avg"].to(torch.int64)), r"optimizer\.bin: field state\[\d+\]\.exp_avg is tensor .* torch\.int64"),
+    ("unknown id", lambda s: s["state"].update({10_000: {}}), r"optimizer\.bin: field state\[10000\] is the state of no parameter"),
+    ("group size", lambda s: s["param_groups"][0]["params"].pop(), r"optimizer\.bin: field param_groups\[0\]\.params does not list"),
+    ("betas", lambda s: s["param_groups"][0].update(betas="0.9"), r"optimizer\.bin: field param_groups\[0\]\.betas is str"),
+])
+def test_optimizer_state_that_does_not_fit_the_model_is_refused_naming_file_and_field(finished_run, tmp_path, field, edit, message):
+    out = _copy(finished_run, tmp_path)
+    last = _replace_state(out, "optimizer.bin", edit)
+    with pytest.raises(CheckpointError, match=message):
+        _run(out, resume=str(last))
+
+
+@pytest.mark.parametrize("name, edit, message", [
+    ("scheduler.bin", lambda s: s.update(base_lrs=[1.0, 2.0, 3.0]), r"scheduler\.bin: field base_lrs is list of 3"),
+    ("scheduler.bin", lambda s: s.update(last_epoch="4"), r"scheduler\.bin: field last_epoch is str, but this run needs an int"),
+    ("scheduler.bin", lambda s: s.update(optimizer={}), r"scheduler\.bin: field optimizer is not part of this run's scheduler state"),
+    ("scheduler.bin", lambda s: s.update(lr_lambdas=[{"x": 1}]), r"scheduler\.bin: field lr_lambdas\[0\] is dict, but this run needs NoneType"),
+    ("random_states_0.pkl", lambda s: s.update(torch_manual_seed=torch.zeros(3, dtype=torch.uint8)), r"random_states_0\.pkl: field torch_manual_seed is tensor \(3,\)"),
+    ("random_states_0.pkl", lambda s: s.update(random_state=(3, (1, 2), None)), r"random_states_0\.pkl: field random_state\[1\] is tuple of 2"),
+    ("random_states_0.pkl", lambda s: s.pop("numpy_random_seed"), r"random_states_0\.pkl: field numpy_random_seed is missing"),
+])
+def test_scheduler_and_rng_states_that_do_not_fit_are_refused_naming_file_and_field(finished_run, tmp_path, name, edit, message):
+    out = _copy(finished_run, tmp_path)
+    last = _replace_state(out, name, edit)
+    with pytest.raises(CheckpointError, match=message):
+        _run(out, resume=str(last))
+
+
+class _BuildBomb:
+    """Pickles to a 1-element tensor and then a BUILD step ``tensor.set_(storage, 0, (2**40,), (0,))``: a
+    1.6 kB file that ``torch.load(weights_only=True)`` turns into a 2**40-element view."""
+
+    def __reduce_ex__(self, protocol):
+        import collections
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            storage = torch.zeros(1).storage()
+        return (torch._utils._rebuild_tensor_v2, (storage, 0, (1,), (1,), False, collections.OrderedDict()), (storage, 0, (2**40,), (0,)))
+
+
+def test_a_build_step_that_inflates_a_tensor_is_refused_before_allocating(finished_run, tmp_path):
+    from snd.convert.pickles import check_sizes
+
+    bomb = tmp_path / "bomb.bin"
+    torch.save({"w": _BuildBomb()}, bomb)
+    assert torch.load(bomb, weights_only=True)["w"].shape == (2**40,)  # what the dry run must catch
+    with pytest.raises(Exception, match=r"re-shaped by a BUILD \(set_\) step of shape \(1099511627776,\).*larger than the whole file"):
+        check_sizes(bomb)
+    out = _copy(finished_run, tmp_path)
+    last = _replace_state(out, "optimizer.bin", lambda s: _first_moment(s).update(exp_avg=_BuildBomb()))
+    with pytest.raises(CheckpointError, match=r"optimizer\.bin: refused.*BUILD \(set_\) step of shape \(1099511627776,\)"):
+        _run(out, resume=str(last))

@@ -92,21 +92,66 @@ class _InertUnpickler(pickle.Unpickler):
         return self.storages[key]
 
 
+class _StorageRecord:
+    """A storage in the size dry run: its dtype and how many elements the archive really holds."""
+
+    def __init__(self, dtype: torch.dtype, available: int):
+        self.dtype, self.available = dtype, available
+
+
+class _TensorRecord:
+    """A tensor in the size dry run. A pickle can re-shape a tensor after building it: a BUILD opcode on a
+    tensor makes ``torch.load(weights_only=True)`` call ``tensor.set_(storage, offset, size, stride)`` (and on a
+    Parameter ``__setstate__``, the same); that state is checked like the tensor's own size fields."""
+
+    def __init__(self, check):
+        self._check = check
+
+    def __setstate__(self, state):
+        if isinstance(state, dict) or state is None:
+            return  # attributes (a subclass's __dict__): no size
+        if isinstance(state, tuple) and len(state) == 2 and (state[0] is None or isinstance(state[0], dict)):
+            return  # (dict, slots) state
+        if not isinstance(state, tuple) or not state:
+            raise pickle.UnpicklingError(f"a tensor's BUILD state is {type(state).__name__}, not a tensor state")
+        source = state[0]
+        if isinstance(source, _TensorRecord):
+            return  # set_(another tensor): that one was checked
+        if isinstance(source, _StorageRecord):
+            offset = state[1] if len(state) > 1 else 0
+            size = state[2] if len(state) > 2 else (source.available,)
+            if len(state) > 3:
+                stride = state[3]
+            else:  # contiguous
+                stride, step = [], 1
+                for extent in reversed(tuple(size)):
+                    stride.insert(0, step)
+                    step *= extent if isinstance(extent, int) else 1
+            if not isinstance(size, (tuple, list, torch.Size)) or not isinstance(stride, (tuple, list, torch.Size)):
+                raise pickle.UnpicklingError(f"a tensor's BUILD state sets size {size!r} / stride {stride!r}, not integer lists")
+            self._check(source, offset, tuple(size), tuple(stride), "a tensor re-shaped by a BUILD (set_) step")
+            return
+        raise pickle.UnpicklingError(f"a tensor's BUILD state starts with {type(source).__name__}, not a storage or tensor")
+
+
 class _SizeCheckUnpickler(pickle.Unpickler):
     """A dry run over ``data.pkl`` that allocates nothing: storages are (dtype, bytes in the archive) records,
-    tensors are checked against them and against the file size, every other object is inert. Raises
-    ``pickle.UnpicklingError`` naming the problem (a size field larger than the file, a negative size, a
-    view past its storage, a pickle that calls a storage constructor)."""
+    tensors are checked against them and against the file size, also after a BUILD step re-shapes them
+    (``tensor.set_``), every other object is inert. Raises ``pickle.UnpicklingError`` naming the problem (a size
+    field larger than the file, a negative size, a view past its storage, a pickle that calls a storage
+    constructor)."""
 
     def __init__(self, data: bytes, archive: zipfile.ZipFile, prefix: str, file_size: int):
         super().__init__(io.BytesIO(data))
         self.archive, self.prefix, self.file_size = archive, prefix, file_size
 
     def find_class(self, module, name):
-        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+        if (module, name) in (("torch._utils", "_rebuild_tensor_v2"), ("torch._utils", "_rebuild_tensor"), ("torch._utils", "_rebuild_tensor_v3")):
             return self._rebuild_tensor
-        if (module, name) == ("torch._utils", "_rebuild_parameter"):
+        if (module, name) in (("torch._utils", "_rebuild_parameter"), ("torch._utils", "_rebuild_parameter_with_state")):
             return lambda data, *args, **kwargs: data
+        if (module, name) == ("torch._tensor", "_rebuild_from_type_v2"):  # func(*args), then attributes
+            return lambda func, new_type, args, state: func(*args) if callable(func) else _placeholder("torch", "Tensor")()
         storage = _storage_type(module, name)
         if storage is not None:
             return storage
@@ -130,22 +175,30 @@ class _SizeCheckUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"storage {key!r} claims {stored} bytes, more than the whole file ({self.file_size} bytes)")
         if not isinstance(numel, int) or numel < 0 or numel * itemsize > self.file_size:
             raise pickle.UnpicklingError(f"storage {key!r} claims {numel!r} elements of {dtype}, more than the file holds ({self.file_size} bytes)")
-        return (dtype, stored // itemsize)
+        return _StorageRecord(dtype, stored // itemsize)
 
-    def _rebuild_tensor(self, storage, offset, size, stride, *args, **kwargs):
-        dtype, available = storage
-        if not all(isinstance(v, int) for v in (offset, *size, *stride)) or offset < 0 or any(v < 0 for v in (*size, *stride)):
-            raise pickle.UnpicklingError(f"a tensor has a negative or non-integer size/stride/offset: size {size}, stride {stride}, offset {offset}")
+    def _check_view(self, storage, offset, size, stride, what: str = "a tensor") -> None:
+        if not isinstance(storage, _StorageRecord):
+            raise pickle.UnpicklingError(f"a tensor is built on {type(storage).__name__}, not a storage")
+        dtype, available = storage.dtype, storage.available
+        values = (offset, *size, *stride)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in values) or any(v < 0 for v in values) or len(size) != len(stride):
+            raise pickle.UnpicklingError(f"{what} has a negative or non-integer size/stride/offset: size {size}, stride {stride}, offset {offset}")
         numel = math.prod(size)
         nbytes = numel * torch.empty(0, dtype=dtype).element_size()
         if nbytes > self.file_size:
             raise pickle.UnpicklingError(
-                f"a tensor of shape {tuple(size)} ({dtype}, {nbytes} bytes) is larger than the whole file ({self.file_size} bytes) "
+                f"{what} of shape {tuple(size)} ({dtype}, {nbytes} bytes) is larger than the whole file ({self.file_size} bytes) "
                 f"(stride {tuple(stride)}): its size fields are corrupt or it is a broadcast view; refused before allocating"
             )
         if numel and offset + sum((n - 1) * st for n, st in zip(size, stride)) >= available:
-            raise pickle.UnpicklingError(f"a tensor of shape {tuple(size)} at offset {offset} reads past its storage of {available} elements")
-        return _placeholder("torch", "Tensor")()
+            raise pickle.UnpicklingError(f"{what} of shape {tuple(size)} at offset {offset} reads past its storage of {available} elements")
+
+    def _rebuild_tensor(self, storage, offset, size, stride, *args, **kwargs):
+        if not isinstance(size, (tuple, list, torch.Size)) or not isinstance(stride, (tuple, list, torch.Size)):
+            raise pickle.UnpicklingError(f"a tensor has size {size!r} / stride {stride!r}, not integer lists")
+        self._check_view(storage, offset, tuple(size), tuple(stride))
+        return _TensorRecord(self._check_view)
 
 
 def check_sizes(path: str | Path) -> None:

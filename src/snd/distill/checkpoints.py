@@ -300,21 +300,217 @@ def save_checkpoint(
     return final
 
 
-def _check_weights_only(file: Path) -> None:
+def _check_weights_only(file: Path):
     """Load ``file`` the way Accelerate does but with ``weights_only=True`` forced: refuse anything that is
-    not plain tensors/numbers/containers (that is where pickled code would hide) and name the file."""
+    not plain tensors/numbers/containers (that is where pickled code would hide) and name the file. Returns
+    what it holds."""
     from accelerate.utils.other import load
 
     from ..convert.pickles import check_sizes
 
     try:
-        check_sizes(file)  # size fields vs the file size, and no storage constructor calls, before torch allocates
-        load(str(file), map_location="cpu", weights_only=True)
+        check_sizes(file)  # size fields vs the file size (also after BUILD steps), no storage constructor calls, before torch allocates
+        return load(str(file), map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - every failure becomes a refusal naming the file
         raise CheckpointError(
             f"{file}: refused; it does not load as plain tensors and numbers with torch.load(weights_only=True), "
             f"so it is corrupt or holds pickled objects (nothing from it was run): {type(error).__name__}: {str(error)[:300]}"
         ) from error
+
+
+# --------------------------------------------------------------------------------------------
+# What Accelerate would load, checked against what it loads it into
+
+
+def _kind(value) -> str:
+    import numpy as np
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return f"tensor {tuple(value.shape)} {value.dtype}" + ("" if value.layout == torch.strided else f" {value.layout}")
+    if isinstance(value, np.ndarray):
+        return f"array {value.shape} {value.dtype}"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__} of {len(value)}"
+    return type(value).__name__
+
+
+def _same_structure(saved, live, file: Path, field: str) -> None:
+    """Raise :class:`CheckpointError` naming ``file`` and ``field`` unless ``saved`` has the structure of ``live``:
+    the same container types and lengths, dict keys, tensor/array shapes and dtypes, and number kinds (an int where
+    ``live`` has an int; an int or float where it has a float)."""
+    import numpy as np
+    import torch
+
+    def refuse(expected):
+        raise CheckpointError(f"{file}: field {field or '(top level)'} is {_kind(saved)}, but this run needs {expected}; "
+                              "the checkpoint does not fit this model/optimizer (or is corrupt)")
+
+    if isinstance(live, torch.Tensor):
+        if not isinstance(saved, torch.Tensor) or saved.layout != torch.strided or saved.device.type == "meta" \
+                or saved.shape != live.shape or saved.dtype != live.dtype:
+            refuse(_kind(live))
+    elif isinstance(live, np.ndarray):
+        if not isinstance(saved, np.ndarray) or saved.shape != live.shape or saved.dtype != live.dtype:
+            refuse(_kind(live))
+    elif isinstance(live, bool) or live is None or isinstance(live, str):
+        if type(saved) is not type(live):
+            refuse(type(live).__name__)
+    elif isinstance(live, int):
+        if isinstance(saved, bool) or not isinstance(saved, int):
+            refuse("an int")
+    elif isinstance(live, float):
+        if isinstance(saved, bool) or not isinstance(saved, (int, float)):
+            refuse("a number")
+    elif isinstance(live, (list, tuple)):
+        if not isinstance(saved, (list, tuple)) or len(saved) != len(live):
+            refuse(_kind(live))
+        for index, (a, b) in enumerate(zip(saved, live)):
+            _same_structure(a, b, file, f"{field}[{index}]")
+    elif isinstance(live, dict):
+        if not isinstance(saved, dict) or set(saved) != set(live):
+            refuse(f"a dict with keys {sorted(map(str, live))}" + (f" (it has {sorted(map(str, saved))})" if isinstance(saved, dict) else ""))
+        for key in live:
+            _same_structure(saved[key], live[key], file, f"{field}.{key}" if field else str(key))
+    elif type(saved) is not type(live):
+        refuse(type(live).__name__)
+
+
+def check_optimizer_state(saved, optimizer, file: Path) -> None:
+    """Check an optimizer state dict loaded from ``file`` against ``optimizer`` before ``load_state_dict``: its
+    parameter groups (count, parameters per group, hyper-parameter kinds) and, for every parameter's state, that
+    each tensor has the parameter's shape and a floating dtype and ``step`` is one number. torch checks only the
+    group sizes, and a fused Adam step on a moment of the wrong shape writes out of bounds (SIGSEGV)."""
+    import torch
+
+    optimizer = getattr(optimizer, "optimizer", optimizer)  # Accelerate's wrapper
+    if not isinstance(saved, dict) or not {"state", "param_groups"} <= set(saved):
+        raise CheckpointError(f"{file}: field (top level) is {_kind(saved)}, not an optimizer state dict with 'state' and 'param_groups'")
+    groups, live_groups = saved["param_groups"], optimizer.state_dict()["param_groups"]
+    if not isinstance(groups, list) or len(groups) != len(live_groups):
+        raise CheckpointError(f"{file}: field param_groups is {_kind(groups)}, but this run's optimizer has {len(live_groups)} group(s)")
+    by_id = {}
+    for index, (group, live_group, params) in enumerate(zip(groups, live_groups, optimizer.param_groups)):
+        where = f"param_groups[{index}]"
+        if not isinstance(group, dict) or not isinstance(group.get("params"), list) or len(group["params"]) != len(params["params"]):
+            raise CheckpointError(f"{file}: field {where}.params does not list this run's {len(params['params'])} parameters "
+                                  f"(it is {_kind(group.get('params') if isinstance(group, dict) else group)})")
+        for key, value in live_group.items():
+            if key == "params":
+                continue
+            if key not in group:
+                continue  # an option newer than the checkpoint: the optimizer's __setstate__ gives it its default
+            if (value is None or isinstance(value, bool)) and (group[key] is None or isinstance(group[key], bool)):
+                continue  # switches (fused, foreach, capturable ...): None and bools are interchangeable
+            if isinstance(value, torch.Tensor) and not isinstance(group[key], torch.Tensor):
+                if isinstance(group[key], bool) or not isinstance(group[key], (int, float)):
+                    raise CheckpointError(f"{file}: field {where}.{key} is {_kind(group[key])}, not a number")
+                continue
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and isinstance(group[key], torch.Tensor):
+                if group[key].numel() != 1:
+                    raise CheckpointError(f"{file}: field {where}.{key} is {_kind(group[key])}, not one number")
+                continue
+            _same_structure(group[key], value, file, f"{where}.{key}")
+        for number, identifier in enumerate(group["params"]):
+            if isinstance(identifier, bool) or not isinstance(identifier, int) or identifier in by_id:
+                raise CheckpointError(f"{file}: field {where}.params[{number}] is {identifier!r}, not a new parameter id")
+            by_id[identifier] = params["params"][number]
+    states = saved["state"]
+    if not isinstance(states, dict):
+        raise CheckpointError(f"{file}: field state is {_kind(states)}, not a dict")
+    for identifier, state in states.items():
+        if identifier not in by_id:
+            raise CheckpointError(f"{file}: field state[{identifier!r}] is the state of no parameter of this run")
+        parameter = by_id[identifier]
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{file}: field state[{identifier}] is {_kind(state)}, not a dict")
+        for key, value in state.items():
+            where = f"state[{identifier}].{key}"
+            if isinstance(value, torch.Tensor):
+                if value.layout != torch.strided or value.device.type == "meta":
+                    raise CheckpointError(f"{file}: field {where} is {_kind(value)} on {value.device.type}, not a dense tensor")
+                if key == "step":
+                    if value.numel() != 1 or not (value.is_floating_point() or value.dtype in (torch.int32, torch.int64)):
+                        raise CheckpointError(f"{file}: field {where} is {_kind(value)}, but the step must be one number")
+                elif value.shape != parameter.shape or not (value.is_floating_point() and parameter.is_floating_point() or value.dtype == parameter.dtype):
+                    raise CheckpointError(
+                        f"{file}: field {where} is {_kind(value)}, but its parameter is {_kind(parameter.detach())}: the "
+                        "checkpoint does not fit this model (a wrong shape would crash the optimiser step)"
+                    )
+            elif not (value is None or isinstance(value, (int, float, bool))):
+                raise CheckpointError(f"{file}: field {where} is {_kind(value)}, not a tensor or number")
+
+
+def check_scheduler_state(saved, scheduler, file: Path) -> None:
+    """Check a scheduler state dict loaded from ``file`` against ``scheduler`` (``load_state_dict`` copies it into the
+    scheduler's attributes): every key both have must be of the same kind (lengths, number types); a key the
+    scheduler's ``state_dict`` lacks is refused when it would replace one of its other attributes (e.g. its
+    optimizer). Keys written by another torch version that the scheduler no longer has, or does not have yet, pass."""
+    live = scheduler.state_dict()
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{file}: field (top level) is {_kind(saved)}, not a scheduler state dict")
+    for key, value in saved.items():
+        if key in live:
+            _same_structure(value, live[key], file, str(key))
+        elif not isinstance(key, str) or hasattr(scheduler, key):
+            raise CheckpointError(f"{file}: field {key} is not part of this run's scheduler state (loading it would replace its {key!r})")
+
+
+def check_rng_state(saved, file: Path) -> None:
+    """Check a ``random_states_<rank>.pkl`` dict against this process's own generators before Accelerate sets them:
+    Python's (version and 625-word state), NumPy's (MT19937 state) and torch's (a byte tensor of its size), and
+    the CUDA generators' when present."""
+    import random
+
+    import numpy as np
+    import torch
+
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{file}: field (top level) is {_kind(saved)}, not Accelerate's dict of random states")
+    for key in ("random_state", "numpy_random_seed", "torch_manual_seed"):
+        if key not in saved:
+            raise CheckpointError(f"{file}: field {key} is missing")
+    python = random.getstate()
+    state = saved["random_state"]
+    if not isinstance(state, tuple) or len(state) != 3 or state[2] is not None and not isinstance(state[2], float):
+        raise CheckpointError(f"{file}: field random_state is {_kind(state)}, not Python's (version, state, gauss) tuple")
+    _same_structure(state[:2], python[:2], file, "random_state")
+    if not all(isinstance(word, int) and not isinstance(word, bool) for word in state[1]):
+        raise CheckpointError(f"{file}: field random_state[1] holds values that are not ints")
+    numpy_state = np.random.get_state()
+    _same_structure(tuple(saved["numpy_random_seed"]) if isinstance(saved["numpy_random_seed"], (list, tuple)) else saved["numpy_random_seed"],
+                    numpy_state, file, "numpy_random_seed")
+    _same_structure(saved["torch_manual_seed"], torch.get_rng_state(), file, "torch_manual_seed")
+    if "step" in saved:
+        _same_structure(saved["step"], 0, file, "step")
+    if "torch_cuda_manual_seed" in saved and torch.cuda.is_available():
+        value = saved["torch_cuda_manual_seed"]
+        reference = torch.cuda.get_rng_state()
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for index, item in enumerate(values):
+            _same_structure(item, reference, file, f"torch_cuda_manual_seed[{index}]" if isinstance(value, (list, tuple)) else "torch_cuda_manual_seed")
+
+
+def check_accelerate_states(accelerator, path: Path, loaded: dict) -> None:
+    """Check the optimizer, scheduler and this process's RNG files of checkpoint ``path`` (``loaded``: file name ->
+    what ``_check_weights_only`` read) against what this run loads them into; a misfit is refused naming the file
+    and the field, before Accelerate touches anything."""
+    from accelerate.utils.constants import OPTIMIZER_NAME, RNG_STATE_NAME, SCHEDULER_NAME
+
+    def take(name):
+        if name not in loaded:
+            raise CheckpointError(f"{path / name}: missing (this run has the object it restores)")
+        return loaded[name]
+
+    for index, optimizer in enumerate(getattr(accelerator, "_optimizers", [])):
+        name = f"{OPTIMIZER_NAME}.bin" if index == 0 else f"{OPTIMIZER_NAME}_{index}.bin"
+        check_optimizer_state(take(name), optimizer, path / name)
+    for index, scheduler in enumerate(getattr(accelerator, "_schedulers", [])):
+        name = f"{SCHEDULER_NAME}.bin" if index == 0 else f"{SCHEDULER_NAME}_{index}.bin"
+        check_scheduler_state(take(name), getattr(scheduler, "scheduler", scheduler), path / name)
+    name = f"{RNG_STATE_NAME}_{accelerator.process_index}.pkl"
+    if name in loaded:  # Accelerate skips a missing one with a warning
+        check_rng_state(loaded[name], path / name)
 
 
 def load_checkpoint(accelerator, path: str | os.PathLike, tensor_module=None, state=None, verify: bool = True) -> dict:
@@ -340,8 +536,9 @@ def load_checkpoint(accelerator, path: str | os.PathLike, tensor_module=None, st
             f"{pickles[0]}: refused; Accelerate would unpickle it with weights_only=False, which can run code "
             "(a checkpoint written by an older snd, or tampered)"
         )
-    for file in sorted([*path.glob("*.bin"), *path.glob("*.pkl")]):
-        _check_weights_only(file)
+    loaded = {file.name: _check_weights_only(file) for file in sorted([*path.glob("*.bin"), *path.glob("*.pkl")])}
+    check_accelerate_states(accelerator, path, loaded)
+    del loaded
     for name in ("model.safetensors", STATE_TENSORS):
         if (path / name).exists():
             try:

@@ -44,6 +44,26 @@ def _json_safe(value):
     return value
 
 
+#: the summary files an evaluation writes at the top of its output folder
+RESULT_FILES = ("results.json", "comparison.md")
+
+
+class ResultsExistError(FileExistsError):
+    """The output folder already holds an earlier evaluation's summary."""
+
+
+def check_results_dir(output_dir: str | Path, overwrite: bool = False) -> None:
+    """Refuse to evaluate into a folder holding an earlier evaluation's ``results.json`` / ``comparison.md`` (they,
+    and its per-model files, would be replaced without a trace) unless ``overwrite``."""
+    output_dir = Path(output_dir)
+    existing = [name for name in RESULT_FILES if (output_dir / name).exists()]
+    if existing and not overwrite:
+        raise ResultsExistError(
+            f"--output-dir {output_dir} already holds an earlier evaluation ({', '.join(existing)}); this one would "
+            "replace it and its per-model results. Pass --overwrite to replace them, or choose another --output-dir"
+        )
+
+
 def write_json(data, path: str | Path) -> Path:
     """Write ``data`` as JSON atomically (temp file in the same folder, then rename)."""
     path = Path(path)
