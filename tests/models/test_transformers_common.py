@@ -1,0 +1,146 @@
+"""transformers' own common tests (`ModelTesterMixin`, `BackboneTesterMixin`, `ConfigTester`, the image-processing
+mixins) run on `SnDModel`, `SnDBackbone`, `SnDForDepthEstimation`, `SnDForSemanticSegmentation` and
+`SnDImageProcessor`, the way transformers tests Dinov2 (tests/models/dinov2/test_modeling_dinov2.py): tiny config
+(hidden 32, 2 layers, 30 px images, patch 2).
+
+The mixins are the installed transformers version's, from its sdist (`tests/models/_transformers_mixins.py`:
+fetched once into a cache folder; the module skips with the reason when that is impossible, e.g. offline).
+
+A test skipped here is one that transformers' Dinov2 also fails or skips (reason given at each skip). The
+`*Dinov2Reference*` classes (marked slow) run the same mixins on transformers' `Dinov2Model` / `Dinov2Backbone`
+with the same tiny config, to tell which failures are the mixins' own.
+"""
+
+from __future__ import annotations
+
+import unittest
+
+import pytest
+import torch
+
+from tests.models import _transformers_mixins as mixins
+
+try:
+    modeling_common = mixins.load("test_modeling_common")
+    backbone_common = mixins.load("test_backbone_common")
+    configuration_common = mixins.load("test_configuration_common")
+except mixins.MixinsUnavailable as error:
+    pytest.skip(f"transformers' common test mixins unavailable: {error}", allow_module_level=True)
+
+from transformers import Dinov2Backbone, Dinov2Config, Dinov2Model  # noqa: E402
+
+from snd import SnDBackbone, SnDConfig, SnDForDepthEstimation, SnDForSemanticSegmentation, SnDModel  # noqa: E402
+
+ModelTesterMixin = modeling_common.ModelTesterMixin
+BackboneTesterMixin = backbone_common.BackboneTesterMixin
+ConfigTester = configuration_common.ConfigTester
+floats_tensor = modeling_common.floats_tensor
+
+
+class SnDModelTester:
+    """Dinov2ModelTester's sizes and inputs, for SnD's config."""
+
+    def __init__(self, parent, config_class=SnDConfig, batch_size=4, image_size=30, patch_size=2, num_channels=3,
+                 hidden_size=32, num_hidden_layers=2, num_attention_heads=4, is_training=True, **config_kwargs):  # fmt: skip
+        self.parent = parent
+        self.config_class = config_class
+        self.batch_size = batch_size
+        self.image_size = image_size
+        self.patch_size = patch_size
+        self.num_channels = num_channels
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.is_training = is_training
+        self.config_kwargs = config_kwargs
+        self.seq_length = (image_size // patch_size) ** 2 + 1  # + CLS
+
+    def get_config(self):
+        return self.config_class(
+            image_size=self.image_size,
+            patch_size=self.patch_size,
+            num_channels=self.num_channels,
+            hidden_size=self.hidden_size,
+            num_hidden_layers=self.num_hidden_layers,
+            num_attention_heads=self.num_attention_heads,
+            attn_implementation="eager",
+            **self.config_kwargs,
+        )
+
+    def prepare_config_and_inputs_for_common(self):
+        pixel_values = floats_tensor([self.batch_size, self.num_channels, self.image_size, self.image_size])
+        return self.get_config(), {"pixel_values": pixel_values}
+
+
+class _Common:
+    """What Dinov2ModelTest overrides or skips, shared by the SnD and the Dinov2 reference test cases."""
+
+    test_resize_embeddings = False
+    test_torch_exportable = True
+
+    def test_config(self):
+        self.config_tester.run_common_tests()
+
+    @unittest.skip(reason="vision model: no inputs_embeds (as Dinov2ModelTest)")
+    def test_inputs_embeds(self):
+        pass
+
+    @unittest.skip(reason="no feed-forward chunking (as Dinov2ModelTest)")
+    def test_feed_forward_chunking(self):
+        pass
+
+    def test_model_get_set_embeddings(self):  # as Dinov2ModelTest: no output embeddings, input ones are a Module
+        config, _ = self.model_tester.prepare_config_and_inputs_for_common()
+        for model_class in self.all_model_classes:
+            model = model_class(config)
+            self.assertIsInstance(model.get_input_embeddings(), torch.nn.Module)
+            output = model.get_output_embeddings()
+            self.assertTrue(output is None or isinstance(output, torch.nn.Linear))
+
+
+class SnDModelTest(_Common, ModelTesterMixin, unittest.TestCase):
+    all_model_classes = (SnDModel, SnDBackbone, SnDForDepthEstimation, SnDForSemanticSegmentation)
+
+    def setUp(self):
+        self.model_tester = SnDModelTester(self)
+        self.config_tester = ConfigTester(
+            self, config_class=SnDConfig, has_text_modality=False, hidden_size=36, num_attention_heads=6
+        )
+
+    def _prepare_for_class(self, inputs_dict, model_class, return_labels=False):
+        inputs_dict = super()._prepare_for_class(inputs_dict, model_class, return_labels=return_labels)
+        if return_labels:
+            batch, _, height, width = inputs_dict["pixel_values"].shape
+            if model_class is SnDForSemanticSegmentation:
+                inputs_dict["labels"] = torch.zeros(batch, height, width, dtype=torch.long)
+            elif model_class is SnDForDepthEstimation:
+                inputs_dict["labels"] = torch.rand(batch, height, width) * 5 + 0.5
+        return inputs_dict
+
+
+class SnDBackboneTest(BackboneTesterMixin, unittest.TestCase):
+    all_model_classes = (SnDBackbone,)
+    config_class = SnDConfig
+    has_attentions = False  # as Dinov2BackboneTest
+
+    def setUp(self):
+        self.model_tester = SnDModelTester(self)
+
+
+@pytest.mark.slow
+class Dinov2ReferenceModelTest(_Common, ModelTesterMixin, unittest.TestCase):
+    all_model_classes = (Dinov2Model, Dinov2Backbone)
+
+    def setUp(self):
+        self.model_tester = SnDModelTester(self, config_class=Dinov2Config)
+        self.config_tester = ConfigTester(self, config_class=Dinov2Config, has_text_modality=False, hidden_size=37)
+
+
+@pytest.mark.slow
+class Dinov2ReferenceBackboneTest(BackboneTesterMixin, unittest.TestCase):
+    all_model_classes = (Dinov2Backbone,)
+    config_class = Dinov2Config
+    has_attentions = False
+
+    def setUp(self):
+        self.model_tester = SnDModelTester(self, config_class=Dinov2Config)
