@@ -53,7 +53,10 @@ class SnDModelTester:
         self.num_attention_heads = num_attention_heads
         self.is_training = is_training
         self.config_kwargs = config_kwargs
-        self.seq_length = (image_size // patch_size) ** 2 + 1  # + CLS
+        num_patches = (image_size // patch_size) ** 2
+        self.seq_length = num_patches + 1  # + CLS
+        self.mask_length = num_patches  # bool_masked_pos covers the patches
+        self.num_masks = int(0.5 * self.seq_length)
 
     def get_config(self):
         return self.config_class(
@@ -98,8 +101,14 @@ class _Common:
             self.assertTrue(output is None or isinstance(output, torch.nn.Linear))
 
 
+_TASK_MODELS = (SnDForDepthEstimation, SnDForSemanticSegmentation)
+
+
 class SnDModelTest(_Common, ModelTesterMixin, unittest.TestCase):
-    all_model_classes = (SnDModel, SnDBackbone, SnDForDepthEstimation, SnDForSemanticSegmentation)
+    all_model_classes = (SnDModel, SnDBackbone, *_TASK_MODELS)
+    # The embeddings' mask_token only takes part with bool_masked_pos, so it has no gradient in a training step
+    # (Dinov2ModelTest skips the gradient-checkpointing tests altogether; here they run, less this one check).
+    test_all_params_have_gradient = False
 
     def setUp(self):
         self.model_tester = SnDModelTester(self)
@@ -113,9 +122,19 @@ class SnDModelTest(_Common, ModelTesterMixin, unittest.TestCase):
             batch, _, height, width = inputs_dict["pixel_values"].shape
             if model_class is SnDForSemanticSegmentation:
                 inputs_dict["labels"] = torch.zeros(batch, height, width, dtype=torch.long)
-            elif model_class is SnDForDepthEstimation:
-                inputs_dict["labels"] = torch.rand(batch, height, width) * 5 + 0.5
+            elif model_class is SnDForDepthEstimation:  # metres, the same on every call
+                inputs_dict["labels"] = torch.linspace(0.5, 5.0, batch * height * width).reshape(batch, height, width)
         return inputs_dict
+
+    # The mixins tell base models (no loss) from task models by transformers' own Auto mappings, which list
+    # Dinov2Model but not SnDModel: the training tests run on the task models only, as they do for Dinov2.
+    def test_training(self):
+        self.all_model_classes = _TASK_MODELS
+        super().test_training()
+
+    def check_training_gradient_checkpointing(self, gradient_checkpointing_kwargs=None):
+        self.all_model_classes = _TASK_MODELS
+        super().check_training_gradient_checkpointing(gradient_checkpointing_kwargs)
 
 
 class SnDBackboneTest(BackboneTesterMixin, unittest.TestCase):
