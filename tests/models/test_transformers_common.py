@@ -13,8 +13,15 @@ with the same tiny config, to tell which failures are the mixins' own.
 
 from __future__ import annotations
 
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
 import unittest
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,12 +31,23 @@ try:
     modeling_common = mixins.load("test_modeling_common")
     backbone_common = mixins.load("test_backbone_common")
     configuration_common = mixins.load("test_configuration_common")
+    image_processing_common = mixins.load("test_image_processing_common")
 except mixins.MixinsUnavailable as error:
     pytest.skip(f"transformers' common test mixins unavailable: {error}", allow_module_level=True)
 
-from transformers import Dinov2Backbone, Dinov2Config, Dinov2Model  # noqa: E402
+from transformers import BitImageProcessor, BitImageProcessorPil, Dinov2Backbone, Dinov2Config, Dinov2Model  # noqa: E402
+from transformers.modeling_outputs import SemanticSegmenterOutput  # noqa: E402
+from transformers.utils import is_torchvision_available  # noqa: E402
 
-from snd import SnDBackbone, SnDConfig, SnDForDepthEstimation, SnDForSemanticSegmentation, SnDModel  # noqa: E402
+from snd import (  # noqa: E402
+    SnDBackbone,
+    SnDConfig,
+    SnDForDepthEstimation,
+    SnDForSemanticSegmentation,
+    SnDImageProcessor,
+    SnDImageProcessorTorchvision,
+    SnDModel,
+)
 
 ModelTesterMixin = modeling_common.ModelTesterMixin
 BackboneTesterMixin = backbone_common.BackboneTesterMixin
@@ -169,3 +187,96 @@ class Dinov2ReferenceBackboneTest(BackboneTesterMixin, unittest.TestCase):
 
     def setUp(self):
         self.model_tester = SnDModelTester(self, config_class=Dinov2Config)
+
+
+class SnDImageProcessingTester(image_processing_common.ImageProcessingTester):
+    """Small images through a resize-and-crop that keeps them small (the mixin draws 30 to 400 px images)."""
+
+    def __init__(self, parent, backends, **kwargs):
+        self.backends = backends
+        kwargs.setdefault("size", {"shortest_edge": 20})
+        kwargs.setdefault("crop_size", {"height": 18, "width": 18})
+        kwargs.setdefault("num_labels", 3)
+        super().__init__(parent, batch_size=7, num_channels=3, min_resolution=30, max_resolution=80, **kwargs)
+
+    def _get_image_processing_classes(self):
+        # The mixin looks the classes up by the test file's folder name in transformers' own mapping.
+        return dict(self.backends)
+
+    def prepare_post_process_semantic_segmentation_inputs(self):
+        height, width = self.crop_size["height"], self.crop_size["width"]
+        logits = torch.randn(self.batch_size, self.num_labels, height, width)
+        return {"outputs": SemanticSegmenterOutput(logits=logits)}, {
+            "num_labels": self.num_labels, "height": height, "width": width
+        }
+
+
+_SND_PROCESSORS = {"pil": SnDImageProcessor}
+if is_torchvision_available():
+    _SND_PROCESSORS["torchvision"] = SnDImageProcessorTorchvision
+
+
+class SnDImageProcessingTest(
+    image_processing_common.ImageProcessingTestMixin,
+    image_processing_common.PostProcessSemanticSegmentationTestMixin,
+    unittest.TestCase,
+):
+    def setUp(self):
+        self.image_processor_tester = SnDImageProcessingTester(self, _SND_PROCESSORS)
+
+    def test_new_models_require_torchvision_backend(self):
+        if "torchvision" not in self.image_processing_classes:
+            self.skipTest(
+                "torchvision is not installed: SnDImageProcessorTorchvision (the torchvision backend) is registered "
+                "only where it is (snd does not depend on torchvision: a wheel not matching the CPU torch breaks imports)"
+            )
+        super().test_new_models_require_torchvision_backend()
+
+    @pytest.mark.slow  # a Python subprocess; transformers marks it slow too
+    def test_pil_can_run_without_torchvision(self):
+        """The mixin's check with `import snd` in its subprocess: there, a folder saved by a model that lives outside
+        transformers loads through AutoImageProcessor once its package has registered it (without, only as remote
+        code, which the mixin's script does not allow)."""
+        processor = SnDImageProcessor(**self.image_processor_dict)
+        inputs = self.image_processor_tester.prepare_processor_inputs(equal_resolution=False)
+        expected = processor(**inputs, return_tensors=None)
+        script = (
+            "import pickle, sys\n"
+            "sys.modules['torchvision'] = None\n"
+            "import snd\n"
+            "from transformers import AutoImageProcessor\n"
+            "folder, inputs, outputs = sys.argv[1:]\n"
+            "processor = AutoImageProcessor.from_pretrained(folder, backend='pil')\n"
+            "assert type(processor).__name__ == 'SnDImageProcessor', type(processor)\n"
+            "result = processor(**pickle.load(open(inputs, 'rb')), return_tensors=None)\n"
+            "pickle.dump(result.data, open(outputs, 'wb'))\n"
+        )
+        root = Path(__file__).resolve().parents[2]
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root / "src"), str(root)]))
+        with tempfile.TemporaryDirectory() as folder:
+            processor.save_pretrained(folder)
+            with open(os.path.join(folder, "inputs.pkl"), "wb") as file:
+                pickle.dump(inputs, file)
+            done = subprocess.run(
+                [sys.executable, "-c", script, folder, *(os.path.join(folder, f"{n}.pkl") for n in ("inputs", "outputs"))],
+                capture_output=True, text=True, env=env,
+            )  # fmt: skip
+            self.assertEqual(done.returncode, 0, done.stderr)
+            with open(os.path.join(folder, "outputs.pkl"), "rb") as file:
+                outputs = pickle.load(file)
+        np.testing.assert_equal(outputs, expected.data)
+
+
+@pytest.mark.slow
+class Dinov2ReferenceImageProcessingTest(image_processing_common.ImageProcessingTestMixin, unittest.TestCase):
+    """Dinov2's processors (BitImageProcessor / BitImageProcessorPil) through the same mixin and sizes."""
+
+    def setUp(self):
+        backends = {"pil": BitImageProcessorPil}
+        if is_torchvision_available():
+            backends["torchvision"] = BitImageProcessor
+        self.image_processor_tester = SnDImageProcessingTester(self, backends)
+
+    @unittest.skip(reason="Bit (Dinov2's processor) is on the mixin's list of models exempt from it")
+    def test_new_models_require_torchvision_backend(self):
+        pass
