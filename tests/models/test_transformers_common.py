@@ -13,6 +13,7 @@ with the same tiny config, to tell which failures are the mixins' own.
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 import subprocess
@@ -159,6 +160,19 @@ class SnDModelTest(_Common, ModelTesterMixin, unittest.TestCase):
     def check_training_gradient_checkpointing(self, gradient_checkpointing_kwargs=None):
         self.all_model_classes = _TASK_MODELS
         super().check_training_gradient_checkpointing(gradient_checkpointing_kwargs)
+
+
+def _marked_slow(function):
+    @functools.wraps(function)
+    def test(self, *args, **kwargs):
+        return function(self, *args, **kwargs)
+
+    return pytest.mark.slow(test)
+
+
+# eager vs sdpa in float16 on the CPU: ~2 s each of the 8 (float32 and bfloat16 stay in the quick suite)
+for _name in [name for name in dir(SnDModelTest) if name.startswith("test_eager_matches_sdpa_inference_") and "fp16" in name]:
+    setattr(SnDModelTest, _name, _marked_slow(getattr(SnDModelTest, _name)))
 
 
 class SnDBackboneTest(BackboneTesterMixin, unittest.TestCase):
