@@ -12,7 +12,7 @@ and its image processors (Bit) with the same sizes, to tell which failures are t
 
     model tests      SnD (4 classes)  95 passed, 68 skipped | Dinov2 (2 classes) 98 passed, 64 skipped, 1 failed
     backbone tests   SnD               8 passed             | Dinov2              8 passed
-    image processor  SnD              21 passed,  9 skipped | Dinov2 (Bit)       19 passed,  9 skipped (+1 exempt)
+    image processor  SnD              21 passed,  9 skipped | Dinov2 (Bit)       19 passed,  9 skipped
 
 Dinov2's one failure, `test_reverse_loading_mapping` (its SwiGLU conversion pattern matches no key of a tiny
 config), is skipped in its reference class; SnD has no conversion mapping, so the mixin skips it there. SnD skips,
