@@ -96,6 +96,7 @@ def _fetch_sdist(folder: Path) -> Path:
             raise MixinsUnavailable(f"SND_TRANSFORMERS_SDIST={given} is not a file")
         return Path(given)
     command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-binary", ":all:", "--no-deps",
+               "--retries", "1", "--timeout", "15",  # offline: fail in seconds, not minutes
                f"transformers=={VERSION}", "--dest", str(folder)]  # fmt: skip
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=600)
