@@ -31,6 +31,7 @@ _EXPORTS = {
         "SnDForDepthEstimation",
         "SnDForSemanticSegmentation",
         "SnDImageProcessor",
+        "SnDImageProcessorTorchvision",
         "SnDModel",
         "SnDModelOutput",
         "normalize_images",

@@ -246,3 +246,66 @@ def test_task_models_export_with_dynamic_shapes():
             with torch.no_grad():
                 expected = model(pixels)[name]
             assert torch.allclose(program.module()(pixels)[0], expected, atol=1e-5)
+
+
+# What transformers' common tests (tests/models/test_transformers_common.py) found, checked here too, where their
+# mixins may be unavailable (offline, no cached sdist).
+
+
+@pytest.mark.parametrize("cls", [SnDModel, SnDBackbone, SnDForDepthEstimation, SnDForSemanticSegmentation])
+def test_input_embeddings_meta_device_and_peft_input_grads(cls):
+    config = SnDConfig.tiny()
+    with torch.device("meta"):  # how transformers builds a model before loading weights
+        assert cls(config).get_input_embeddings().projection.weight.is_meta
+    model = cls(config)
+    assert model.get_input_embeddings() is model.base_model.embeddings.patch_embeddings
+    model.enable_input_require_grads()  # PEFT + gradient checkpointing hook the input embeddings' output
+    model.gradient_checkpointing_enable()
+    out = model(torch.randn(1, 3, 28, 28))
+    first = out[0][0] if isinstance(out[0], tuple) else out[0]
+    assert first.requires_grad
+
+
+def test_segmentation_head_batchnorm_counter_is_reset_by_init_weights():
+    model = SnDForSemanticSegmentation(SnDConfig.tiny(num_labels=3))
+    model.head.norm.num_batches_tracked.fill_(7)
+    model._init_weights(model.head.norm)
+    assert model.head.norm.num_batches_tracked.item() == 0
+
+
+def test_backbone_type_and_hidden_states_from_the_config():
+    from transformers.backbone_utils import BackboneType
+
+    model = SnDBackbone(SnDConfig.tiny(out_indices=[1, 2], output_hidden_states=True)).eval()
+    assert model.backbone_type == BackboneType.TRANSFORMERS
+    out = model(torch.randn(1, 3, 28, 28))
+    assert len(out.hidden_states) == 3 and len(out.feature_maps) == 2
+    assert model(torch.randn(1, 3, 28, 28), output_hidden_states=False).hidden_states is None
+
+
+def test_post_process_semantic_segmentation_scores():
+    logits = torch.randn(2, 3, 4, 5)
+    processor = SnDImageProcessor()
+    maps = processor.post_process_semantic_segmentation({"logits": logits}, target_sizes=[(8, 10), (4, 5)])
+    scored = processor.post_process_semantic_segmentation(
+        {"logits": logits}, target_sizes=[(8, 10), (4, 5)], return_segmentation_scores=True
+    )
+    assert [m.shape for m in maps] == [(8, 10), (4, 5)]
+    for plain, result in zip(maps, scored):
+        assert torch.equal(result.segmentation, plain)
+        assert result.segmentation_scores.shape == (3, *plain.shape)
+        assert torch.equal(result.segmentation_scores.argmax(0), plain)
+
+
+def test_torchvision_image_processor_backend_only_where_torchvision_is_installed():
+    from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING
+    from transformers.utils import is_torchvision_available
+
+    backends = IMAGE_PROCESSOR_MAPPING[SnDConfig]
+    assert backends["pil"] is SnDImageProcessor
+    if is_torchvision_available():
+        assert backends["torchvision"] is snd.SnDImageProcessorTorchvision
+    else:
+        assert "torchvision" not in backends
+        with pytest.raises(ImportError, match="torchvision"):
+            snd.SnDImageProcessorTorchvision()

@@ -130,11 +130,15 @@ def _register_snd_image_processor() -> None:
     if _defining(f"{__name__}.snd_dinov2.image_processing_snd_dinov2", "SnDImageProcessor"):
         return
     from transformers import AutoImageProcessor
+    from transformers.utils import is_torchvision_available
 
     from .snd_dinov2.configuration_snd_dinov2 import SnDConfig
-    from .snd_dinov2.image_processing_snd_dinov2 import SnDImageProcessor
+    from .snd_dinov2.image_processing_snd_dinov2 import SnDImageProcessor, SnDImageProcessorTorchvision
 
-    AutoImageProcessor.register(SnDConfig, slow_image_processor_class=SnDImageProcessor, exist_ok=True)
+    backends = {"pil": SnDImageProcessor}
+    if is_torchvision_available():  # snd does not depend on torchvision: that backend only where it is installed
+        backends["torchvision"] = SnDImageProcessorTorchvision
+    AutoImageProcessor.register(SnDConfig, image_processor_classes=backends, exist_ok=True)
 
 
 def _register_mvsplat(auto_config) -> None:

@@ -10,6 +10,7 @@ _EXPORTS = {
     "PRESETS": ".configuration_snd_dinov2",
     "SnDConfig": ".configuration_snd_dinov2",
     "SnDImageProcessor": ".image_processing_snd_dinov2",
+    "SnDImageProcessorTorchvision": ".image_processing_snd_dinov2",
     "normalize_images": ".image_processing_snd_dinov2",
     "SnDBackbone": ".modeling_snd_dinov2",
     "SnDForDepthEstimation": ".modeling_snd_dinov2",

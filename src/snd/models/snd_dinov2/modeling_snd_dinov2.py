@@ -321,7 +321,9 @@ class SnDLayer(GradientCheckpointingLayer):
 class SnDEncoder(nn.Module):
     def __init__(self, config: SnDConfig):
         super().__init__()
-        rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers).tolist()
+        # on the CPU explicitly: under `with torch.device("meta")` (transformers' meta-device init) a default-device
+        # linspace has no values to read
+        rates = torch.linspace(0, config.drop_path_rate, config.num_hidden_layers, device="cpu").tolist()
         self.layer = nn.ModuleList([SnDLayer(config, rate) for rate in rates])
 
     def forward(self, hidden_states: torch.Tensor, output_hidden_states: bool = False, output_attentions: bool = False):
@@ -369,6 +371,7 @@ class SnDPreTrainedModel(PreTrainedModel):
             if isinstance(module, nn.BatchNorm2d):
                 init.zeros_(module.running_mean)
                 init.ones_(module.running_var)
+                init.zeros_(module.num_batches_tracked)
         elif isinstance(module, SnDEmbeddings):
             init.trunc_normal_(module.position_embeddings, mean=0.0, std=std)
             init.trunc_normal_(module.cls_token, mean=0.0, std=std)
@@ -387,7 +390,10 @@ class SnDPreTrainedModel(PreTrainedModel):
         self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
 
     def get_input_embeddings(self) -> nn.Module:
-        return self.embeddings.patch_embeddings
+        """The patch embeddings (what `enable_input_require_grads` hooks for PEFT with gradient checkpointing); the
+        task models reach them through their backbone, `self.snd`."""
+        trunk = getattr(self, self.base_model_prefix, self)
+        return trunk.embeddings.patch_embeddings
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus `auto_map` entries for the sibling Auto classes (a saved `SnDModel`
@@ -458,7 +464,7 @@ class SnDModel(SnDPreTrainedModel):
         )
 
 
-class SnDBackbone(SnDPreTrainedModel, BackboneMixin):
+class SnDBackbone(BackboneMixin, SnDPreTrainedModel):
     """SnD as a transformers backbone (`AutoBackbone`): feature maps `B x C x h x w` of the chosen stages.
 
     Stages are `"stem"` (embeddings) and `"stage1"`... (block outputs); with `apply_layernorm` each map goes
@@ -472,8 +478,7 @@ class SnDBackbone(SnDPreTrainedModel, BackboneMixin):
     """
 
     def __init__(self, config: SnDConfig):
-        super().__init__(config)
-        self._init_transformers_backbone()
+        super().__init__(config)  # BackboneMixin first (as Dinov2Backbone): its set-up sets backbone_type and stages
         self.num_features = [config.hidden_size] * (config.num_hidden_layers + 1)
         self._build_trunk(config)
         self.post_init()
@@ -488,6 +493,7 @@ class SnDBackbone(SnDPreTrainedModel, BackboneMixin):
     ) -> BackboneOutput | tuple:
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         output_attentions = bool(output_attentions) if output_attentions is not None else self.config.output_attentions
+        output_hidden_states = bool(output_hidden_states) if output_hidden_states is not None else self.config.output_hidden_states
         batch, _, height, width = pixel_values.shape
         embeddings = self.embeddings(pixel_values)
         _, hidden_states, attentions = self.encoder(embeddings, output_hidden_states=True, output_attentions=output_attentions)
