@@ -264,7 +264,7 @@ def test_a_real_run_holding_the_lock_is_not_refused_by_its_own_check(tmp_path):
     from snd.distill import load_config, trainer
 
     flags = [flag for flag in TINY if flag != "--no_progress"]
-    config = load_config(None, dotted_flags_to_overrides(flags) + [f"training.output_dir={tmp_path / 'run'}", "training.max_steps=1"])
+    config = load_config("tiny_synthetic", dotted_flags_to_overrides(flags) + [f"training.output_dir={tmp_path / 'run'}", "training.max_steps=1"])
     held = []
     build = trainer.build_optimizer
 
@@ -272,7 +272,8 @@ def test_a_real_run_holding_the_lock_is_not_refused_by_its_own_check(tmp_path):
         held.append(json.loads((tmp_path / "run" / LOCK_NAME).read_text())["pid"])
         return build(*args, **kwargs)
 
-    locked_train = locks_output_dir(trainer.train)
+    locked_train = trainer.train  # wrapped by @launch.locks_output_dir
+    assert locked_train.__wrapped__ is not None and locks_output_dir is not None
     import unittest.mock
 
     with unittest.mock.patch.object(trainer, "build_optimizer", spying_build):

@@ -228,6 +228,7 @@ def _flat_hparams(config: DistillConfig) -> dict:
     return flat
 
 
+@launch.locks_output_dir  # one run at a time in an output_dir (a lock file held by the global main process)
 def train(
     config: DistillConfig,
     resume_from_checkpoint: str | None = None,
@@ -348,6 +349,7 @@ class Trainer:
             step_scheduler_with_optimizer=False,
         )
         training.mixed_precision = launch.resolve_mixed_precision(accelerator, training.mixed_precision)
+        launch.check_shared_output_dir(accelerator, self.output_dir)  # several machines: one shared output_dir
         self.started = time.perf_counter()
         self.resume_path = resume_checkpoint_path(accelerator, self.output_dir, self.resume_from_checkpoint)
         self.resume_metadata = read_checkpoint_metadata(self.resume_path) if self.resume_path is not None else {}
