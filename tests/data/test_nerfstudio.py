@@ -161,7 +161,7 @@ def test_a_folder_of_captures_trains_three_steps_with_the_mvsplat_lifter(tmp_pat
     write_nerfstudio_scene(root / "office", depth=False, per_frame_intrinsics=True)
     torch.manual_seed(0)
     MVSplatModel(MVSplatConfig.tiny()).save_pretrained(tmp_path / "mvsplat")
-    config = load_config(None, [
+    config = load_config("tiny_synthetic", [  # the tiny random student
         "data.dataset=nerfstudio", f"data.root={root}", "data.near=0.5", "data.far=20", "data.image_height=32", "data.image_width=32",
         "data.samples_per_scene=2", "data.preload=false", "lifter.kind=mvsplat", f"lifter.checkpoint={tmp_path / 'mvsplat'}",
         "training.max_steps=3", "training.batch_size=1", "training.checkpoint_every=0", "training.report_to=none",

@@ -11,11 +11,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+from snd.distill.config import dotted_flags_to_overrides
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "scripts" / "distill.py"
 
-# Tiny but complete: 28x42 synthetic views (2x3 patch grid), 2 scenes, 64 prototypes.
-TINY = [
+# The shipped preset the machinery tests start from: the tiny random student (patch 14) on synthetic scenes. The
+# embedded default distils the shipped nano-2d backbone, a real (if small) run; the tests need the tiny one.
+TINY_CONFIG = "tiny_synthetic"
+
+# Tiny but complete: 28x42 synthetic views (2x3 patch grid), 2 scenes, 64 prototypes. `--config` comes first, so a
+# test that passes its own `--config` after these flags gets its own.
+TINY_FLAGS = [
     "--data.image_height", "28",
     "--data.image_width", "42",
     "--data.num_scenes", "2",
@@ -29,6 +36,9 @@ TINY = [
     "--training.report_to", "none",
     "--no_progress",
 ]
+TINY = ["--config", TINY_CONFIG, *TINY_FLAGS]
+# The same setting in-process: `load_config(TINY_CONFIG, TINY_OVERRIDES)` or `run(config=TINY_CONFIG, overrides=...)`.
+TINY_OVERRIDES = dotted_flags_to_overrides([flag for flag in TINY_FLAGS if flag != "--no_progress"])
 
 
 def script_env(extra: dict | None = None) -> dict:

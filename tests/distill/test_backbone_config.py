@@ -56,8 +56,8 @@ def test_model_card_of_a_dinov3_run_names_base_model_and_architecture(tmp_path):
     assert "dinov3_vit" in card.data.tags and "DINOv3ViTModel (model_type dinov3_vit)" in str(card)
 
 
-def test_tiny_dinov3_is_the_embedded_default_with_a_dinov3_student():
-    tiny, default = load_config("tiny_dinov3").to_dict(), load_config().to_dict()
+def test_tiny_dinov3_is_tiny_synthetic_with_a_dinov3_student():
+    tiny, default = load_config("tiny_dinov3").to_dict(), load_config("tiny_synthetic").to_dict()
     changed = {(section, key) for section in default for key in default[section] if tiny[section][key] != default[section][key]}
     assert changed == {("model", "preset"), ("data", "image_height"), ("data", "image_width"), ("training", "output_dir")}
     assert tiny["model"]["preset"] == "dinov3-tiny" and tiny["data"]["image_height"] % 16 == tiny["data"]["image_width"] % 16 == 0

@@ -8,7 +8,7 @@ from snd.benchmarks.train import STAGES, main
 def test_train_benchmark_reports_every_stage(tmp_path, capsys):
     output = tmp_path / "train.json"
     overrides = ["data.image_height=28", "data.image_width=42", "data.num_scenes=1", "data.num_frames=10", "data.max_gap=9", "head.num_prototypes=64"]
-    argv = ["--settings", "default", "--steps", "1", "--warmup", "0", "--output", str(output)]
+    argv = ["--settings", "tiny", "--steps", "1", "--warmup", "0", "--output", str(output)]
     for override in overrides:
         argv += ["--set", override]
     assert main(argv) == 0
@@ -25,3 +25,15 @@ def test_train_benchmark_reports_every_stage(tmp_path, capsys):
     assert abs(stages["blend"]["bound_ms"] - blend_bound) < 1e-6 * max(1.0, blend_bound)
     output = capsys.readouterr().out
     assert "| render |" in output and "gap (CPU / bound)" in output
+
+
+def test_settings_start_from_the_named_config():
+    """``default`` is the embedded default (nano-2d); ``tiny`` and ``vits224`` build random students, which a
+    ``model.preset`` only does with no ``model.pretrained`` (over nano-2d it would be ignored)."""
+    from snd.benchmarks.train import SETTINGS
+    from snd.distill import load_config
+
+    configs = {name: load_config(base, overrides) for name, (base, overrides) in SETTINGS.items()}
+    assert configs["default"] == load_config()
+    assert configs["tiny"] == load_config("tiny_synthetic")
+    assert configs["vits224"].model.pretrained is None and configs["vits224"].model.preset == "dinov2-s"

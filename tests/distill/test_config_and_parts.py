@@ -10,14 +10,45 @@ from snd.distill.trainer import ShardedEpochBatchSampler, one_cycle_factor
 
 
 def test_presets_load_and_say_what_they_are():
-    assert {"default", "scannetpp_dinov2s", "scannetpp_dinov2b", "scannetpp_dinov2s_no_blending", "scannetpp_dinov2b_no_blending"} <= set(preset_names())
+    assert {"default", "tiny_synthetic", "scannetpp_dinov2s", "scannetpp_dinov2b", "scannetpp_dinov2s_no_blending",
+            "scannetpp_dinov2b_no_blending"} <= set(preset_names())
     default = load_config()
-    assert default.data.dataset == "synthetic" and default.lifter.kind == "depth" and default.model.pretrained is None
+    assert default.data.dataset == "synthetic" and default.lifter.kind == "depth" and default.model.pretrained == "nano-2d"
+    assert load_config("default") == default
+    tiny = load_config("tiny_synthetic")  # the embedded default before nano-2d shipped: a tiny random student
+    assert tiny.data.dataset == "synthetic" and tiny.lifter.kind == "depth" and tiny.model.pretrained is None
+    assert tiny.model.preset == "tiny" and (tiny.data.image_height, tiny.data.image_width) == (42, 56)
     paper = load_config("scannetpp_dinov2s")
     assert (paper.data.image_height, paper.data.image_width, paper.training.batch_size, paper.training.max_steps) == (576, 880, 14, 300001)
     assert paper.lifter.kind == "mvsplat" and paper.head.num_prototypes == 65536 and paper.teacher.blend_alpha == 0.5
     assert load_config("scannetpp_dinov2b_no_blending").teacher.blend_alpha == 1.0
     assert load_config("scannetpp_dinov2b").model.pretrained == "facebook/dinov2-base"
+
+
+def test_embedded_default_distils_the_shipped_nano_2d_backbone():
+    """No arguments: full fine-tuning of the shipped 2D-pretrained nano ViT (patch 8) at 64 x 80 (an 8 x 10 grid),
+    loaded from the package folder (offline), not a random model."""
+    from safetensors.torch import load_file
+
+    import snd.assets
+    from snd.distill.build import build_student
+
+    config = load_config()
+    assert config.model.pretrained == "nano-2d" and config.model.finetune == "full"
+    assert config.teacher.target == "splat" and config.lifter.kind == "depth"
+    assert config.data.image_height % 8 == 0 and config.data.image_width % 8 == 0
+    folder = snd.assets.path("nano-2d")
+    assert snd.assets.resolve(config.model.pretrained) == str(folder)
+    student = build_student(config)
+    assert student.patch_size == 8 and student.backbone.config.patch_size == 8
+    assert type(student.backbone).__name__ == "SnDModel"
+    shipped = load_file(str(folder / "model.safetensors"))
+    state = student.backbone.state_dict()
+    assert shipped and shipped.keys() <= state.keys()
+    for name, value in shipped.items():
+        assert torch.equal(state[name], value), name
+    trainable = [name for name, p in student.backbone.named_parameters() if p.requires_grad]
+    assert trainable and not any("lora_" in name for name in trainable)  # full fine-tuning, no LoRA wrapper
 
 
 def test_overrides_from_set_and_dotted_flags(tmp_path):

@@ -189,12 +189,15 @@ def _state_after_zero_steps(tmp_path, common):
     from snd.distill.config import dotted_flags_to_overrides
 
     flags = [a for a in common if a != "--no_progress"]
+    config_at = flags.index("--config")
+    config_name = flags[config_at + 1]
+    flags = flags[:config_at] + flags[config_at + 2 :]
     max_steps_at = flags.index("--max_steps")
     flags = flags[:max_steps_at] + flags[max_steps_at + 2 :]
     seed_at = flags.index("--seed")
     seed = int(flags[seed_at + 1])
     flags = flags[:seed_at] + flags[seed_at + 2 :]
-    config = resolve_config(None, dotted_flags_to_overrides(flags), output_dir=str(tmp_path / "unused"), seed=seed)
+    config = resolve_config(config_name, dotted_flags_to_overrides(flags), output_dir=str(tmp_path / "unused"), seed=seed)
     from accelerate.utils import set_seed
 
     set_seed(seed)

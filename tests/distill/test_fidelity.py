@@ -70,8 +70,9 @@ def test_paper_presets_use_every_release_switch(name):
     assert set(config.model.lora_target_modules) == {"qkv", "proj", "patch_embeddings.projection"}
 
 
-def test_embedded_default_keeps_our_choices_as_named_switches():
-    config = load_config()
+@pytest.mark.parametrize("preset", [None, "tiny_synthetic"])
+def test_embedded_default_keeps_our_choices_as_named_switches(preset):
+    config = load_config(preset)
     assert (config.data.context_gap, config.teacher.splat_covariance, config.teacher.holes, config.teacher.principal_point) == (
         "uniform", "lifter", "alpha", "intrinsics")
     assert config.teacher.opacity_clamp == 0.999 and not config.teacher.dropout_in_teacher
@@ -651,7 +652,7 @@ def test_release_ema_timing_averages_the_pre_step_weights(tmp_path, monkeypatch)
     monkeypatch.setattr(torch, "set_float32_matmul_precision", lambda value: (settings.append(value), original(value)))
 
     def run(name: str, timing: str, steps: int) -> tuple[dict, dict]:
-        config = load_config(None, [f"training.float32_matmul_precision={'high' if timing == 'before_step' else 'highest'}",
+        config = load_config("tiny_synthetic", [f"training.float32_matmul_precision={'high' if timing == 'before_step' else 'highest'}",
             f"training.output_dir={tmp_path / name}", f"training.max_steps={steps}", "training.schedule=constant",
             "training.checkpoint_every=0", "training.report_to=none", "teacher.update_every=1", "teacher.momentum=0.0",
             f"teacher.update_timing={timing}", "data.num_scenes=1", "data.samples_per_scene=2", "data.num_frames=10",

@@ -15,7 +15,7 @@ import yaml
 
 from snd.distill import ConfigError, load_config, run
 from snd.distill.launch import check_output_dir, tracker_names
-from tests.distill.helpers import REPO_ROOT, SCRIPT, TINY, script_env
+from tests.distill.helpers import REPO_ROOT, SCRIPT, TINY, TINY_CONFIG, TINY_OVERRIDES, script_env
 
 
 def _fake_run(folder: Path) -> dict:
@@ -51,7 +51,14 @@ def test_a_users_partial_yaml_is_layered_over_the_embedded_default(tmp_path):
     assert config.data.image_height == 56 and config.training.max_steps == 7
     # every other field is the embedded default's (which runs), not the paper dataclass (which needs data.root)
     assert config.data.dataset == "synthetic" and config.data.image_width == default.data.image_width
-    assert config.model.preset == default.model.preset and config.head.num_prototypes == default.head.num_prototypes
+    assert config.model.pretrained == default.model.pretrained == "nano-2d" and config.head.num_prototypes == default.head.num_prototypes
+    # `base: tiny_synthetic`: the same two fields over the tiny random student instead
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text("base: tiny_synthetic\ndata:\n  image_height: 56\ntraining:\n  max_steps: 7\n")
+    config = load_config(str(tiny))
+    assert (config.data.image_height, config.training.max_steps) == (56, 7)
+    assert config.model.pretrained is None and config.model.preset == "tiny"
+    assert config.data.image_width == load_config("tiny_synthetic").data.image_width != default.data.image_width
 
     # `base:` picks another starting point: the README's 5-line example for one's own ScanNet++ copy
     scannetpp = tmp_path / "scannetpp.yaml"
@@ -179,7 +186,7 @@ def test_mvsplat_lifter_refuses_image_sizes_it_cannot_take():
     lifter = MVSplatLifter(MVSplatModel(MVSplatConfig.tiny()))
     multiple = lifter.model.config.size_multiple
     with pytest.raises(ConfigError, match=rf"42 x 56.*multiples of {multiple}.*--data.image_height"):
-        check_lifter_image_size(lifter, 42, 56)  # the embedded default's size
+        check_lifter_image_size(lifter, 42, 56)  # tiny_synthetic's size
     check_lifter_image_size(lifter, 4 * multiple, 6 * multiple)
     assert MVSplatConfig().size_multiple == 16  # the released re10k/acid architecture (README)
     check_lifter_image_size(SimpleNamespace(), 42, 56)  # the depth lifter takes any size
@@ -190,10 +197,8 @@ def test_resume_without_a_checkpoint_restarts_the_loss_log(tmp_path):
     and the dead run's loss-log lines do not stay in front of the new ones."""
     (tmp_path / "config.yaml").write_text("training: {}\n")
     (tmp_path / "loss_log.jsonl").write_text('{"step": 1, "loss": 99.0}\n{"step": 2, "loss": 98.0}\n')
-    from snd.distill.config import dotted_flags_to_overrides
-
-    overrides = dotted_flags_to_overrides([a for a in TINY if a != "--no_progress"])
-    run(overrides=overrides, output_dir=str(tmp_path), max_steps=1, resume_from_checkpoint="latest", progress=False)
+    run(config=TINY_CONFIG, overrides=TINY_OVERRIDES, output_dir=str(tmp_path), max_steps=1, resume_from_checkpoint="latest",
+        progress=False)
     records = [json.loads(line) for line in (tmp_path / "loss_log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1] and records[0]["loss"] != 99.0
 
@@ -201,16 +206,15 @@ def test_resume_without_a_checkpoint_restarts_the_loss_log(tmp_path):
 def test_a_start_that_fails_while_building_leaves_no_run_behind(tmp_path):
     """A run that fails while building its parts (a `model.pretrained` folder that does not exist) writes no
     config.yaml or other run file, so the retry with the config fixed is not refused as "already holds a run"."""
-    from snd.distill.config import dotted_flags_to_overrides
     from snd.distill.launch import RUN_MARKERS
 
-    overrides = dotted_flags_to_overrides([a for a in TINY if a != "--no_progress"])
     out = tmp_path / "run"
     missing = tmp_path / "no-such-checkpoint"
     with pytest.raises(FileNotFoundError, match="model.pretrained"):
-        run(overrides=[*overrides, f"model.pretrained={missing}"], output_dir=str(out), max_steps=1, progress=False)
+        run(config=TINY_CONFIG, overrides=[*TINY_OVERRIDES, f"model.pretrained={missing}"], output_dir=str(out), max_steps=1,
+            progress=False)
     assert not [name for name in RUN_MARKERS if (out / name).exists()]
-    result = run(overrides=overrides, output_dir=str(out), max_steps=1, progress=False)  # no --overwrite_output_dir
+    result = run(config=TINY_CONFIG, overrides=TINY_OVERRIDES, output_dir=str(out), max_steps=1, progress=False)  # no --overwrite_output_dir
     assert result.steps == 1 and result.steps_trained == 1
     assert yaml.safe_load((out / "config.yaml").read_text())["model"]["pretrained"] is None
 

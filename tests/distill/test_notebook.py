@@ -1,4 +1,6 @@
-"""notebooks/distill_synthetic.ipynb runs top to bottom on a tiny setting, offline."""
+"""notebooks/distill_synthetic.ipynb runs top to bottom on a small setting of the embedded default (nano-2d), offline."""
+
+import re
 
 import pytest
 
@@ -13,5 +15,11 @@ def test_distill_notebook_executes(tmp_path, monkeypatch):
     run = run_notebook("distill_synthetic.ipynb", tmp_path, timeout=600)
     assert "stages reproduce the teacher's target exactly: True" in run.printed
     assert "3 steps in" in run.printed and "student" in run.printed and "pca_before_after.png" in run.printed
-    assert "distilled features (1, 32, 2, 3)" in run.printed  # 28 x 42 target -> 2 x 3 patches, 32 channels
-    assert run.pictures >= 4
+    assert "distilled features (1, 128, 4, 5)" in run.printed  # nano-2d: 32 x 40 target -> 4 x 5 patches of 8 px, 128 channels
+    # SnD vs the same-view control on one held-out pair: a score line per model, and the matches drawn
+    assert "held-out pair:" in run.printed
+    for name in ("base (nano-2d)", "SnD", "control (same view)"):
+        line = re.search(rf"^{re.escape(name)} +recall@6px +([\d.]+) % +consistency AUC ([\d.]+)$", run.printed, re.M)
+        assert line, (name, run.printed[-1500:])
+        assert 0 <= float(line[1]) <= 100 and 0 <= float(line[2]) <= 1
+    assert run.pictures >= 5

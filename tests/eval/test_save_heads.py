@@ -89,7 +89,7 @@ def test_save_heads_writes_task_models_that_pipelines_run(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "eval_results.json").write_text(json.dumps(records))
-    card = render_model_card(card_info(load_config(), "me/run-student", run), config=backbone.config)
+    card = render_model_card(card_info(load_config("tiny_synthetic"), "me/run-student", run), config=backbone.config)
     assert sorted((r.task_type, r.metric_value) for r in card.data.eval_results) == sorted(
         (t, v) for t, v in [("depth-estimation", results["depth"]["rmse"]),
                             ("image-segmentation", results["segmentation"]["mean_iou"]),

@@ -29,14 +29,12 @@ from snd.distill.checkpoints import (
     truncate_log,
     write_checkpoint_marker,
 )
-from snd.distill.config import dotted_flags_to_overrides
 from snd.distill.trainer import EmptyTargetError, NonFiniteLossError, train
-from tests.distill.helpers import TINY, distill_main
+from tests.distill.helpers import TINY, TINY_CONFIG, TINY_OVERRIDES, distill_main
 
 
 def _config(output_dir, *overrides):
-    flags = [flag for flag in TINY if flag != "--no_progress"]
-    return load_config(None, dotted_flags_to_overrides(flags) + [f"training.output_dir={output_dir}", *overrides])
+    return load_config(TINY_CONFIG, [*TINY_OVERRIDES, f"training.output_dir={output_dir}", *overrides])
 
 
 def _run(output_dir, *overrides, resume=None, allow_config_change=False):
