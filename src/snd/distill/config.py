@@ -263,6 +263,11 @@ class TrainingConfig:
         log_images_every: steps between pictures sent to trackers that take images (PCA of the student's features
             on the held-out view, PCA of the teacher's rendered target); 0 disables. Default 0.
         cpu: force CPU (gloo) even when GPUs exist. Default False.
+        distributed: how a multi-process launch distributes the student. "auto" (default): as the launcher says, DDP
+            (``accelerate launch --multi_gpu``) or FSDP2 (``--config_file configs/accelerate/fsdp2.yaml``). "fsdp2":
+            shard the student and the EMA teacher with torch's ``fully_shard`` under any multi-process launch,
+            including CPU processes over gloo, where Accelerate turns its FSDP plugin into plain DDP (the CPU tests
+            use this). See ``snd.distill.fsdp``; bf16 or no mixed precision (fp16 is refused under FSDP2).
         hub_model_id: push the final student here (``--push_to_hub``). Default None.
     """
 
@@ -289,6 +294,7 @@ class TrainingConfig:
     report_to: str = "auto"
     log_images_every: int = 0
     cpu: bool = False
+    distributed: str = "auto"
     hub_model_id: str | None = None
 
 
@@ -338,6 +344,7 @@ _CHOICES = {
     "training.schedule": ("one_cycle_cosine", "constant"),
     "training.mixed_precision": ("no", "fp16", "bf16", None),
     "training.nonfinite_loss": ("raise", "skip"),
+    "training.distributed": ("auto", "fsdp2"),
 }
 _REPORT_TO = ("auto", "none", "all", "tensorboard", "wandb", "trackio")
 _POSITIVE = [

@@ -264,11 +264,16 @@ def downsample_holes(holes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
 # EMA teacher
 
 
+def _local_shard(tensor: torch.Tensor) -> torch.Tensor:
+    """A DTensor's local shard (FSDP2); any other tensor itself."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
 class EMATeacher(nn.Module):
     """A frozen copy of the student (backbone and optional head), updated as an exponential moving average.
 
     ``update(student_backbone, student_head)`` does ``teacher <- m * teacher + (1 - m) * student``
-    for every parameter that the student trains (frozen student parameters, e.g. the base weights
+    (on local shards when both are sharded alike with FSDP2) for every parameter that the student trains (frozen student parameters, e.g. the base weights
     under LoRA, stay bit-identical). :meth:`maybe_update` applies it every ``update_every`` optimiser steps.
 
     Args:
@@ -317,8 +322,10 @@ class EMATeacher(nn.Module):
                 if name not in teacher_named:
                     raise KeyError(f"EMA teacher has no parameter {name!r}; was the student rebuilt after the teacher was copied?")
                 if student_param.requires_grad:
-                    teacher_params.append(teacher_named[name])
-                    student_params.append(student_param.detach())
+                    # FSDP2 (DTensor) parameters: the update runs on this process's local shards, which sit side by
+                    # side because the teacher is sharded like the student (snd.distill.fsdp).
+                    teacher_params.append(_local_shard(teacher_named[name]))
+                    student_params.append(_local_shard(student_param.detach()))
         if teacher_params:
             torch._foreach_mul_(teacher_params, momentum)
             torch._foreach_add_(teacher_params, student_params, alpha=1.0 - momentum)
