@@ -23,15 +23,36 @@ COMMON = [*TINY, "--max_steps", "3", "--seed", "1", "--teacher.update_every", "1
           "--model.lora_dropout", "0.2"]
 
 
+def _launch_with_config_file(args: list[str]) -> None:
+    """``accelerate launch --config_file configs/accelerate/fsdp2.yaml --num_processes 2`` (as the README's GPU command)."""
+    import os
+    import shutil as shell
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.distill.helpers import REPO_ROOT, SCRIPT, script_env
+
+    accelerate = shell.which("accelerate", path=str(Path(sys.executable).parent)) or "accelerate"
+    command = [accelerate, "launch", "--config_file", str(REPO_ROOT / "configs" / "accelerate" / "fsdp2.yaml"),
+               "--num_processes", "2", "--main_process_port", str(30500 + os.getpid() % 1000), str(SCRIPT), *args]
+    result = subprocess.run(command, cwd=REPO_ROOT, env=script_env(), capture_output=True, text=True, timeout=600)
+    if result.returncode != 0:
+        raise AssertionError(f"{command} failed ({result.returncode})\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     from tests.shared import build_once
 
     def launch(tmp):
         for finetune in ("full", "lora"):
-            for distributed in ("auto", "fsdp2"):  # auto under --multi_gpu: DDP
-                run_distill([*COMMON, "--model.finetune", finetune, "--training.distributed", distributed,
-                             "--output_dir", str(tmp / f"{finetune}-{distributed}")], num_processes=2)
+            run_distill([*COMMON, "--model.finetune", finetune, "--output_dir", str(tmp / f"{finetune}-ddp")], num_processes=2)
+        # the two ways to ask for FSDP2: Accelerate's FSDP2 config file (the GPU recipe; on the CPU Accelerate itself
+        # would run DDP, the trainer shards as the file asks), and training.distributed=fsdp2 under a --multi_gpu launch
+        _launch_with_config_file([*COMMON, "--model.finetune", "full", "--output_dir", str(tmp / "full-fsdp2")])
+        run_distill([*COMMON, "--model.finetune", "lora", "--training.distributed", "fsdp2", "--output_dir",
+                     str(tmp / "lora-fsdp2")], num_processes=2)
         # the LoRA FSDP2 run killed after its step-2 checkpoint, as it would be on disk, then resumed
         resumed = tmp / "lora-fsdp2-resumed"
         shutil.copytree(tmp / "lora-fsdp2", resumed)
@@ -60,7 +81,7 @@ def _assert_same_exports(a, b, atol):
 @pytest.mark.slow
 @pytest.mark.parametrize("finetune", ["full", "lora"])
 def test_fsdp2_trains_what_ddp_trains(runs, finetune):
-    ddp, sharded = runs / f"{finetune}-auto", runs / f"{finetune}-fsdp2"
+    ddp, sharded = runs / f"{finetune}-ddp", runs / f"{finetune}-fsdp2"
     assert len(_losses(sharded)) == 3
     assert max(abs(x - y) for x, y in zip(_losses(ddp), _losses(sharded))) <= 1e-6
     _assert_same_exports(ddp, sharded, atol=1e-6)
@@ -111,3 +132,20 @@ def test_fsdp2_is_a_config_choice():
     assert load_config(overrides=["training.distributed=fsdp2"]).training.distributed == "fsdp2"
     with pytest.raises(ConfigError, match="training.distributed"):
         load_config(overrides=["training.distributed=zero3"]).validate()
+
+
+def test_fsdp2_from_the_environment_of_accelerates_fsdp_config(monkeypatch):
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from snd.distill.fsdp import use_fsdp2
+
+    accelerator = SimpleNamespace(distributed_type=DistributedType.MULTI_CPU, num_processes=2)
+    assert not use_fsdp2(accelerator, "auto") and use_fsdp2(accelerator, "fsdp2")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_VERSION", "2")
+    assert use_fsdp2(accelerator, "auto")  # Accelerate ran DDP on the CPU; the trainer shards as the file asked
+    monkeypatch.setenv("FSDP_VERSION", "1")
+    with pytest.raises(ValueError, match="fsdp_version: 2"):
+        use_fsdp2(accelerator, "auto")

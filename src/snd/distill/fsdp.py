@@ -32,8 +32,9 @@ SHARD_JSON = "fsdp-rank{rank:05d}-of-{world:05d}.json"
 
 
 def use_fsdp2(accelerator, distributed: str) -> bool:
-    """Whether this run shards with FSDP2: ``training.distributed == "fsdp2"`` or Accelerate's FSDP config (version 2).
-    Accelerate's FSDP version 1, and FSDP2 options the trainer does not implement, are refused."""
+    """Whether this run shards with FSDP2: ``training.distributed == "fsdp2"`` or Accelerate's FSDP config (version 2),
+    also on the CPU, where Accelerate itself would run DDP. Accelerate's FSDP version 1, and FSDP2 options the trainer
+    does not implement, are refused."""
     from accelerate.utils import DistributedType
 
     if accelerator.distributed_type == DistributedType.FSDP:
@@ -48,6 +49,11 @@ def use_fsdp2(accelerator, distributed: str) -> bool:
                 f"accelerate FSDP options {unsupported} are not supported by snd's FSDP2 path (it shards the student and the "
                 "EMA teacher itself); remove them from the accelerate config (configs/accelerate/fsdp2.yaml)"
             )
+        return True
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true" and accelerator.num_processes > 1:
+        # launched with Accelerate's FSDP config, which it turned into DDP on the CPU (MULTI_CPU): shard as asked
+        if os.environ.get("FSDP_VERSION", "1") != "2":
+            raise ValueError("accelerate's FSDP version 1 is not supported; set fsdp_version: 2 (configs/accelerate/fsdp2.yaml)")
         return True
     return distributed == "fsdp2"
 

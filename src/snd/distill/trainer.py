@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader
 
 from ..backbones import backbone_spec
 from ..runtime import default_cpu_threads, reuse_large_allocations
-from .build import DistillStudent, PreloadedScenes, build_dataset, build_lifter, build_student, merged_backbone, move_lifter
+from .build import (DistillStudent, PreloadedScenes, build_dataset, build_lifter, build_student, enable_gradient_checkpointing,
+                    merged_backbone, move_lifter)
 from .checkpoints import (
     CheckpointError,
     atomic_save_pretrained,
@@ -376,6 +377,8 @@ class Trainer:
         config, training, accelerator = self.config, self.training, self.accelerator
         set_seed(training.seed)
         student = build_student(config)
+        if training.gradient_checkpointing:
+            enable_gradient_checkpointing(student.backbone)
         self.patch_size = backbone_spec(student.backbone).patch_size
         lifter = build_lifter(config.lifter)
         launch.check_lifter_image_size(lifter, config.data.image_height, config.data.image_width)
