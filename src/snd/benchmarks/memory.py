@@ -1,7 +1,7 @@
 """Per-GPU memory estimate of a distillation run, computed from its config (no GPU, no weights downloaded).
 
 ``python scripts/benchmark.py memory --config scannetpp_dinov2g --gpus 8`` prints, for DDP and FSDP2 on ``--gpus``
-processes, the bytes each GPU holds for: parameters, gradients and Adam moments of the student, the EMA teacher,
+processes (DDP alone for one), the bytes each GPU holds for: parameters, gradients and Adam moments of the student, the EMA teacher,
 FSDP2's gathered units, the student's activations without and with gradient checkpointing, the projection head (its
 parameters are in the rows above; this row is its activations and the prototype logits), the teacher's forward and
 the teacher's full-resolution feature maps (one channel chunk). The architecture is built on the meta device (known
@@ -153,6 +153,8 @@ def estimate(config, gpus: int, distributed: str, arch: Architecture | None = No
 
     if distributed not in ("ddp", "fsdp2"):
         raise ValueError(f"distributed must be 'ddp' or 'fsdp2', got {distributed!r}")
+    if distributed == "fsdp2" and gpus < 2:
+        raise ValueError("FSDP2 needs 2 or more GPUs (one process trains unsharded, as DDP x 1)")
     arch = arch or architecture(config)
     data, training = config.data, config.training
     shards = gpus if distributed == "fsdp2" else 1
@@ -227,7 +229,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         parser.error("--gpus must be >= 1")
     config = load_config(args.config, overrides=args.set)
     arch = architecture(config)
-    estimates = [estimate(config, args.gpus, kind, arch) for kind in ("ddp", "fsdp2")]
+    estimates = [estimate(config, args.gpus, kind, arch) for kind in (("ddp", "fsdp2") if args.gpus > 1 else ("ddp",))]
     rows = [{**asdict(e), "total": e.total(False), "total_checkpointed": e.total(True)} for e in estimates]
     if args.json:
         print(json.dumps({"architecture": asdict(arch), "estimates": rows}, indent=2))
