@@ -22,6 +22,11 @@ COMMON = [*TINY, "--max_steps", "3", "--seed", "1", "--teacher.update_every", "1
           "--training.max_grad_norm", "0.01", "--training.checkpoint_every", "1", "--training.keep_checkpoints", "5",
           "--model.lora_dropout", "0.2"]
 
+# ... and pictures of the sharded student sent to TensorBoard every 2 steps (a forward on every process at once): they
+# must neither hang nor change the training (the DDP run it is compared with sends none)
+LORA_FSDP2 = ["--model.finetune", "lora", "--training.distributed", "fsdp2", "--training.report_to", "tensorboard",
+              "--training.log_images_every", "2"]
+
 
 def _launch_with_config_file(args: list[str]) -> None:
     """``accelerate launch --config_file configs/accelerate/fsdp2.yaml --num_processes 2`` (as the README's GPU command)."""
@@ -51,8 +56,7 @@ def runs(tmp_path_factory):
         # the two ways to ask for FSDP2: Accelerate's FSDP2 config file (the GPU recipe; on the CPU Accelerate itself
         # would run DDP, the trainer shards as the file asks), and training.distributed=fsdp2 under a --multi_gpu launch
         _launch_with_config_file([*COMMON, "--model.finetune", "full", "--output_dir", str(tmp / "full-fsdp2")])
-        run_distill([*COMMON, "--model.finetune", "lora", "--training.distributed", "fsdp2", "--output_dir",
-                     str(tmp / "lora-fsdp2")], num_processes=2)
+        run_distill([*COMMON, *LORA_FSDP2, "--output_dir", str(tmp / "lora-fsdp2")], num_processes=2)
         # the LoRA FSDP2 run killed after its step-2 checkpoint, as it would be on disk, then resumed
         resumed = tmp / "lora-fsdp2-resumed"
         shutil.copytree(tmp / "lora-fsdp2", resumed)
@@ -60,8 +64,7 @@ def runs(tmp_path_factory):
             shutil.rmtree(resumed / name)
         for name in ("heads.safetensors", "train_summary.json"):
             (resumed / name).unlink()
-        run_distill([*COMMON, "--model.finetune", "lora", "--training.distributed", "fsdp2", "--output_dir", str(resumed),
-                     "--resume_from_checkpoint", "latest"], num_processes=2)
+        run_distill([*COMMON, *LORA_FSDP2, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest"], num_processes=2)
 
     return build_once(tmp_path_factory, "fsdp2-runs", launch)
 
@@ -103,6 +106,8 @@ def test_fsdp2_trains_what_ddp_trains(runs, finetune):
         torch.testing.assert_close(value, reference.state_dict()[name], rtol=0, atol=1e-6)
     assert any(not torch.equal(value, teacher.state_dict()[name]) for name, value in student.state_dict().items())
     assert (sharded / "pca_before_after.png").is_file()
+    if finetune == "lora":
+        assert list((sharded / "snd-distill").rglob("events.out.tfevents*"))
 
 
 @pytest.mark.slow
@@ -149,3 +154,18 @@ def test_fsdp2_from_the_environment_of_accelerates_fsdp_config(monkeypatch):
     monkeypatch.setenv("FSDP_VERSION", "1")
     with pytest.raises(ValueError, match="fsdp_version: 2"):
         use_fsdp2(accelerator, "auto")
+
+
+def test_fsdp2_checkpoint_refuses_another_distribution_or_process_count(tmp_path):
+    from types import SimpleNamespace
+
+    from snd.distill.checkpoints import CheckpointError, write_checkpoint_marker
+    from snd.distill.fsdp import load_sharded_checkpoint
+
+    accelerator = SimpleNamespace(process_index=0, num_processes=2)
+    write_checkpoint_marker(tmp_path, 5, {"final": True})  # as a DDP checkpoint's marker
+    with pytest.raises(CheckpointError, match="without FSDP2"):
+        load_sharded_checkpoint(accelerator, tmp_path, None, None, None, None, None)
+    write_checkpoint_marker(tmp_path, 5, {"distributed": "fsdp2", "world_size": 4})
+    with pytest.raises(CheckpointError, match="written by 4 processes; this run has 2"):
+        load_sharded_checkpoint(accelerator, tmp_path, None, None, None, None, None)
