@@ -26,6 +26,9 @@ COMMON = [*TINY, "--max_steps", "3", "--seed", "1", "--teacher.update_every", "1
 # must neither hang nor change the training (the DDP run it is compared with sends none)
 LORA_FSDP2 = ["--model.finetune", "lora", "--training.distributed", "fsdp2", "--training.report_to", "tensorboard",
               "--training.log_images_every", "2"]
+# ... with the gathered parameters kept from forward to backward (fsdp_reshard_after_forward: false, as Accelerate's
+# launcher passes it); the full fine-tuning run keeps the default (true)
+ZERO2 = {"FSDP_RESHARD_AFTER_FORWARD": "false"}
 
 
 def _launch_with_config_file(args: list[str]) -> None:
@@ -56,7 +59,7 @@ def runs(tmp_path_factory):
         # the two ways to ask for FSDP2: Accelerate's FSDP2 config file (the GPU recipe; on the CPU Accelerate itself
         # would run DDP, the trainer shards as the file asks), and training.distributed=fsdp2 under a --multi_gpu launch
         _launch_with_config_file([*COMMON, "--model.finetune", "full", "--output_dir", str(tmp / "full-fsdp2")])
-        run_distill([*COMMON, *LORA_FSDP2, "--output_dir", str(tmp / "lora-fsdp2")], num_processes=2)
+        run_distill([*COMMON, *LORA_FSDP2, "--output_dir", str(tmp / "lora-fsdp2")], num_processes=2, env=ZERO2)
         # the LoRA FSDP2 run killed after its step-2 checkpoint, as it would be on disk, then resumed
         resumed = tmp / "lora-fsdp2-resumed"
         shutil.copytree(tmp / "lora-fsdp2", resumed)
@@ -64,7 +67,7 @@ def runs(tmp_path_factory):
             shutil.rmtree(resumed / name)
         for name in ("heads.safetensors", "train_summary.json"):
             (resumed / name).unlink()
-        run_distill([*COMMON, *LORA_FSDP2, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest"], num_processes=2)
+        run_distill([*COMMON, *LORA_FSDP2, "--output_dir", str(resumed), "--resume_from_checkpoint", "latest"], num_processes=2, env=ZERO2)
 
     return build_once(tmp_path_factory, "fsdp2-runs", launch)
 
@@ -151,6 +154,11 @@ def test_fsdp2_from_the_environment_of_accelerates_fsdp_config(monkeypatch):
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     monkeypatch.setenv("FSDP_VERSION", "2")
     assert use_fsdp2(accelerator, "auto")  # Accelerate ran DDP on the CPU; the trainer shards as the file asked
+    from snd.distill.fsdp import reshard_after_forward
+
+    assert reshard_after_forward(SimpleNamespace(state=SimpleNamespace()))
+    monkeypatch.setenv("FSDP_RESHARD_AFTER_FORWARD", "false")
+    assert not reshard_after_forward(SimpleNamespace(state=SimpleNamespace()))
     monkeypatch.setenv("FSDP_VERSION", "1")
     with pytest.raises(ValueError, match="fsdp_version: 2"):
         use_fsdp2(accelerator, "auto")

@@ -59,10 +59,13 @@ def use_fsdp2(accelerator, distributed: str) -> bool:
 
 
 def reshard_after_forward(accelerator) -> bool:
-    """Accelerate's ``fsdp_reshard_after_forward`` when launched with its FSDP config, else True (ZeRO-3-like)."""
+    """Accelerate's ``fsdp_reshard_after_forward`` when launched with its FSDP config (its plugin, or on the CPU, where
+    Accelerate builds no plugin, the launcher's ``FSDP_RESHARD_AFTER_FORWARD``), else True (ZeRO-3-like)."""
     plugin = getattr(accelerator.state, "fsdp_plugin", None)
-    value = getattr(plugin, "reshard_after_forward", True) if plugin is not None else True
-    return bool(value) if isinstance(value, bool) else True
+    if plugin is not None:
+        value = getattr(plugin, "reshard_after_forward", True)
+        return value if isinstance(value, bool) else True
+    return os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() not in ("false", "0", "no")
 
 
 def device_mesh(accelerator):
