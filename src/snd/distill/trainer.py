@@ -258,6 +258,10 @@ def train(
     and a warning says so): the exports are refreshed from its final checkpoint, ``train_summary.json`` is kept
     and its ``final_loss`` returned.
 
+    Distribution: one process, DDP (``accelerate launch --multi_gpu``) or FSDP2 (``configs/accelerate/fsdp2.yaml`` or
+    ``training.distributed=fsdp2``: student and EMA teacher sharded alike, sharded pickle-free checkpoints; see
+    :mod:`snd.distill.fsdp` and :meth:`Trainer.prepare`).
+
     The process-wide settings a run changes (torch's float32 matmul precision and, on the CPU, its thread count)
     are restored when it returns or raises. The stages are the methods of :class:`Trainer`.
     """
