@@ -58,7 +58,10 @@ def runs(tmp_path_factory):
             run_distill([*COMMON, "--model.finetune", finetune, "--output_dir", str(tmp / f"{finetune}-ddp")], num_processes=2)
         # the two ways to ask for FSDP2: Accelerate's FSDP2 config file (the GPU recipe; on the CPU Accelerate itself
         # would run DDP, the trainer shards as the file asks), and training.distributed=fsdp2 under a --multi_gpu launch
-        _launch_with_config_file([*COMMON, "--model.finetune", "full", "--output_dir", str(tmp / "full-fsdp2")])
+        # (the config-file run also recomputes its blocks in the backward pass: gradient checkpointing inside FSDP2 units
+        # must not change the result either, as in the DINOv3-7B recipe)
+        _launch_with_config_file([*COMMON, "--model.finetune", "full", "--training.gradient_checkpointing", "true",
+                                  "--output_dir", str(tmp / "full-fsdp2")])
         run_distill([*COMMON, *LORA_FSDP2, "--output_dir", str(tmp / "lora-fsdp2")], num_processes=2, env=ZERO2)
         # the LoRA FSDP2 run killed after its step-2 checkpoint, as it would be on disk, then resumed
         resumed = tmp / "lora-fsdp2-resumed"
