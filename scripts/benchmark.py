@@ -7,6 +7,7 @@ Examples:
     python scripts/benchmark.py lift --help
     python scripts/benchmark.py train --help
     python scripts/benchmark.py data --sizes 64x64
+    python scripts/benchmark.py memory --config scannetpp_dinov2g --gpus 8
 """
 
 import argparse
@@ -18,6 +19,7 @@ SUBCOMMANDS = {
     "lift": "Gaussian lifting (depth / MVSplat) throughput",
     "train": "distillation training step throughput",
     "data": "synthetic scene rendering throughput (views/s)",
+    "memory": "per-GPU memory estimate of a config (DDP and FSDP2 on --gpus GPUs)",
 }
 
 

@@ -134,6 +134,13 @@ class TeacherConfig:
             part of the step is unchanged (lifter and render still run, so the holes, blending, downsampling,
             loss, optimiser, schedule and data order are identical). The difference between the two runs is then
             the 3D part alone (``scripts/experiment_3d_awareness.py``).
+        channel_chunk: feature channels carried through upsampling, splatting, blending and downsampling at once
+            (all linear per channel: the result equals the unchunked path up to float rounding). None (default):
+            every channel when the full-resolution maps fit ``feature_budget_gib``, else the largest chunk that does
+            (``snd.distill.teacher.auto_channel_chunk``). A ViT-g (1536 channels) at 518 x 518 with 2 context and 1
+            target view per sample, batch 2, would need ~21.5 GiB for all channels at once (chunks of 142).
+        feature_budget_gib: the memory budget of one chunk's full-resolution maps when ``channel_chunk`` is None.
+            Default 2.0.
     """
 
     momentum: float = 0.999
@@ -152,6 +159,8 @@ class TeacherConfig:
     dropout_in_teacher: bool = False
     holes: str = "alpha"
     target: str = "splat"
+    channel_chunk: int | None = None
+    feature_budget_gib: float = 2.0
 
 
 @dataclass
@@ -254,6 +263,14 @@ class TrainingConfig:
         log_images_every: steps between pictures sent to trackers that take images (PCA of the student's features
             on the held-out view, PCA of the teacher's rendered target); 0 disables. Default 0.
         cpu: force CPU (gloo) even when GPUs exist. Default False.
+        distributed: how a multi-process launch distributes the student. "auto" (default): as the launcher says, DDP
+            (``accelerate launch --multi_gpu``) or FSDP2 (``--config_file configs/accelerate/fsdp2.yaml``). "fsdp2":
+            shard the student and the EMA teacher with torch's ``fully_shard`` under any multi-process launch,
+            including CPU processes over gloo, where Accelerate turns its FSDP plugin into plain DDP (the CPU tests
+            use this). See ``snd.distill.fsdp``; bf16 or no mixed precision (fp16 is refused under FSDP2).
+        gradient_checkpointing: recompute the student's transformer blocks in the backward pass instead of storing
+            their activations (``snd.distill.build.enable_gradient_checkpointing``): same gradients, activation memory
+            of about one block instead of all, ~30% more compute per step. Default False.
         hub_model_id: push the final student here (``--push_to_hub``). Default None.
     """
 
@@ -280,6 +297,8 @@ class TrainingConfig:
     report_to: str = "auto"
     log_images_every: int = 0
     cpu: bool = False
+    distributed: str = "auto"
+    gradient_checkpointing: bool = False
     hub_model_id: str | None = None
 
 
@@ -329,6 +348,7 @@ _CHOICES = {
     "training.schedule": ("one_cycle_cosine", "constant"),
     "training.mixed_precision": ("no", "fp16", "bf16", None),
     "training.nonfinite_loss": ("raise", "skip"),
+    "training.distributed": ("auto", "fsdp2"),
 }
 _REPORT_TO = ("auto", "none", "all", "tensorboard", "wandb", "trackio")
 _POSITIVE = [
@@ -336,7 +356,7 @@ _POSITIVE = [
     "teacher.update_every", "data.image_height", "data.image_width", "data.num_scenes", "data.num_frames",
     "data.samples_per_scene", "data.min_gap", "data.num_target_views", "training.max_steps", "training.batch_size",
     "training.keep_checkpoints", "training.log_every", "loss.student_temperature", "loss.teacher_temperature",
-    "training.lr", "teacher.near_plane",
+    "training.lr", "teacher.near_plane", "teacher.feature_budget_gib",
 ]
 _NON_NEGATIVE = ["training.log_images_every", "training.checkpoint_every", "training.max_grad_norm", "training.weight_decay", "data.num_workers", "training.max_skipped_steps", "model.lora_dropout",
                  "training.one_cycle_extra_steps", "training.max_empty_steps"]
@@ -593,6 +613,8 @@ def validate(config: DistillConfig) -> DistillConfig:
         raise ConfigError(f"teacher.opacity_clamp must be in (0, 1) (0.999 gsplat, 0.99 the release), got {config.teacher.opacity_clamp}")
     if config.teacher.opacity_clamp != 0.999 and config.teacher.render_backend == "gsplat":
         raise ConfigError(f"teacher.opacity_clamp={config.teacher.opacity_clamp} needs teacher.render_backend 'torch' or 'auto' (gsplat clamps at 0.999)")
+    if config.teacher.channel_chunk is not None and config.teacher.channel_chunk < 1:
+        raise ConfigError(f"teacher.channel_chunk must be >= 1 or null (auto), got {config.teacher.channel_chunk}")
     if not config.model.lora_dropout < 1.0:
         raise ConfigError(f"model.lora_dropout must be < 1, got {config.model.lora_dropout}")
     if len(config.training.adam_betas) != 2 or not all(0.0 <= b < 1.0 for b in config.training.adam_betas):

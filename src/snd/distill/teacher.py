@@ -271,11 +271,16 @@ def downsample_holes(holes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
 # EMA teacher
 
 
+def _local_shard(tensor: torch.Tensor) -> torch.Tensor:
+    """A DTensor's local shard (FSDP2); any other tensor itself."""
+    return tensor.to_local() if hasattr(tensor, "to_local") else tensor
+
+
 class EMATeacher(nn.Module):
     """A frozen copy of the student (backbone and optional head), updated as an exponential moving average.
 
     ``update(student_backbone, student_head)`` does ``teacher <- m * teacher + (1 - m) * student``
-    for every parameter that the student trains (frozen student parameters, e.g. the base weights
+    (on local shards when both are sharded alike with FSDP2) for every parameter that the student trains (frozen student parameters, e.g. the base weights
     under LoRA, stay bit-identical). :meth:`maybe_update` applies it every ``update_every`` optimiser steps.
 
     Args:
@@ -324,8 +329,10 @@ class EMATeacher(nn.Module):
                 if name not in teacher_named:
                     raise KeyError(f"EMA teacher has no parameter {name!r}; was the student rebuilt after the teacher was copied?")
                 if student_param.requires_grad:
-                    teacher_params.append(teacher_named[name])
-                    student_params.append(student_param.detach())
+                    # FSDP2 (DTensor) parameters: the update runs on this process's local shards, which sit side by
+                    # side because the teacher is sharded like the student (snd.distill.fsdp).
+                    teacher_params.append(_local_shard(teacher_named[name]))
+                    student_params.append(_local_shard(student_param.detach()))
         if teacher_params:
             torch._foreach_mul_(teacher_params, momentum)
             torch._foreach_add_(teacher_params, student_params, alpha=1.0 - momentum)
@@ -514,6 +521,25 @@ def backbone_patch_features(backbone: nn.Module, images: torch.Tensor, patch_siz
     return backbone_tokens(backbone, pixel_values, final_norm=True, spec=spec).patches
 
 
+DEFAULT_FEATURE_BUDGET_BYTES = 2 * 2**30
+
+
+def feature_map_bytes_per_channel(context_pixels: int, target_pixels: int, bytes_per_value: int = 4) -> int:
+    """Bytes one feature channel of the teacher path holds at full resolution at its peak: the upsampled context maps
+    and their lift-order copy (``2 x context_pixels``), the rendered target maps, their blended copy and the renderer's
+    per-pixel accumulator (``3 x target_pixels``), float32. ``context_pixels`` is ``B * V * H * W`` (all context views
+    of the step), ``target_pixels`` ``B * T * H' * W'``."""
+    return bytes_per_value * (2 * context_pixels + 3 * target_pixels)
+
+
+def auto_channel_chunk(channels: int, context_pixels: int, target_pixels: int,
+                       budget_bytes: int = DEFAULT_FEATURE_BUDGET_BYTES) -> int:
+    """``channels`` when the maps of all of them fit ``budget_bytes`` (:func:`feature_map_bytes_per_channel`), else the
+    largest chunk that does (at least 1)."""
+    per_channel = max(1, feature_map_bytes_per_channel(context_pixels, target_pixels))
+    return max(1, min(channels, budget_bytes // per_channel))
+
+
 class SplatTeacher(nn.Module):
     """Teacher features of the context views, splatted into the target views.
 
@@ -535,6 +561,13 @@ class SplatTeacher(nn.Module):
         target: ``"splat"`` (default: the context views' features, lifted and splatted into the target view) or
             ``"same_view"`` (the matched 2D control: the teacher's own features of the target view, upsampled with
             the target's masks as the context features are; the lift and render still run, for the same holes).
+        channel_chunk: feature channels carried through upsampling, splatting, blending and downsampling at once
+            (each of these is linear per channel, so any chunk gives the unchunked result up to float rounding; the
+            geometry, the holes and the backbone forwards are computed once). None (default): "auto", every channel
+            when the full-resolution maps fit ``feature_budget_bytes`` (see :func:`auto_channel_chunk`), else the
+            largest chunk that does.
+        feature_budget_bytes: the memory the full-resolution feature maps of one chunk may take (``channel_chunk``
+            None). Default 2 GiB.
     """
 
     def __init__(
@@ -554,8 +587,16 @@ class SplatTeacher(nn.Module):
         principal_point: str = "intrinsics",
         holes: str = "alpha",
         target: str = "splat",
+        channel_chunk: int | None = None,
+        feature_budget_bytes: int = DEFAULT_FEATURE_BUDGET_BYTES,
     ) -> None:
         super().__init__()
+        if channel_chunk is not None and channel_chunk < 1:
+            raise ValueError(f"SplatTeacher: channel_chunk must be >= 1 or None (auto), got {channel_chunk}")
+        if feature_budget_bytes <= 0:
+            raise ValueError(f"SplatTeacher: feature_budget_bytes must be > 0, got {feature_budget_bytes}")
+        self.channel_chunk = channel_chunk
+        self.feature_budget_bytes = int(feature_budget_bytes)
         for name, value, choices in (
             ("splat_covariance", splat_covariance, ("lifter", "release")),
             ("principal_point", principal_point, ("intrinsics", "centered")),
@@ -599,6 +640,8 @@ class SplatTeacher(nn.Module):
             principal_point=config.principal_point,
             holes=config.holes,
             target=getattr(config, "target", "splat"),
+            channel_chunk=getattr(config, "channel_chunk", None),
+            feature_budget_bytes=int(getattr(config, "feature_budget_gib", 2.0) * 2**30),
         )
 
     def _upsample(self, low_res: torch.Tensor, masks: torch.Tensor | None, count: int, height: int, width: int) -> torch.Tensor:
@@ -607,6 +650,18 @@ class SplatTeacher(nn.Module):
         if flat_masks is None:
             flat_masks = torch.zeros(count, height, width, dtype=torch.long, device=low_res.device)
         return upsample_features(low_res, flat_masks, self.upsample_mode, self.upsample_fallback, self.upsample_align_corners)
+
+    def _holes(self, rendered, gaussians, context, target, intrinsics, height: int, width: int, settings: dict) -> torch.Tensor:
+        """``[B*T, H', W']`` bool: where the feature render's alpha is 0 (``holes="alpha"``), or where an RGB render of the
+        lifter's Gaussians with their own covariances is exactly 0 (``holes="rgb"``)."""
+        from ..splatting import render_gaussians
+
+        if self.holes == "rgb":
+            colors = lifter_colors(gaussians, context, target.extrinsics).float()  # [B, T, N, 3] or [B, N, 3]
+            # same Gaussians and cameras as the feature render, already checked (by the lifter and that render)
+            rgb = render_gaussians(gaussians, colors, target.extrinsics, intrinsics, height, width, validate=False, **settings)
+            return (rgb.renders == 0).all(dim=-1).flatten(0, 1)
+        return rendered.alphas[..., 0].flatten(0, 1) <= 0
 
     @torch.no_grad()
     def forward(self, context, target, grid_size: tuple[int, int], stage: StageTimer = no_timer) -> TeacherTargets:
@@ -625,11 +680,11 @@ class SplatTeacher(nn.Module):
             gaussians = self.lifter(context)
         with stage("teacher"):
             low_res = backbone_patch_features(self.teacher.backbone, context.images.flatten(0, 1), self.patch_size)  # [B*V, C, h, w]
-        with stage("upsample"):
-            full_res = self._upsample(low_res, context.masks, batch * views, height, width)  # [B*V, C, H, W]
-            channels = full_res.shape[1]
-            lifted = full_res.reshape(batch, views, channels, height, width)
-        with stage("render"), torch.autocast(lifted.device.type, enabled=False):
+        channels = low_res.shape[1]
+        chunk = self.channel_chunk or auto_channel_chunk(
+            channels, batch * views * height * width, batch * targets * target_height * target_width, self.feature_budget_bytes)
+        chunk = min(chunk, channels)
+        with stage("render"), torch.autocast(low_res.device.type, enabled=False):
             # Rendering stays in float32 under mixed precision (alpha compositing accumulates many terms).
             gaussians = gaussians.to(torch.float32)
             intrinsics = target.intrinsics.float()
@@ -638,36 +693,49 @@ class SplatTeacher(nn.Module):
             settings = dict(
                 near_plane=self.near_plane, far_plane=self.far_plane, backend=self.render_backend, max_alpha=self.opacity_clamp
             )
-            if self.target == "same_view":
-                # The control renders one constant channel: the same Gaussians and cameras give the same alphas, so the
-                # same holes, at a fraction of the cost; its features are replaced by the target view's own below.
-                lifted = lifted.new_ones(batch, views, 1, height, width)
-            splats = gaussians.with_features(lifted.float())  # features [B, N, C] in lift order
+            geometry = gaussians
             if self.splat_covariance == "release":
-                splats = dataclasses.replace(splats, covariances=release_splat_covariances(splats.covariances))
-            rendered = render_gaussians(
-                splats, splats.features, target.extrinsics, intrinsics, target_height, target_width, **settings
-            )
-            features = rendered.renders.permute(0, 1, 4, 2, 3).flatten(0, 1)  # [B*T, C, H', W']
-            if self.holes == "rgb":
-                colors = lifter_colors(gaussians, context, target.extrinsics).float()  # [B, T, N, 3] or [B, N, 3]
-                # same Gaussians and cameras as the feature render above, already checked (by the lifter and that render)
-                rgb = render_gaussians(gaussians, colors, target.extrinsics, intrinsics, target_height, target_width,
-                                       validate=False, **settings)
-                holes = (rgb.renders == 0).all(dim=-1).flatten(0, 1)  # [B*T, H', W']
-            else:
-                holes = rendered.alphas[..., 0].flatten(0, 1) <= 0  # [B*T, H', W']
+                geometry = dataclasses.replace(geometry, covariances=release_splat_covariances(geometry.covariances))
+        holes = None
+        own = None
         if self.target == "same_view":
+            with stage("render"), torch.autocast(low_res.device.type, enabled=False):
+                # The control renders one constant channel: the same Gaussians and cameras give the same alphas, so the
+                # same holes, at a fraction of the cost; its features are the target view's own (below).
+                ones = low_res.new_ones(batch, views, 1, height, width, dtype=torch.float32)
+                rendered = render_gaussians(geometry, geometry.with_features(ones).features, target.extrinsics, intrinsics,
+                                            target_height, target_width, **settings)
+                holes = self._holes(rendered, gaussians, context, target, intrinsics, target_height, target_width, settings)
             with stage("teacher"):
                 own = backbone_patch_features(self.teacher.backbone, target.images.flatten(0, 1), self.patch_size)  # [B*T, C, h, w]
-            with stage("upsample"):
-                features = self._upsample(own, target.masks, batch * targets, target_height, target_width).float()
-        with stage("blend"):
-            if target.masks is not None:
-                features = blend_segments(features, target.masks.flatten(0, 1), self.blend_alpha)
-            features = downsample_features(features, grid_size)
-            holes_grid = downsample_holes(holes, grid_size)
-            features = features.masked_fill(holes_grid[:, None], 0.0)
+        parts = []
+        for first in range(0, channels, chunk):
+            last = min(first + chunk, channels)
+            if own is None:
+                with stage("upsample"):
+                    full_res = self._upsample(low_res[:, first:last], context.masks, batch * views, height, width)  # [B*V, c, H, W]
+                    lifted = full_res.reshape(batch, views, last - first, height, width)
+                with stage("render"), torch.autocast(lifted.device.type, enabled=False):
+                    splats = geometry.with_features(lifted.float())  # features [B, N, c] in lift order
+                    rendered = render_gaussians(splats, splats.features, target.extrinsics, intrinsics, target_height,
+                                                target_width, validate=first == 0, **settings)
+                    features = rendered.renders.permute(0, 1, 4, 2, 3).flatten(0, 1)  # [B*T, c, H', W']
+                    del splats, lifted, full_res
+                    if holes is None:  # the alphas do not depend on the features: the first chunk's are every chunk's
+                        holes = self._holes(rendered, gaussians, context, target, intrinsics, target_height, target_width, settings)
+                    del rendered
+            else:
+                with stage("upsample"):
+                    features = self._upsample(own[:, first:last], target.masks, batch * targets, target_height, target_width).float()
+            with stage("blend"):
+                if target.masks is not None:
+                    features = blend_segments(features, target.masks.flatten(0, 1), self.blend_alpha)
+                features = downsample_features(features, grid_size)
+                if first == 0:
+                    holes_grid = downsample_holes(holes, grid_size)
+                parts.append(features.masked_fill(holes_grid[:, None], 0.0))
+            del features
+        features = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)  # [B*T, C, h, w]
         return TeacherTargets(
             features=features.reshape(batch, targets, channels, *grid_size),
             valid=(~holes_grid).reshape(batch, targets, *grid_size),

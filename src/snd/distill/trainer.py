@@ -3,6 +3,7 @@ student -> loss -> optimiser -> EMA, with atomic checkpoints, exact resume, logs
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import math
@@ -16,8 +17,10 @@ from torch.utils.data import DataLoader
 
 from ..backbones import backbone_spec
 from ..runtime import default_cpu_threads, reuse_large_allocations
-from .build import DistillStudent, PreloadedScenes, build_dataset, build_lifter, build_student, merged_backbone, move_lifter
+from .build import (DistillStudent, PreloadedScenes, build_dataset, build_lifter, build_student, enable_gradient_checkpointing,
+                    merged_backbone, move_lifter)
 from .checkpoints import (
+    CheckpointError,
     atomic_save_pretrained,
     check_config_change,
     load_checkpoint,
@@ -30,7 +33,7 @@ from .checkpoints import (
     write_run_config,
 )
 from .config import DistillConfig
-from . import launch
+from . import fsdp, launch
 from .loss import CosineDistillLoss, PrototypeCrossEntropy
 from .teacher import EMATeacher, SplatTeacher, StageTimer, backbone_patch_features, no_timer
 
@@ -256,6 +259,10 @@ def train(
     and a warning says so): the exports are refreshed from its final checkpoint, ``train_summary.json`` is kept
     and its ``final_loss`` returned.
 
+    Distribution: one process, DDP (``accelerate launch --multi_gpu``) or FSDP2 (``configs/accelerate/fsdp2.yaml`` or
+    ``training.distributed=fsdp2``: student and EMA teacher sharded alike, sharded pickle-free checkpoints; see
+    :mod:`snd.distill.fsdp` and :meth:`Trainer.prepare`).
+
     The process-wide settings a run changes (torch's float32 matmul precision and, on the CPU, its thread count)
     are restored when it returns or raises. The stages are the methods of :class:`Trainer`.
     """
@@ -297,6 +304,9 @@ class Trainer:
         self.bar = None
         self._previous_precision: str | None = None
         self._previous_threads: int | None = None
+        self.fsdp = False  # FSDP2 (snd.distill.fsdp), decided by setup()
+        self.export_template: DistillStudent | None = None  # FSDP2, main process: a plain copy the exports load into
+        self.plain = None  # FSDP2, main process, while exporting: (student, teacher, after features)
 
     # ---------------------------------------------------------------------------------------- driver
     def run(self) -> TrainResult:
@@ -350,6 +360,12 @@ class Trainer:
         )
         training.mixed_precision = launch.resolve_mixed_precision(accelerator, training.mixed_precision)
         launch.check_shared_output_dir(accelerator, self.output_dir)  # several machines: one shared output_dir
+        self.fsdp = fsdp.use_fsdp2(accelerator, training.distributed)
+        if self.fsdp and accelerator.num_processes == 1:
+            logger.warning("training.distributed=fsdp2 with one process: nothing to shard across, training unsharded")
+            self.fsdp = False
+        if self.fsdp and training.mixed_precision == "fp16":
+            raise ValueError("FSDP2 runs take bf16 or no mixed precision (fp16 needs a gradient scaler the sharded path does not have)")
         self.started = time.perf_counter()
         self.resume_path = resume_checkpoint_path(accelerator, self.output_dir, self.resume_from_checkpoint)
         self.resume_metadata = read_checkpoint_metadata(self.resume_path) if self.resume_path is not None else {}
@@ -367,24 +383,17 @@ class Trainer:
         config, training, accelerator = self.config, self.training, self.accelerator
         set_seed(training.seed)
         student = build_student(config)
+        if training.gradient_checkpointing:
+            enable_gradient_checkpointing(student.backbone)
         self.patch_size = backbone_spec(student.backbone).patch_size
         lifter = build_lifter(config.lifter)
         launch.check_lifter_image_size(lifter, config.data.image_height, config.data.image_width)
         move_lifter(lifter, accelerator.device)
-        self.trainable = [p for p in student.parameters() if p.requires_grad]
         # glibc keeps freed large blocks for reuse (no page faults per step), and a CPU run uses 1 torch thread unless
         # OMP_NUM_THREADS says otherwise (snd.runtime; BENCHMARKS.md "Training step" and "Threads").
         reuse_large_allocations()
         default_cpu_threads(accelerator.device)  # restored by run()
-        optimizer = build_optimizer(self.trainable, training)
-        scheduler = build_scheduler(optimizer, config)
-        self.prepare(student, optimizer, scheduler)
-        # The teacher is copied after `prepare`, i.e. after DDP broadcast rank 0's weights, so every rank starts equal.
-        unwrapped = _unwrap(accelerator, self.student)
-        self.teacher = EMATeacher(
-            unwrapped.backbone, unwrapped.head, momentum=config.teacher.momentum, update_every=config.teacher.update_every,
-            dropout=config.teacher.dropout_in_teacher,
-        )
+        self.prepare(student)
         self.splat_teacher = SplatTeacher.from_config(self.teacher, lifter, self.patch_size, config.teacher).to(accelerator.device)
         self.loss_fn = build_loss(config)
         dataset = build_dataset(config.data, training.seed, load_depth=config.lifter.kind == "depth")
@@ -401,10 +410,53 @@ class Trainer:
             generator=loader_generator,
         )
 
-    def prepare(self, student: DistillStudent, optimizer, scheduler) -> None:
-        """Wrap the student, optimiser and schedule for the launcher's distribution (``accelerator.prepare``: DDP
-        under a multi-process launch, nothing on one process); sets ``self.student``/``optimizer``/``scheduler``."""
-        self.student, self.optimizer, self.scheduler = self.accelerator.prepare(student, optimizer, scheduler)
+    def prepare(self, student: DistillStudent) -> None:
+        """Distribute the student and build what depends on its parameters: sets ``self.student``, ``trainable`` (the
+        trainable parameters as the optimiser and the clipping see them, read after wrapping), ``optimizer``,
+        ``scheduler`` and the EMA ``teacher``.
+
+        DDP or one process: ``accelerator.prepare`` wraps student, optimiser and schedule, then the teacher is copied
+        from the wrapped student (DDP has broadcast rank 0's weights, so every rank starts equal). FSDP2
+        (:func:`snd.distill.fsdp.use_fsdp2`): every process checks it built the same student, the teacher is copied
+        before sharding, both are sharded alike on one mesh (:func:`snd.distill.fsdp.shard`), and the optimiser is
+        built on the sharded parameters (``fully_shard`` replaces the parameter objects); the main process keeps a
+        plain CPU copy of the student as the template the exports are loaded into."""
+        config, training, accelerator = self.config, self.training, self.accelerator
+        if not self.fsdp:
+            optimizer = build_optimizer([p for p in student.parameters() if p.requires_grad], training)
+            scheduler = build_scheduler(optimizer, config)
+            self.student, self.optimizer, self.scheduler = accelerator.prepare(student, optimizer, scheduler)
+            unwrapped = _unwrap(accelerator, self.student)
+            self.trainable = [p for p in unwrapped.parameters() if p.requires_grad]
+            self.teacher = self._new_teacher(unwrapped)
+            return
+        fsdp.check_same_weights(accelerator, student)
+        self.teacher = self._new_teacher(student)
+        self.export_template = copy.deepcopy(student) if accelerator.is_main_process else None
+        mesh = fsdp.device_mesh(accelerator)
+        reshard = fsdp.reshard_after_forward(accelerator)
+        fsdp.shard(student, mesh, reshard)
+        fsdp.shard(self.teacher, mesh, reshard)
+        self.student = student
+        self.trainable = [p for p in student.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.trainable, training)
+        self.scheduler = build_scheduler(self.optimizer, config)
+
+    def _new_teacher(self, student: DistillStudent) -> EMATeacher:
+        teacher = self.config.teacher
+        return EMATeacher(student.backbone, student.head, momentum=teacher.momentum, update_every=teacher.update_every,
+                          dropout=teacher.dropout_in_teacher)
+
+    def _save_checkpoint(self, metadata: dict) -> Path:
+        """An atomic checkpoint at the current step (all processes): Accelerate's state plus the EMA teacher and the
+        counters, or under FSDP2 the per-process sharded safetensors of :func:`snd.distill.fsdp.save_sharded_checkpoint`."""
+        state, training = self.state, self.training
+        metadata = {**metadata, "run": self.run_facts}
+        if self.fsdp:
+            return fsdp.save_sharded_checkpoint(self.accelerator, self.output_dir, state.step, metadata, training.keep_checkpoints,
+                                                self.student, self.teacher, self.optimizer, self.scheduler, state.state_dict())
+        return save_checkpoint(self.accelerator, self.output_dir, state.step, metadata, training.keep_checkpoints,
+                               tensors=self.teacher.state_dict(), state=state.state_dict())
 
     # ---------------------------------------------------------------------------------------- resume
     def resume(self) -> None:
@@ -413,7 +465,14 @@ class Trainer:
         the dead run's log lines. A checkpoint already at ``max_steps`` leaves nothing to train (said as a warning)."""
         accelerator, state = self.accelerator, self.state
         if self.resume_path is not None:
-            load_checkpoint(accelerator, self.resume_path, tensor_module=self.teacher, state=state, verify=False)  # verified in setup
+            if self.fsdp:
+                fsdp.load_sharded_checkpoint(accelerator, self.resume_path, self.student, self.teacher, self.optimizer,
+                                             self.scheduler, state)
+            elif self.resume_metadata.get("distributed") == "fsdp2":
+                raise CheckpointError(f"{self.resume_path}: a sharded FSDP2 checkpoint; resume it with FSDP2 "
+                                      "(training.distributed=fsdp2 or the FSDP2 accelerate config) and as many processes")
+            else:
+                load_checkpoint(accelerator, self.resume_path, tensor_module=self.teacher, state=state, verify=False)  # verified in setup
             if accelerator.is_main_process:
                 logger.info("resumed from %s at step %d", self.resume_path, state.step)
                 truncate_log(self.log_path, state.step)
@@ -443,9 +502,16 @@ class Trainer:
         if self.trackers:
             accelerator.init_trackers("snd-distill", config=_flat_hparams(self.config))
         self.held_out_image = None
-        if accelerator.is_main_process:
+        before_path = self.output_dir / "pca_before_features.pt"
+        if self.fsdp:  # a sharded student runs on every process at once: all read the view and run it, the main saves
             self.held_out_image = _held_out_image(self.config, self.patch_size)
-            before_path = self.output_dir / "pca_before_features.pt"
+            needed = self.resume_path is None or not before_path.exists()
+            accelerator.wait_for_everyone()  # every process has looked before the main process writes
+            features = self._held_out_features()
+            if accelerator.is_main_process and needed:
+                torch.save(features, before_path)
+        elif accelerator.is_main_process:
+            self.held_out_image = _held_out_image(self.config, self.patch_size)
             if self.resume_path is None or not before_path.exists():
                 torch.save(self._held_out_features(), before_path)
 
@@ -525,7 +591,12 @@ class Trainer:
             if unused:  # DDP would leave their gradient buckets unsynchronised
                 raise RuntimeError(f"trainable parameters received no gradient (freeze them): {unused[:10]}")
         if training.max_grad_norm > 0:
-            accelerator.clip_grad_norm_(self.trainable, training.max_grad_norm)
+            if self.fsdp:  # DTensor gradients: torch computes the norm over all shards
+                torch.nn.utils.clip_grad_norm_(self.trainable, training.max_grad_norm)
+            else:
+                accelerator.clip_grad_norm_(self.trainable, training.max_grad_norm)
+        if self.fsdp:  # drop the teacher's gathered copies (FSDP2 keeps a root's after a no-grad forward): the next
+            fsdp.reshard(self.teacher)  # forward must gather the updated shards
         unwrapped = _unwrap(accelerator, self.student)
         timing = self.config.teacher.update_timing
         if timing == "before_step":  # the release's on_after_backward hook
@@ -575,9 +646,10 @@ class Trainer:
     def log_images(self, targets, batch) -> None:
         """Pictures for the trackers that take images (main process): PCA of the student's features on the held-out
         view, and of the teacher's rendered target features of the batch's first target view."""
+        features = self._held_out_features() if (self.fsdp or self.accelerator.is_main_process) else None  # collective under FSDP2
         if not self.accelerator.is_main_process:
             return
-        pictures = launch.step_images(self.held_out_image, self._held_out_features(), targets.features[0, 0].detach(),
+        pictures = launch.step_images(self.held_out_image, features, targets.features[0, 0].detach(),
                                       targets.valid[0, 0], batch.target.images[0, 0].detach())
         launch.log_images(self.accelerator, pictures, self.state.step)
 
@@ -587,8 +659,7 @@ class Trainer:
         training, state = self.training, self.state
         if not (training.checkpoint_every and state.step % training.checkpoint_every == 0 and state.step < training.max_steps):
             return
-        saved = save_checkpoint(self.accelerator, self.output_dir, state.step, {"epoch": epoch, "run": self.run_facts},
-                                training.keep_checkpoints, tensors=self.teacher.state_dict(), state=state.state_dict())
+        saved = self._save_checkpoint({"epoch": epoch})
         if self.accelerator.is_main_process:
             logger.info("step %d/%d: loss %s; checkpoint %s", state.step, training.max_steps,
                         "n/a" if self.last_loss is None else f"{self.last_loss:.4f}", saved)
@@ -599,15 +670,20 @@ class Trainer:
         the same EMA teacher, :meth:`export`, and the trackers' end."""
         accelerator, state = self.accelerator, self.state
         if not self.nothing_left:
-            save_checkpoint(accelerator, self.output_dir, state.step, {"final": True, "run": self.run_facts},
-                            self.training.keep_checkpoints, tensors=self.teacher.state_dict(), state=state.state_dict())
-        fingerprints = accelerator.gather(_fingerprint(self.teacher).to(accelerator.device)[None]).cpu()  # [processes, 2]
+            self._save_checkpoint({"final": True})
+        if self.fsdp:  # the whole teacher's (sum, sum of squares): each process's local shards, summed over processes
+            whole = accelerator.reduce(fsdp.local_fingerprint_sums(self.teacher).to(accelerator.device), reduction="sum")
+            fingerprints = accelerator.gather(whole[None]).cpu()  # [processes, 2]
+        else:
+            fingerprints = accelerator.gather(_fingerprint(self.teacher).to(accelerator.device)[None]).cpu()  # [processes, 2]
         if not torch.equal(fingerprints, fingerprints[:1].expand_as(fingerprints)):
             raise RuntimeError(f"the EMA teacher differs across processes after step {state.step}: fingerprints {fingerprints.tolist()}")
         if self.nothing_left:
             self.last_loss = _previous_final_loss(self.output_dir, state.step)
         wall_time = time.perf_counter() - self.started
+        self.plain = self._gather_plain() if self.fsdp else None  # collective: before the main process exports
         files = self.export(fingerprints, wall_time) if accelerator.is_main_process else {}
+        self.plain = None
         accelerator.wait_for_everyone()
         if self.trackers:
             accelerator.end_training()
@@ -619,8 +695,13 @@ class Trainer:
         before/after PCA picture, ``train_summary.json`` (kept as it is when nothing was left to train) and the
         ``--push_to_hub`` upload. Returns the files written."""
         accelerator, state = self.accelerator, self.state
-        files = _export(self.config, _unwrap(accelerator, self.student), self.teacher, self.output_dir, self.held_out_image,
-                        self.patch_size, accelerator.device)
+        if self.plain is not None:  # FSDP2: plain copies of the gathered weights, on the CPU
+            student, teacher, after = self.plain
+            files = _export(self.config, student, teacher, self.output_dir, self.held_out_image, self.patch_size,
+                            torch.device("cpu"), after=after)
+        else:
+            files = _export(self.config, _unwrap(accelerator, self.student), self.teacher, self.output_dir,
+                            self.held_out_image, self.patch_size, accelerator.device)
         summary_path = self.output_dir / "train_summary.json"
         if not (self.nothing_left and summary_path.exists()):
             summary = {
@@ -639,8 +720,25 @@ class Trainer:
             files["hub"] = _push(self.config, self.output_dir, self.push_to_hub)
         return files
 
+    def _gather_plain(self):
+        """FSDP2, every process: the student's "after" features on the held-out view (a collective forward) and the
+        full state dicts of student and EMA teacher (``get_model_state_dict``); on the main process, the export
+        template loaded with each (the student in the template itself, the teacher in a copy of it). Returns
+        ``(student, teacher, after)`` on the main process, None elsewhere."""
+        after = self._held_out_features()
+        student_state = fsdp.full_state_dict(self.student)
+        teacher_state = fsdp.full_state_dict(self.teacher)
+        if not self.accelerator.is_main_process:
+            return None
+        student = self.export_template
+        student.load_state_dict(student_state)
+        teacher = copy.deepcopy(student)
+        teacher.load_state_dict(teacher_state)
+        return student, teacher, after
+
     def _held_out_features(self) -> torch.Tensor:
-        """The student's patch features ``[C, h, w]`` on the held-out view (eval mode; no RNG used)."""
+        """The student's patch features ``[C, h, w]`` on the held-out view (eval mode; no RNG used). Under FSDP2 a
+        collective: every process runs the sharded student on the view."""
         return _student_features(_unwrap(self.accelerator, self.student).backbone, self.held_out_image, self.patch_size,
                                  self.accelerator.device)
 
@@ -722,7 +820,8 @@ def _student_features(backbone: nn.Module, image: torch.Tensor, patch_size: int,
         backbone.train(was_training)
 
 
-def _export(config, student: DistillStudent, teacher: EMATeacher, output_dir: Path, image, patch_size, device) -> dict:
+def _export(config, student: DistillStudent, teacher: EMATeacher, output_dir: Path, image, patch_size, device,
+            after: torch.Tensor | None = None) -> dict:
     from safetensors.torch import save_file
 
     from ..backbones import default_image_processor
@@ -748,7 +847,8 @@ def _export(config, student: DistillStudent, teacher: EMATeacher, output_dir: Pa
         temporary.replace(output_dir / "heads.safetensors")
         files["heads"] = output_dir / "heads.safetensors"
     before = torch.load(output_dir / "pca_before_features.pt", weights_only=True)
-    after = _student_features(student_model, image, patch_size, device)
+    if after is None:
+        after = _student_features(student_model, image, patch_size, device)
     if not (torch.isfinite(before).all() and torch.isfinite(after).all()):
         logger.warning("student features are not finite; no PCA picture written")
         return files
