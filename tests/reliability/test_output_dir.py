@@ -26,7 +26,7 @@ from snd.distill.launch import (
     output_dir_lock,
     run_outputs_present,
 )
-from tests.distill.helpers import REPO_ROOT, TINY, distill_main, script_env
+from tests.distill.helpers import REPO_ROOT, TINY, TINY_CONFIG, TINY_OVERRIDES, distill_main, script_env
 
 
 def _files(folder: Path) -> dict:
@@ -112,9 +112,8 @@ def test_resuming_another_folders_checkpoint_does_not_cut_this_folders_log(tmp_p
     (run_b / "loss_log.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in range(1, 9)))
     before = _files(run_b)
     checkpoint = run_a / "checkpoints" / "checkpoint-00000002"
-    overrides = dotted_flags_to_overrides([a for a in TINY if a != "--no_progress"])
     with pytest.raises(ConfigError, match=r"checkpoint of another folder.*runB holds a run of its own.*cut its loss_log"):
-        run(overrides=overrides, output_dir=str(run_b), max_steps=3, resume_from_checkpoint=str(checkpoint), progress=False)
+        run(config=TINY_CONFIG, overrides=TINY_OVERRIDES, output_dir=str(run_b), max_steps=3, resume_from_checkpoint=str(checkpoint), progress=False)
     assert _files(run_b) == before
     # into a new folder (a branch of runA): fine; its own checkpoint (relative or not): fine
     check_output_dir(tmp_path / "runC", resume_from_checkpoint=str(checkpoint), overwrite_output_dir=False)
@@ -263,8 +262,7 @@ def test_a_real_run_holding_the_lock_is_not_refused_by_its_own_check(tmp_path):
     before any work."""
     from snd.distill import load_config, trainer
 
-    flags = [flag for flag in TINY if flag != "--no_progress"]
-    config = load_config("tiny_synthetic", dotted_flags_to_overrides(flags) + [f"training.output_dir={tmp_path / 'run'}", "training.max_steps=1"])
+    config = load_config(TINY_CONFIG, TINY_OVERRIDES + [f"training.output_dir={tmp_path / 'run'}", "training.max_steps=1"])
     held = []
     build = trainer.build_optimizer
 
