@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from snd.distill import ConfigError, run
-from snd.distill.config import dotted_flags_to_overrides
 from snd.distill.launch import (
     LOCK_NAME,
     OutputDirLockedError,
