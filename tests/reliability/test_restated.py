@@ -20,7 +20,7 @@ from functools import lru_cache
 import pytest
 import torch
 
-from tests.distill.helpers import TINY
+from tests.distill.helpers import TINY_CONFIG, TINY_OVERRIDES
 
 
 # ------------------------------------------------------------------------------------------ schedule and clipping
@@ -30,7 +30,6 @@ def test_a_real_run_steps_the_schedule_and_clips_every_gradient(tmp_path, monkey
     after k and k - 1 steps; the gradient norm at every optimiser step is max_grad_norm (the natural one is far
     larger)."""
     from snd.distill import load_config, trainer
-    from snd.distill.config import dotted_flags_to_overrides
 
     max_norm, lr, steps, extra, warmup = 1e-3, 5e-4, 4, 10, 0.15
     seen = []  # (lr, gradient norm) at each optimiser step
@@ -47,8 +46,7 @@ def test_a_real_run_steps_the_schedule_and_clips_every_gradient(tmp_path, monkey
         return optimizer
 
     monkeypatch.setattr(trainer, "build_optimizer", spying_build)
-    flags = [flag for flag in TINY if flag != "--no_progress"]
-    config = load_config(None, dotted_flags_to_overrides(flags) + [
+    config = load_config(TINY_CONFIG, TINY_OVERRIDES + [
         f"training.output_dir={tmp_path / 'run'}", f"training.max_steps={steps}", "training.checkpoint_every=0",
         f"training.max_grad_norm={max_norm}", f"training.lr={lr}", f"training.warmup_fraction={warmup}",
         f"training.one_cycle_extra_steps={extra}", "training.schedule=one_cycle_cosine",

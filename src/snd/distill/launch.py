@@ -409,6 +409,7 @@ def output_dir_lock(output_dir: str | Path, main_process: bool | None = None):
         yield None
         return
     output_dir = Path(output_dir)
+    created = not output_dir.exists()  # a folder made only to hold the lock is removed again if the run wrote nothing
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / LOCK_NAME
     token = uuid.uuid4().hex
@@ -446,6 +447,11 @@ def output_dir_lock(output_dir: str | Path, main_process: bool | None = None):
         record = _read_lock(path)
         if record and record.get("token") == token:
             path.unlink(missing_ok=True)
+            if created:
+                try:
+                    output_dir.rmdir()  # only when empty: a run that failed before writing anything leaves nothing
+                except OSError:
+                    pass
         else:
             logger.warning("%s no longer holds this run's lock (%s); left as it is", path, record)
 
