@@ -7,7 +7,11 @@ errors that name the file and what was expected.
 * JSON nested deeper than the parser can follow is refused with the file's name (:func:`load_json`);
 * YAML aliases are bounded: a "billion laughs" document (anchors referencing anchors, each alias doubling the
   expanded size) loads cheaply as shared references but expands without bound as soon as anything copies or
-  dumps it, so the expanded node count is checked after loading (:func:`load_yaml`).
+  dumps it, so the expanded node count is checked after loading (:func:`load_yaml`);
+* images are opened only from regular files, decompression bombs are named, and 16-bit images are scaled to
+  8 bits instead of clipped (:func:`open_image_file`, :func:`to_rgb`);
+* a ``.npy`` header's shape x dtype is checked against the file size before anything is allocated
+  (:func:`check_npy_size`).
 
 Each function takes ``error``, the exception class to raise (a ``ConfigError``, ``SceneDataError``...; it is
 called with the message only).
@@ -20,7 +24,10 @@ import os
 import stat
 from pathlib import Path
 
-__all__ = ["MAX_TEXT_BYTES", "MAX_YAML_NODES", "count_nodes", "load_json", "load_yaml", "read_text", "require_regular_file"]
+__all__ = [
+    "MAX_TEXT_BYTES", "MAX_YAML_NODES", "check_npy_size", "count_nodes", "load_json", "load_yaml", "open_image_file", "read_text",
+    "require_regular_file", "to_rgb",
+]
 
 #: Largest metadata file read as text (a transforms.json of 100,000 frames is ~60 MB).
 MAX_TEXT_BYTES = 256 * 2**20
@@ -116,3 +123,78 @@ def load_yaml(text: str, *, source: str, error=ValueError, max_nodes: int = MAX_
             "(a config has a few hundred; repeated aliases of aliases grow exponentially, the 'billion laughs' attack)"
         )
     return values
+
+
+# ----------------------------------------------------------------------------------------------- images
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+
+def open_image_file(path: str | Path, *, what: str = "an image", error=ValueError):
+    """Open and fully decode an image file: a regular file only (Pillow would block on a FIFO), and a decompression
+    bomb (more pixels than ``PIL.Image.MAX_IMAGE_PIXELS``) or an undecodable file named with what was expected."""
+    from PIL import Image
+
+    path = require_regular_file(path, what=what, error=error)
+    try:
+        image = Image.open(path)
+        image.load()
+    except Image.DecompressionBombError as exc:
+        raise error(f"{path}: refused as a possible decompression bomb ({exc}); expected {what}") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise error(f"{path}: cannot decode ({type(exc).__name__}: {exc}); expected {what}") from None
+    return image
+
+
+def to_rgb(image, *, name: str = "image", error=ValueError):
+    """An 8-bit RGB copy of ``image``, converting every mode correctly.
+
+    ``Image.convert("RGB")`` clips 16-bit grey (``I;16``/``I``, 0-65535) at 255, so a 16-bit photo came out almost
+    all white; here it is scaled by 255/65535. Palette, CMYK, grey+alpha... go through Pillow's own conversion.
+    Floating-point images (mode ``F``) have no defined range and are refused.
+    """
+    import numpy as np
+    from PIL import Image
+
+    if image.mode in _SIXTEEN_BIT_MODES or image.mode == "I":
+        array = np.asarray(image).astype(np.int64)
+        if array.size and (array.min() < 0 or array.max() > 65535):
+            raise error(f"{name}: 32-bit integer image with values in [{array.min()}, {array.max()}]; expected 8- or 16-bit pixels")
+        grey = np.rint(array * (255.0 / 65535.0)).astype(np.uint8)
+        return Image.fromarray(grey, "L").convert("RGB")
+    if image.mode == "F":
+        raise error(f"{name}: floating-point image (mode 'F') has no defined intensity range; expected an 8- or 16-bit image")
+    if image.mode in ("P", "PA") and "transparency" in image.info:
+        image = image.convert("RGBA")  # the palette's transparency, then drop alpha below
+    return image.convert("RGB")
+
+
+# ----------------------------------------------------------------------------------------------- .npy
+def check_npy_size(path: str | Path, *, error=ValueError):
+    """``(shape, dtype)`` from a ``.npy`` header, refused when shape x itemsize exceeds the data in the file (a
+    header claiming TiBs would otherwise be allocated by ``np.load`` before it finds the file short)."""
+    import numpy as np
+
+    path = require_regular_file(path, what="a .npy array", error=error)
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            version = np.lib.format.read_magic(handle)
+            reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+            if reader is None:
+                raise ValueError(f"unsupported .npy format version {version}")
+            shape, _, dtype = reader(handle)
+            offset = handle.tell()
+    except (ValueError, OSError, SyntaxError, EOFError) as exc:
+        raise error(f"{path}: not a readable .npy file ({exc})") from None
+    if dtype.hasobject:
+        raise error(f"{path}: .npy holds Python objects (dtype {dtype}); expected a numeric array")
+    count = 1
+    for dimension in shape:
+        count *= int(dimension)
+    need = count * dtype.itemsize
+    if need > size - offset:
+        raise error(
+            f"{path}: .npy header declares shape {tuple(shape)} of {dtype} ({need} bytes), more than the {size - offset} "
+            "bytes the file holds; refused before allocating"
+        )
+    return tuple(shape), dtype
