@@ -198,3 +198,66 @@ def check_npy_size(path: str | Path, *, error=ValueError):
             "bytes the file holds; refused before allocating"
         )
     return tuple(shape), dtype
+
+
+# ----------------------------------------------------------------------------------------------- paths
+def path_inside(base: str | Path, relative: str, *, where: str, error=ValueError) -> Path:
+    """``base / relative``, refused when it resolves outside ``base`` (``..`` escapes, symlinks pointing out).
+
+    ``where`` names the file and line (or field) the path came from. A leading ``/`` is expected to have been stripped
+    by the caller where the format writes root-relative paths that way (FiT3D split lists)."""
+    base = Path(base)
+    candidate = Path(relative)
+    if not relative or "\x00" in relative or candidate.is_absolute():
+        raise error(f"{where}: path {relative!r} must be relative to {base}")
+    resolved_base, resolved = base.resolve(), (base / candidate).resolve()
+    if resolved != resolved_base and resolved_base not in resolved.parents:
+        raise error(f"{where}: path {relative!r} resolves outside {base} (to {resolved}); paths must stay inside the dataset root")
+    return base / candidate
+
+
+# ----------------------------------------------------------------------------------------------- .npz
+#: Largest array one member of an index ``.npz`` (ScanNet pairs' ``test.npz``, ``intrinsics.npz``) may hold.
+MAX_NPZ_MEMBER_BYTES = 256 * 2**20
+
+
+def load_npz(path: str | Path, *, what: str = "a .npz archive", error=ValueError, max_member_bytes: int = MAX_NPZ_MEMBER_BYTES) -> dict:
+    """Every array of a ``.npz`` as a dict, each member's declared shape x dtype checked (against
+    ``max_member_bytes`` and the member's stored size) before numpy allocates it; no pickles."""
+    import zipfile
+
+    import numpy as np
+
+    path = require_regular_file(path, what=what, error=error)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            result = {}
+            for info in archive.infolist():
+                if not info.filename.endswith(".npy"):
+                    continue
+                name = info.filename[: -len(".npy")]
+                if info.file_size > max_member_bytes:
+                    raise error(f"{path}: member {name!r} declares {info.file_size} bytes, more than the {max_member_bytes} allowed for {what}")
+                with archive.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    reader = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}.get(version)
+                    if reader is None:
+                        raise error(f"{path}: member {name!r} has unsupported .npy version {version}")
+                    shape, _, dtype = reader(member)
+                count = 1
+                for dimension in shape:
+                    count *= int(dimension)
+                if dtype.hasobject:
+                    raise error(f"{path}: member {name!r} holds Python objects (dtype {dtype}); expected numeric arrays")
+                if count * dtype.itemsize > info.file_size:
+                    raise error(
+                        f"{path}: member {name!r} declares shape {tuple(shape)} of {dtype} ({count * dtype.itemsize} bytes), more than "
+                        f"its {info.file_size} stored bytes; refused before allocating"
+                    )
+                with archive.open(info) as member:
+                    result[name] = np.lib.format.read_array(member, allow_pickle=False)
+            return result
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        if isinstance(exc, error):
+            raise
+        raise error(f"{path}: not a readable .npz archive ({type(exc).__name__}: {exc}); expected {what}") from None

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..safe_io import open_image_file, to_rgb
+from ..safe_io import load_npz, open_image_file, path_inside, read_text, require_regular_file, to_rgb
 
 IGNORE_INDEX = 255
 TASKS = ("depth", "normals", "segmentation", "correspondence")
@@ -377,7 +377,7 @@ class ScanNetPPDepthDataset(DenseEvalDataset):
         self.name = f"scannetpp-depth-{split}"
         self.depth_scale = depth_scale
         self.items = []
-        for line_number, line in enumerate(split_file.read_text().splitlines(), 1):
+        for line_number, line in enumerate(read_text(split_file, what="a FiT3D split list").splitlines(), 1):
             fields = line.split()
             if not fields:
                 continue
@@ -385,7 +385,8 @@ class ScanNetPPDepthDataset(DenseEvalDataset):
                 raise ValueError(f"{split_file}:{line_number}: expected '<image> <depth> ...', got {line!r}")
             if fields[1] == "None":
                 continue
-            self.items.append((self.root / fields[0].lstrip("/\\"), self.root / fields[1].lstrip("/\\")))
+            where = f"{split_file}:{line_number}"
+            self.items.append((path_inside(self.root, fields[0].lstrip("/\\"), where=where), path_inside(self.root, fields[1].lstrip("/\\"), where=where)))
         self.items.sort()
         if not self.items:
             raise ValueError(f"ScanNet++ depth: {split_file} lists no image with depth")
@@ -449,12 +450,12 @@ def read_scannet_pairs_index(root: Path) -> tuple[dict[str, np.ndarray], list[tu
     for file_name in ("test.npz", "intrinsics.npz"):
         if not (root / file_name).is_file():
             raise FileNotFoundError(f"ScanNet pairs: {root / file_name} not found (LoFTR's scannet_test_1500 layout)")
-    with np.load(root / "intrinsics.npz") as stored:
-        intrinsics = {key: np.asarray(stored[key]) for key in stored.files}
-    with np.load(root / "test.npz") as test:
-        if "name" not in test.files:
-            raise ValueError(f"ScanNet pairs: {root / 'test.npz'} has no 'name' array (has {test.files})")
-        names = np.asarray(test["name"])
+    # regular files only, member sizes checked before numpy allocates them
+    intrinsics = load_npz(root / "intrinsics.npz", what="LoFTR's intrinsics.npz (scene -> 3 x 3 K)")
+    test = load_npz(root / "test.npz", what="LoFTR's test.npz (a 'name' array [P, 4])")
+    if "name" not in test:
+        raise ValueError(f"ScanNet pairs: {root / 'test.npz'} has no 'name' array (has {sorted(test)})")
+    names = np.asarray(test["name"])
     if names.ndim != 2 or names.shape[1] != 4:
         raise ValueError(f"ScanNet pairs: {root / 'test.npz'}: 'name' should be [P, 4] (room, sequence, frame0, frame1), got {names.shape}")
     pairs = []
@@ -485,6 +486,7 @@ class ScanNetPairsDataset(torch.utils.data.Dataset):
         return len(self.pairs)
 
     def _pose(self, path: Path) -> torch.Tensor:
+        require_regular_file(path, what="a 4 x 4 pose text file", error=ValueError)  # np.loadtxt would block on a FIFO
         try:
             pose = np.loadtxt(path)
         except (OSError, ValueError) as error:

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ...safe_io import open_image_file, to_rgb
+from ...safe_io import open_image_file, path_inside, read_text, to_rgb
 
 IGNORE_INDEX = 255
 
@@ -101,7 +101,7 @@ class SplitListDepthDataset(torch.utils.data.Dataset):
             raise FileNotFoundError(f"depth split list {self.split_path} not found")
         self.depth_scale = depth_scale
         self.items = []
-        for number, line in enumerate(self.split_path.read_text().splitlines(), 1):
+        for number, line in enumerate(read_text(self.split_path, what="a FiT3D split list").splitlines(), 1):
             fields = line.strip().split(" ")
             if not fields or fields == [""]:
                 continue
@@ -109,7 +109,8 @@ class SplitListDepthDataset(torch.utils.data.Dataset):
                 raise ValueError(f"{self.split_path}:{number}: expected '<image> <depth png> [focal]', got {line!r}")
             if fields[1] == "None":
                 continue
-            self.items.append((self.root / _strip(fields[0]), self.root / _strip(fields[1])))
+            where = f"{self.split_path}:{number}"  # root-relative paths only: no `..` or symlinks out of the root
+            self.items.append((path_inside(self.root, _strip(fields[0]), where=where), path_inside(self.root, _strip(fields[1]), where=where)))
         self.items.sort(key=lambda item: str(item[0]))
         if not self.items:
             raise ValueError(f"{self.split_path} lists no image with a depth map")

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ...safe_io import open_image_file, to_rgb
+from ...safe_io import open_image_file, require_regular_file, to_rgb
 from ..datasets import read_scannet_pairs_index
 
 GEONET_MEAN_RGB = (122.175, 116.169, 103.508)  # Probe3D adds 2x these to the stored GeoNet images
@@ -323,6 +323,7 @@ class ScanNetPairsProbe3D(torch.utils.data.Dataset):
 
     @staticmethod
     def _pose(path: Path) -> torch.Tensor:
+        require_regular_file(path, what="a 4 x 4 pose text file", error=ValueError)  # np.loadtxt would block on a FIFO
         try:
             pose = np.loadtxt(path, delimiter=" ")
         except (OSError, ValueError) as error:
