@@ -305,3 +305,28 @@ def test_mat_named_pipe_is_refused_without_blocking(tmp_path):
     os.mkfifo(path)
     result = _without_blocking(lambda: load_mat_v5(path), path)
     assert "is a named pipe (FIFO), not a regular file; expected a MATLAB v5 .mat file" in str(result.get("error"))
+
+
+@needs_fifo
+def test_re10k_chunk_named_pipe_is_refused_without_blocking(tmp_path):
+    from snd.data import RE10KDataset
+
+    stage = tmp_path / "train"
+    stage.mkdir()
+    os.mkfifo(stage / "000000.torch")
+    result = _without_blocking(lambda: RE10KDataset(tmp_path, image_shape=(16, 16)), stage / "000000.torch")
+    assert isinstance(result.get("error"), SceneDataError), result
+    assert "000000.torch" in str(result["error"]) and "not a regular file" in str(result["error"])
+
+
+def test_run_check_refuses_billion_laughs_and_pipes_in_config_yaml(tmp_path):
+    from snd.distill.launch import is_snd_run
+    from tests.reliability.test_hostile_config import _billion_laughs
+
+    (tmp_path / "config.yaml").write_text(_billion_laughs() + "training: {}\n")
+    assert is_snd_run(tmp_path) is False
+    if hasattr(os, "mkfifo"):
+        other = tmp_path / "other"
+        other.mkdir()
+        os.mkfifo(other / "config.yaml")
+        assert _without_blocking(lambda: is_snd_run(other), other / "config.yaml").get("value") is False

@@ -53,6 +53,8 @@ def load_chunk(path: str | Path) -> list[dict]:
     from ..convert.pickles import check_sizes
 
     path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO would block the zip check and torch.load forever
+        raise SceneDataError("not a regular file (a FIFO, device or folder); expected a .torch chunk", file=str(path))
     try:
         check_sizes(path)  # size fields vs the file size before torch allocates anything
         chunk = torch.load(path, map_location="cpu", weights_only=True)
