@@ -330,3 +330,26 @@ def test_run_check_refuses_billion_laughs_and_pipes_in_config_yaml(tmp_path):
         other.mkdir()
         os.mkfifo(other / "config.yaml")
         assert _without_blocking(lambda: is_snd_run(other), other / "config.yaml").get("value") is False
+
+
+def test_malformed_mat_names_the_file(tmp_path):
+    from snd.eval.protocols.data_probe3d import load_mat_v5
+    from tests.eval.protocols.probe3d_fixtures import write_mat_v5
+
+    path = write_mat_v5(tmp_path / "frame.mat", {"depth": np.zeros((4, 4), np.float32)}, compress=False)
+    data = bytearray(path.read_bytes())
+    data[140:144] = b"\xff\xff\xff\x7f"  # the array-flags element claims 2 GB, past the matrix
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"frame\.mat: (truncated|malformed)"):
+        load_mat_v5(path)
+
+
+def test_nyu_pickle_with_a_non_array_entry_names_the_key(tmp_path):
+    from snd.eval.datasets import NYUv2Dataset
+
+    path = tmp_path / "nyuv2_snorm_all.pkl"
+    data = {"images": [[1, 2]], "depths": np.zeros((1, 2, 2)), "snorms": np.zeros((1, 3, 2, 2)), "train_indices": np.array([0]),
+            "test_indices": np.array([0])}
+    path.write_bytes(pickle.dumps(data, protocol=4))
+    with pytest.raises(ValueError, match=r"nyuv2_snorm_all\.pkl: 'images' is list; expected a numeric numpy array"):
+        NYUv2Dataset(path)

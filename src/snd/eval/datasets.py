@@ -330,6 +330,9 @@ class NYUv2Dataset(DenseEvalDataset):
         for key in ("images", "depths", "snorms", "train_indices", "test_indices"):
             if key not in data:
                 raise ValueError(f"NYUv2: {path} has no '{key}' entry (keys: {sorted(data)})")
+        for key in ("images", "depths", "snorms"):
+            if not isinstance(data[key], np.ndarray) or data[key].dtype.kind not in "biuf":
+                raise ValueError(f"NYUv2: {path}: '{key}' is {type(data[key]).__name__}; expected a numeric numpy array")
         self.split = split
         self.name = f"nyuv2-{split}"
         self.indices = np.asarray(data[f"{split}_indices"]).astype(np.int64).reshape(-1)

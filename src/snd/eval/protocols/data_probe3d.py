@@ -139,18 +139,23 @@ def load_mat_v5(path: str | Path) -> dict[str, np.ndarray]:
     else:
         raise ValueError(f"{path}: not a MAT v5 file (no 'MI'/'IM' endian indicator at byte 126)")
     variables = {}
-    for kind, payload in _elements(data[128:], endian, path):
-        if kind == _MI_COMPRESSED:
-            payload = _inflate(payload, endian, path)
-            inner = list(_elements(payload, endian, path))
-            if not inner:
+    try:
+        for kind, payload in _elements(data[128:], endian, path):
+            if kind == _MI_COMPRESSED:
+                payload = _inflate(payload, endian, path)
+                inner = list(_elements(payload, endian, path))
+                if not inner:
+                    continue
+                kind, payload = inner[0]
+            if kind != _MI_MATRIX:
                 continue
-            kind, payload = inner[0]
-        if kind != _MI_MATRIX:
-            continue
-        name, array = _matrix(payload, endian, path)
-        if array is not None:
-            variables[name] = array
+            name, array = _matrix(payload, endian, path)
+            if array is not None:
+                variables[name] = array
+    except (struct.error, IndexError, TypeError, ValueError, OverflowError, UnicodeDecodeError) as error:
+        if isinstance(error, ValueError) and str(error).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: malformed MAT-file ({type(error).__name__}: {error}); expected a MATLAB v5 file of numeric arrays") from None
     return variables
 
 
