@@ -30,9 +30,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..cameras import check_rigid, invert_rigid
+from ..safe_io import to_rgb
 from .base import MultiViewDataset, as_long
 from .checks import inside, read_json
-from ..safe_io import to_rgb
 from .errors import SceneDataError
 from .image_io import image_to_tensor, open_image, resize_and_center_crop, resize_crop_intrinsics
 from .sample import Views

@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from ..safe_io import load_npz, open_image_file, path_inside, read_text, require_regular_file, to_rgb
 

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ...safe_io import open_image_file, path_inside, read_text, to_rgb
 
