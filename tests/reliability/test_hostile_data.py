@@ -353,3 +353,29 @@ def test_nyu_pickle_with_a_non_array_entry_names_the_key(tmp_path):
     path.write_bytes(pickle.dumps(data, protocol=4))
     with pytest.raises(ValueError, match=r"nyuv2_snorm_all\.pkl: 'images' is list; expected a numeric numpy array"):
         NYUv2Dataset(path)
+
+
+def test_extreme_focal_without_declared_size_is_refused_at_load(scene):
+    def change(meta):
+        meta.pop("w"), meta.pop("h")
+        meta["fl_y"] = 1e12
+
+    _edit(scene, change)
+    dataset = NerfstudioDataset(scene, image_shape=(24, 32))
+    with pytest.raises(SceneDataError, match=r"field 'fl_y \(frames\[\d+\]\)'.*focal length 1000000000000\.0 px is outside \[0\.024, 240000\]"):
+        dataset.load_views(0, [0])
+
+
+def test_scannetpp_extreme_focal_is_refused(tmp_path):
+    from snd.data import ScanNetPPDataset, ViewSampler
+    from tests.data.fixtures import write_scannetpp_scene, write_split
+
+    write_scannetpp_scene(tmp_path, scene_index=0, name="scene_a")
+    write_split(tmp_path, "train", ["scene_a"])
+    path = tmp_path / "scenes" / "scene_a" / "transforms_train.json"
+    meta = json.loads(path.read_text())
+    meta["fl_x"] = 1e-9
+    path.write_text(json.dumps(meta))
+    with pytest.raises(SceneDataError, match=r"field 'fl_x'.*focal length 1e-09 px is outside"):
+        dataset = ScanNetPPDataset(tmp_path, split="train", image_shape=(12, 16), sampler=ViewSampler(min_gap=3, max_gap=5, seed=0))
+        dataset.load_views(0, [0])

@@ -281,6 +281,9 @@ class NerfstudioDataset(MultiViewDataset):
             extrinsics.append(opengl_to_opencv(pose).float())
             # intrinsics are declared for (w, h) when given, else for the image file; normalise by that size
             declared_h, declared_w = frame.size if frame.size is not None else (height, width)
+            if frame.size is None:  # no w/h in transforms.json: the focal lengths are checked against the image
+                check_focal(float(frame.pixel_intrinsics[0, 0]), width, scene=scene.name, file=str(scene.transforms_path), field=f"fl_x ({frame.field})")
+                check_focal(float(frame.pixel_intrinsics[1, 1]), height, scene=scene.name, file=str(scene.transforms_path), field=f"fl_y ({frame.field})")
             intrinsics.append(normalize_intrinsics(torch.from_numpy(frame.pixel_intrinsics), declared_w, declared_h).float())
         count = len(frames)
         return Views(

@@ -274,6 +274,9 @@ class ScanNetPPDataset(MultiViewDataset):
                 depth = labels_to_tensor(depth_image, self.image_shape, scene=meta.name, field="depth", file=str(depth_path))
                 depths.append(depth.float() / self.depth_scale)
             extrinsics.append(opengl_to_opencv(pose).float())
+            if meta.declared_size is None:  # no w/h in the metadata: the focal lengths are checked against the image
+                check_focal(float(meta.pixel_intrinsics[0, 0]), width, scene=meta.name, file=str(meta.transforms_path), field="fl_x")
+                check_focal(float(meta.pixel_intrinsics[1, 1]), height, scene=meta.name, file=str(meta.transforms_path), field="fl_y")
             intrinsics.append(normalize_intrinsics(meta.pixel_intrinsics, width, height).float())
         count = len(frames)
         return Views(
