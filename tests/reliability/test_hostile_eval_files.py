@@ -85,3 +85,14 @@ def test_pose_named_pipe_is_refused_without_blocking(tmp_path):
             pass
         pytest.fail("blocked on a named pipe")
     assert "15.txt: is a named pipe (FIFO), not a regular file; expected a 4 x 4 pose text file" in str(result.get("error"))
+
+
+@pytest.mark.parametrize("focal", [1e30, 0.0, float("nan")])
+def test_pairs_with_extreme_focal_lengths_are_refused(tmp_path, focal):
+    root = write_scannet_pairs(tmp_path / "pairs")
+    with np.load(root / "intrinsics.npz") as stored:
+        intrinsics = {key: stored[key].copy() for key in stored.files}
+    intrinsics["scene0708_01"][0, 0] = focal
+    np.savez(root / "intrinsics.npz", **intrinsics)
+    with pytest.raises(ValueError, match=r"intrinsics\.npz: 'scene0708_01' (has focal lengths|is float64).*expected"):
+        ScanNetPairsDataset(root)

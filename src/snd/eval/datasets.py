@@ -458,6 +458,16 @@ def read_scannet_pairs_index(root: Path) -> tuple[dict[str, np.ndarray], list[tu
     if "name" not in test:
         raise ValueError(f"ScanNet pairs: {root / 'test.npz'} has no 'name' array (has {sorted(test)})")
     names = np.asarray(test["name"])
+    for scene, k in intrinsics.items():
+        k = np.asarray(k)
+        if k.dtype.kind not in "iuf" or k.shape[-2:] != (3, 3) or not np.isfinite(k).all():
+            raise ValueError(f"ScanNet pairs: {root / 'intrinsics.npz'}: {scene!r} is {k.dtype} {k.shape}; expected a finite 3 x 3 K in pixels")
+        fx, fy = float(k[..., 0, 0].flat[0]), float(k[..., 1, 1].flat[0])
+        if not (0.64 <= fx <= 6.4e6 and 0.48 <= fy <= 4.8e6):  # 1e-3 to 1e4 times the 640 x 480 ScanNet frames
+            raise ValueError(
+                f"ScanNet pairs: {root / 'intrinsics.npz'}: {scene!r} has focal lengths fx={fx!r}, fy={fy!r} px; expected "
+                "1e-3 to 1e4 times the 640 x 480 image size (pixels)"
+            )
     if names.ndim != 2 or names.shape[1] != 4:
         raise ValueError(f"ScanNet pairs: {root / 'test.npz'}: 'name' should be [P, 4] (room, sequence, frame0, frame1), got {names.shape}")
     pairs = []
