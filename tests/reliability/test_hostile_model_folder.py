@@ -79,3 +79,18 @@ def test_nan_in_preprocessor_config_is_refused(tmp_path):
     path.write_text('{"image_mean": [NaN, 0.4, 0.4], "image_std": [0.2, 0.2, 0.2]}')
     with pytest.raises(ConversionError, match=r"field 'image_mean' is \[nan"):
         read_preprocessor_config(path)
+
+
+def test_converter_config_json_nested_too_deep_or_not_an_object_names_the_file(tmp_path):
+    from safetensors.torch import save_file
+    import torch
+
+    from snd.convert import convert_backbone
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
+    (tmp_path / "config.json").write_text("[" * 200_000)
+    with pytest.raises(ConversionError, match=r"config\.json: JSON nested too deeply"):
+        convert_backbone(str(tmp_path), "transformers")
+    (tmp_path / "config.json").write_text('"dinov2"')
+    with pytest.raises(ConversionError, match=r"config\.json: holds a JSON str; expected a JSON object"):
+        convert_backbone(str(tmp_path), "transformers")
