@@ -54,5 +54,28 @@ def test_corrupt_and_non_regular_files_are_refused(tmp_path):
     if hasattr(os, "mkfifo"):
         fifo = tmp_path / "fifo.pt"
         os.mkfifo(fifo)
-        with pytest.raises(CheckpointError, match=r"fifo\.pt: is a named pipe \(FIFO\), not a regular file"):
-            load_feature_tensor(fifo)
+        from tests.reliability.test_hostile_data import _without_blocking
+
+        result = _without_blocking(lambda: load_feature_tensor(fifo), fifo)
+        assert "fifo.pt: is a named pipe (FIFO), not a regular file" in str(result.get("error"))
+
+
+@pytest.mark.parametrize("content", [b"[" * 200_000, b'{"step": "\xff"}'])
+def test_deep_or_non_utf8_checkpoint_marker_is_corrupt(tmp_path, content):
+    from snd.distill.checkpoints import read_checkpoint_metadata
+
+    (tmp_path / "snd_checkpoint.json").write_bytes(content)
+    with pytest.raises(CheckpointError, match=r"snd_checkpoint\.json: corrupt checkpoint marker \((JSON nested too deeply|not UTF-8)"):
+        read_checkpoint_metadata(tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
+def test_checkpoint_marker_named_pipe_is_refused(tmp_path):
+    from snd.distill.checkpoints import read_checkpoint_metadata
+
+    from tests.reliability.test_hostile_data import _without_blocking
+
+    os.mkfifo(tmp_path / "snd_checkpoint.json")
+    result = _without_blocking(lambda: read_checkpoint_metadata(tmp_path), tmp_path / "snd_checkpoint.json")
+    assert isinstance(result.get("error"), CheckpointError)
+    assert "snd_checkpoint.json: corrupt checkpoint marker (is a named pipe" in str(result["error"])

@@ -91,13 +91,15 @@ def write_checkpoint_marker(directory: str | os.PathLike, step: int, metadata: d
 
 
 def read_checkpoint_metadata(path: str | os.PathLike) -> dict:
+    from ..safe_io import load_json
+
     marker = Path(path) / COMPLETE_MARKER
-    try:
-        record = json.loads(marker.read_text())
+    try:  # a regular UTF-8 file of bounded size and depth: a FIFO or a 200,000-deep marker must not hang or crash resume
+        record = load_json(marker, what="a checkpoint marker (JSON object)", error=ValueError, max_bytes=64 * 2**20)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: not a complete checkpoint directory (no {COMPLETE_MARKER})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{marker}: corrupt checkpoint marker ({error})") from error
+    except ValueError as error:
+        raise CheckpointError(f"{marker}: corrupt checkpoint marker ({str(error).replace(f'{marker}: ', '', 1)})") from None
     if not isinstance(record, dict):
         raise CheckpointError(f"{marker}: corrupt checkpoint marker (expected a JSON object)")
     return record
