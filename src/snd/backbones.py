@@ -22,7 +22,6 @@ Nothing here downloads or builds anything at import time.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -248,12 +247,49 @@ def _preprocessor_config(source: str | None) -> Path | None:
     return Path(found) if found else None
 
 
+def read_preprocessor_config(path: Path) -> dict:
+    """A ``preprocessor_config.json`` as a dict, its normalisation and size fields checked: ``image_mean`` a list of
+    finite numbers, ``image_std`` a list of finite numbers > 0 (of the same length), ``size`` / ``crop_size`` positive
+    integers or a mapping of them. Raises :class:`~snd.convert.ConversionError` naming the file and the field."""
+    import math
+
+    from .convert import ConversionError
+    from .safe_io import load_json
+
+    values = load_json(path, what="a preprocessor_config.json (a JSON object)", error=ConversionError, max_bytes=16 * 2**20)
+    if not isinstance(values, dict):
+        raise ConversionError(f"{path}: holds a JSON {type(values).__name__}; expected a JSON object of image processor fields")
+
+    def numbers(name, positive):
+        value = values.get(name)
+        if value is None:
+            return None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not (isinstance(value, list) and value and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                         and math.isfinite(v) and (v > 0 or not positive) for v in value)):
+            raise ConversionError(f"{path}: field {name!r} is {value!r}; expected a list of finite numbers{' > 0' if positive else ''} (one per channel)")
+        return value
+
+    mean, std = numbers("image_mean", False), numbers("image_std", True)
+    if mean is not None and std is not None and len(mean) != len(std):
+        raise ConversionError(f"{path}: fields 'image_mean' ({len(mean)} values) and 'image_std' ({len(std)} values) differ in length")
+    for name in ("size", "crop_size"):
+        value = values.get(name)
+        if value is None:
+            continue
+        entries = value.values() if isinstance(value, dict) else [value]
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in entries if v is not None):
+            raise ConversionError(f"{path}: field {name!r} is {value!r}; expected positive integers (e.g. {{'height': 224, 'width': 224}})")
+    return values
+
+
 def _warn_on_other_normalisation(source: str) -> None:
     """Training and evaluation normalise with ImageNet statistics; say so if the checkpoint's processor differs."""
     path = _preprocessor_config(source)
     if path is None:
         return
-    values = json.loads(path.read_text())
+    values = read_preprocessor_config(path)
     mean, std = values.get("image_mean"), values.get("image_std")
     if mean is not None and std is not None:
         if any(abs(a - b) > 1e-3 for a, b in zip(list(mean) + list(std), IMAGENET_MEAN + IMAGENET_STD)):
@@ -304,7 +340,7 @@ def default_image_processor(model: nn.Module, source: str | None = None):
         try:
             return AutoImageProcessor.from_pretrained(str(path.parent))
         except (ImportError, ValueError, OSError) as error:  # e.g. a torchvision-only processor class
-            stored = json.loads(path.read_text())
+            stored = read_preprocessor_config(path)
             logger.info("%s: image processor not loadable here (%s); saving an equivalent PIL processor", source, error)
     mean = list((stored or {}).get("image_mean", IMAGENET_MEAN))
     std = list((stored or {}).get("image_std", IMAGENET_STD))

@@ -3,7 +3,6 @@ and the numerical check before anything is saved."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -75,10 +74,12 @@ def _read_file(path: Path) -> dict[str, torch.Tensor]:
 def _read_folder(folder: Path) -> tuple[dict[str, torch.Tensor], dict | None]:
     config = None
     if (folder / "config.json").is_file():
-        try:
-            config = json.loads((folder / "config.json").read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ConversionError(f"{folder / 'config.json'}: not valid JSON ({error})") from error
+        from ..safe_io import load_json
+
+        # regular file, UTF-8, nesting within the parser's depth; every failure names the file
+        config = load_json(folder / "config.json", what="a transformers config.json (a JSON object)", error=ConversionError, max_bytes=16 * 2**20)
+        if not isinstance(config, dict):
+            raise ConversionError(f"{folder / 'config.json'}: holds a JSON {type(config).__name__}; expected a JSON object of config fields")
     single = [folder / name for name in ("model.safetensors", "pytorch_model.bin") if (folder / name).is_file()]
     if single:
         return _read_file(single[0]), config

@@ -16,7 +16,10 @@ from pathlib import Path
 
 from .errors import SceneDataError
 
-__all__ = ["check_depth_image", "check_unique", "inside", "is_number", "require_bool", "require_matrix", "require_number"]
+__all__ = [
+    "check_depth_image", "check_focal", "check_unique", "inside", "is_number", "read_json", "require_bool", "require_matrix",
+    "require_number",
+]
 
 DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I")  # 16-bit (Pillow opens 16-bit PNGs as "I;16" or "I")
 
@@ -96,3 +99,45 @@ def check_depth_image(depth_image, image_size: tuple[int, int], *, scene=None, f
             f"depth map is {depth_image.size[0]}x{depth_image.size[1]} but its image is {image_size[0]}x{image_size[1]}",
             scene=scene, file=file, field=field,
         )
+
+
+def _scene_error(scene=None, file=None, field=None):
+    """An ``error`` factory for :mod:`snd.safe_io` raising :class:`SceneDataError` (the file is named once)."""
+
+    def make(message: str) -> SceneDataError:
+        prefix = f"{file}: "
+        return SceneDataError(message[len(prefix):] if file is not None and message.startswith(prefix) else message,
+                              scene=scene, file=file, field=field)
+
+    return make
+
+
+def read_json(path: str | Path, *, scene=None, what: str = "a JSON file"):
+    """Parse a metadata JSON file: a regular file (a FIFO would block), UTF-8, not nested beyond the parser's depth;
+    every failure is a :class:`SceneDataError` naming the scene and file."""
+    from ..safe_io import load_json
+
+    return load_json(path, what=what, error=_scene_error(scene=scene, file=str(path)))
+
+
+def read_text_lines(path: str | Path, *, scene=None, what: str = "a text file") -> list[str]:
+    from ..safe_io import read_text
+
+    return read_text(path, what=what, error=_scene_error(scene=scene, file=str(path))).splitlines()
+
+
+#: Focal lengths beyond these multiples of the image size are refused: a focal length of 1e30 pixels (or 1e-30)
+#: overflows the projection to inf/0 in float32 and renders nothing, without an error.
+FOCAL_RANGE = (1e-3, 1e4)
+
+
+def check_focal(value: float, extent: float, *, scene=None, file=None, field=None) -> float:
+    """A focal length in pixels within ``FOCAL_RANGE`` x the image extent (width for fl_x, height for fl_y)."""
+    low, high = FOCAL_RANGE[0] * extent, FOCAL_RANGE[1] * extent
+    if not low <= value <= high:
+        raise SceneDataError(
+            f"focal length {value!r} px is outside [{low:g}, {high:g}] ({FOCAL_RANGE[0]:g} to {FOCAL_RANGE[1]:g} times the "
+            f"image size {extent:g} px); expected a pinhole focal length in pixels",
+            scene=scene, file=file, field=field,
+        )
+    return value

@@ -9,25 +9,33 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from ..safe_io import require_regular_file, to_rgb
 from .errors import SceneDataError
 
 
 def open_image(source: str | Path | bytes, *, scene: str | None, field: str, file: str | None = None) -> Image.Image:
     """Open and fully decode an image from a path or encoded bytes, raising :class:`SceneDataError`."""
     name = file if file is not None else (None if isinstance(source, (bytes, bytearray)) else str(source))
-    if not isinstance(source, (bytes, bytearray)) and not Path(source).is_file():
-        raise SceneDataError("file does not exist", scene=scene, file=name, field=field)
+    if not isinstance(source, (bytes, bytearray)):
+        if not Path(source).exists():
+            raise SceneDataError("file does not exist", scene=scene, file=name, field=field)
+        try:  # a FIFO would block Image.open forever, a device read without end
+            require_regular_file(source, what="an image file", error=ValueError)
+        except ValueError as error:
+            raise SceneDataError(str(error).split(": ", 1)[-1], scene=scene, file=name, field=field) from None
     try:
         image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
         image.load()
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+    except Image.DecompressionBombError as error:
+        raise SceneDataError(f"refused as a possible decompression bomb ({error})", scene=scene, file=name, field=field) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as error:
         raise SceneDataError(f"cannot decode image ({error})", scene=scene, file=name, field=field) from error
     return image
 
 
 def image_to_tensor(image: Image.Image, size: tuple[int, int] | None, *, resample=Image.BICUBIC) -> torch.Tensor:
     """RGB ``[3, H, W]`` float32 in [0, 1], resized to ``size = (height, width)`` when given (PIL bicubic by default)."""
-    image = image.convert("RGB")
+    image = to_rgb(image, name=f"image {getattr(image, 'filename', '') or ''}".strip(), error=ValueError)  # 16-bit scaled, not clipped
     if size is not None and image.size != (size[1], size[0]):
         image = image.resize((size[1], size[0]), resample=resample)
     array = np.asarray(image, dtype=np.uint8)

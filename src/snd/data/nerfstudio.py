@@ -30,7 +30,6 @@ depth in those units (MVSplat samples depth candidates between them).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -41,7 +40,9 @@ import torch
 from PIL import Image
 
 from ..cameras import check_rigid, normalize_intrinsics, opengl_to_opencv
+from ..safe_io import check_npy_size
 from .base import MultiViewDataset, as_long
+from .checks import _scene_error, check_depth_image, check_focal, check_unique, inside, is_number, read_json, require_matrix
 from .errors import SceneDataError
 from .image_io import image_to_tensor, labels_to_tensor, open_image
 from .sample import Views
@@ -111,9 +112,11 @@ def _camera(values: dict, where: str, scene: str, path: Path) -> tuple[np.ndarra
         numbers[key] = float(value)
     size = None
     if "w" in values or "h" in values:
-        if not all(isinstance(values.get(k), (int, float)) and values.get(k) > 0 for k in ("w", "h")):
+        if not all(is_number(values.get(k)) and values.get(k) > 0 for k in ("w", "h")):
             raise SceneDataError(f"expected positive w, h, got {values.get('w')!r}, {values.get('h')!r}", scene=scene, file=str(path), field=f"{where}w/h")
         size = (int(values["h"]), int(values["w"]))
+        check_focal(numbers["fl_x"], size[1], scene=scene, file=str(path), field=f"{where}fl_x")
+        check_focal(numbers["fl_y"], size[0], scene=scene, file=str(path), field=f"{where}fl_y")
     intrinsics = np.array([[numbers["fl_x"], 0.0, numbers["cx"]], [0.0, numbers["fl_y"], numbers["cy"]], [0.0, 0.0, 1.0]])
     return intrinsics, size
 
@@ -125,10 +128,7 @@ def read_nerfstudio_scene(directory: str | Path) -> NerfstudioScene:
     path = directory / "transforms.json"
     if not path.is_file():
         raise SceneDataError("transforms.json is missing (expected nerfstudio's ns-process-data output)", scene=scene, file=str(path))
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise SceneDataError(f"is not valid JSON ({error})", scene=scene, file=str(path)) from error
+    meta = read_json(path, scene=scene, what="nerfstudio's transforms.json (UTF-8 JSON)")
     if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
         raise SceneDataError("expected a JSON object with a list of frames", scene=scene, file=str(path), field="frames")
     shared = {k: v for k, v in meta.items() if k != "frames"}
@@ -137,12 +137,14 @@ def read_nerfstudio_scene(directory: str | Path) -> NerfstudioScene:
         where = f"frames[{position}]"
         if not isinstance(frame, dict) or not isinstance(frame.get("file_path"), str):
             raise SceneDataError("expected an object with a string file_path", scene=scene, file=str(path), field=f"{where}.file_path")
+        inside(directory, frame["file_path"], scene=scene, file=str(path), field=f"{where}.file_path")
         per_frame = any(key in frame for key in (*_INTRINSIC_KEYS, *_DISTORTION_KEYS, "camera_model", "w", "h"))
         intrinsics, size = _camera({**shared, **frame}, f"{where}." if per_frame else "", scene, path)
-        try:
-            pose = np.asarray(frame.get("transform_matrix"), dtype=np.float64)
-        except (TypeError, ValueError) as error:
-            raise SceneDataError(f"expected a 4x4 number matrix ({error})", scene=scene, file=str(path), field=f"{where}.transform_matrix") from error
+        matrix = frame.get("transform_matrix")
+        # numbers only: np.asarray(..., float64) would silently parse a matrix of strings ("1", "0", ...)
+        rows = 3 if isinstance(matrix, list) and len(matrix) == 3 else 4
+        require_matrix(matrix, rows, 4, scene=scene, file=str(path), field=f"{where}.transform_matrix")
+        pose = np.asarray(matrix, dtype=np.float64)
         if pose.shape == (3, 4):
             pose = np.concatenate([pose, [[0.0, 0.0, 0.0, 1.0]]])
         if pose.shape != (4, 4):
@@ -150,11 +152,14 @@ def read_nerfstudio_scene(directory: str | Path) -> NerfstudioScene:
         for key in ("mask_path", "depth_file_path"):
             if key in frame and not isinstance(frame[key], str):
                 raise SceneDataError(f"expected a path string, got {frame[key]!r}", scene=scene, file=str(path), field=f"{where}.{key}")
+            if key in frame:
+                inside(directory, frame[key], scene=scene, file=str(path), field=f"{where}.{key}")
         frames.append(NerfstudioFrame(
             file_path=frame["file_path"], number=_frame_number(frame["file_path"]), pose_opengl=pose, pixel_intrinsics=intrinsics,
             size=size, mask_path=frame.get("mask_path"), depth_path=frame.get("depth_file_path"), field=where,
         ))
     frames.sort(key=lambda f: (f.number, f.file_path))
+    check_unique([str(Path(f.file_path)) for f in frames], [f"{f.field}.file_path" for f in frames], scene=scene, file=str(path))
     return NerfstudioScene(name=scene, directory=directory, frames=frames)
 
 
@@ -233,9 +238,12 @@ class NerfstudioDataset(MultiViewDataset):
         return str(self.scenes[scene_index].transforms_path)
 
     def _file(self, scene: NerfstudioScene, relative: str, field: str) -> Path:
-        path = scene.directory / relative
-        if not path.is_file():
+        # inside the scene folder (no absolute paths, `..` or symlinks out), checked again here as a symlink may change
+        path = inside(scene.directory, relative, scene=scene.name, file=str(scene.transforms_path), field=field)
+        if not path.exists():
             raise SceneDataError("listed in transforms.json but absent on disk", scene=scene.name, file=str(path), field=field)
+        if not path.is_file():
+            raise SceneDataError("listed in transforms.json but not a regular file (a FIFO, device or folder)", scene=scene.name, file=str(path), field=field)
         return path
 
     def load_views(self, scene_index: int, frames: list[int]) -> Views:
@@ -273,6 +281,9 @@ class NerfstudioDataset(MultiViewDataset):
             extrinsics.append(opengl_to_opencv(pose).float())
             # intrinsics are declared for (w, h) when given, else for the image file; normalise by that size
             declared_h, declared_w = frame.size if frame.size is not None else (height, width)
+            if frame.size is None:  # no w/h in transforms.json: the focal lengths are checked against the image
+                check_focal(float(frame.pixel_intrinsics[0, 0]), width, scene=scene.name, file=str(scene.transforms_path), field=f"fl_x ({frame.field})")
+                check_focal(float(frame.pixel_intrinsics[1, 1]), height, scene=scene.name, file=str(scene.transforms_path), field=f"fl_y ({frame.field})")
             intrinsics.append(normalize_intrinsics(torch.from_numpy(frame.pixel_intrinsics), declared_w, declared_h).float())
         count = len(frames)
         return Views(
@@ -289,6 +300,7 @@ class NerfstudioDataset(MultiViewDataset):
     def _read_depth(self, path: Path, scene: str, size: tuple[int, int], field: str) -> torch.Tensor:
         """``[H, W]`` float32 metres at ``image_shape`` (nearest), 0 where invalid."""
         if path.suffix.lower() == ".npy":
+            check_npy_size(path, error=_scene_error(scene=scene, file=str(path), field=field))  # before np.load allocates
             try:
                 array = np.load(path, allow_pickle=False)
             except (ValueError, OSError) as error:
@@ -304,6 +316,8 @@ class NerfstudioDataset(MultiViewDataset):
             image = open_image(path, scene=scene, field="depth")
             if image.size != (size[1], size[0]):
                 raise SceneDataError(f"depth is {image.size[0]}x{image.size[1]} but its image is {size[1]}x{size[0]}", scene=scene, file=str(path), field=field)
+            # a 16-bit PNG (millimetres): an 8-bit one would read as depths up to 255 mm
+            check_depth_image(image, (size[1], size[0]), scene=scene, file=str(path), field=field)
             depth = labels_to_tensor(image, self.image_shape, scene=scene, field="depth", file=str(path)).float()
         depth = depth * self.depth_unit_scale_factor
         return torch.where(torch.isfinite(depth) & (depth > 0), depth, torch.zeros_like(depth))

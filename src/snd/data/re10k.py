@@ -22,7 +22,6 @@ mask-aware upsampling reduces to plain bilinear and blending averages over the w
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import OrderedDict
 from pathlib import Path
@@ -31,8 +30,9 @@ import torch
 from tqdm.auto import tqdm
 
 from ..cameras import check_rigid, invert_rigid
+from ..safe_io import to_rgb
 from .base import MultiViewDataset, as_long
-from .checks import inside
+from .checks import inside, read_json
 from .errors import SceneDataError
 from .image_io import image_to_tensor, open_image, resize_and_center_crop, resize_crop_intrinsics
 from .sample import Views
@@ -53,6 +53,8 @@ def load_chunk(path: str | Path) -> list[dict]:
     from ..convert.pickles import check_sizes
 
     path = Path(path)
+    if path.exists() and not path.is_file():  # a FIFO would block the zip check and torch.load forever
+        raise SceneDataError("not a regular file (a FIFO, device or folder); expected a .torch chunk", file=str(path))
     try:
         check_sizes(path)  # size fields vs the file size before torch allocates anything
         chunk = torch.load(path, map_location="cpu", weights_only=True)
@@ -136,10 +138,7 @@ class RE10KDataset(MultiViewDataset):
         index_path = self.stage_dir / "index.json"
         entries: list[tuple[str, Path]] = []
         if index_path.is_file():
-            try:
-                index = json.loads(index_path.read_text())
-            except json.JSONDecodeError as error:
-                raise SceneDataError(f"is not valid JSON ({error})", file=str(index_path)) from error
+            index = read_json(index_path, what="an index.json {scene key: chunk file}")
             if not isinstance(index, dict):
                 raise SceneDataError("expected an object {scene key: chunk file}", file=str(index_path))
             for key, value in index.items():
@@ -213,7 +212,7 @@ class RE10KDataset(MultiViewDataset):
                 raise SceneDataError("expected a uint8 tensor of JPEG bytes", scene=key, file=chunk_path, field=f"images[{position}]")
             image = open_image(encoded.numpy().tobytes(), scene=key, field=f"images[{position}]", file=chunk_path)
             original = (image.size[1], image.size[0])
-            cropped, scaled = resize_and_center_crop(image.convert("RGB"), self.image_shape)
+            cropped, scaled = resize_and_center_crop(to_rgb(image, name=f"{chunk_path} images[{position}]"), self.image_shape)
             images.append(image_to_tensor(cropped, None))
             out_intrinsics.append(resize_crop_intrinsics(intrinsics[position], original, scaled, self.image_shape).float())
             extrinsics.append(invert_rigid(world_to_camera[position]).float())

@@ -22,7 +22,6 @@ with missing frame numbers in between, as the authors' loader does).
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ import torch
 
 from ..cameras import check_rigid, normalize_intrinsics, opengl_to_opencv
 from .base import MultiViewDataset, as_long
-from .checks import check_depth_image, check_unique, inside, is_number, require_bool, require_matrix
+from .checks import check_depth_image, check_focal, check_unique, inside, is_number, read_json, read_text_lines, require_bool, require_matrix
 from .errors import SceneDataError
 from .image_io import image_to_tensor, labels_to_tensor, open_image
 from .sample import Views
@@ -80,10 +79,7 @@ def read_scannetpp_scene(directory: Path, keep_bad_frames: bool = False) -> Scan
     path = directory / "transforms_train.json"
     if not path.is_file():
         raise SceneDataError("transforms_train.json is missing", scene=scene, file=str(path))
-    try:
-        meta = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise SceneDataError(f"is not valid JSON ({error})", scene=scene, file=str(path)) from error
+    meta = read_json(path, scene=scene, what="ScanNet++'s transforms_train.json (UTF-8 JSON)")
     if not isinstance(meta, dict):
         raise SceneDataError("expected a JSON object at the top level", scene=scene, file=str(path))
     values = {}
@@ -97,6 +93,8 @@ def read_scannetpp_scene(directory: Path, keep_bad_frames: bool = False) -> Scan
         if not all(is_number(meta.get(k)) and meta.get(k) > 0 for k in ("w", "h")):
             raise SceneDataError(f"expected positive image sizes w, h, got {meta.get('w')!r}, {meta.get('h')!r}", scene=scene, file=str(path), field="w/h")
         declared = (int(meta["h"]), int(meta["w"]))
+        check_focal(values["fl_x"], declared[1], scene=scene, file=str(path), field="fl_x")
+        check_focal(values["fl_y"], declared[0], scene=scene, file=str(path), field="fl_y")
     frames = meta.get("frames")
     if not isinstance(frames, list):
         raise SceneDataError("expected a list of frames", scene=scene, file=str(path), field="frames")
@@ -207,7 +205,7 @@ class ScanNetPPDataset(MultiViewDataset):
         candidates = [self.root / folder / _SPLIT_FILES[split] for folder in ("metadata", "splits")]
         for path in candidates:
             if path.is_file():
-                names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+                names = [line.strip() for line in read_text_lines(path, what="a split list (one scene id a line)") if line.strip()]
                 for number, name in enumerate(names, 1):  # a scene id, never a path out of scenes/
                     inside(self.root / "scenes", name, file=str(path), field=f"line {number}")
                 return names
@@ -276,6 +274,9 @@ class ScanNetPPDataset(MultiViewDataset):
                 depth = labels_to_tensor(depth_image, self.image_shape, scene=meta.name, field="depth", file=str(depth_path))
                 depths.append(depth.float() / self.depth_scale)
             extrinsics.append(opengl_to_opencv(pose).float())
+            if meta.declared_size is None:  # no w/h in the metadata: the focal lengths are checked against the image
+                check_focal(float(meta.pixel_intrinsics[0, 0]), width, scene=meta.name, file=str(meta.transforms_path), field="fl_x")
+                check_focal(float(meta.pixel_intrinsics[1, 1]), height, scene=meta.name, file=str(meta.transforms_path), field="fl_y")
             intrinsics.append(normalize_intrinsics(meta.pixel_intrinsics, width, height).float())
         count = len(frames)
         return Views(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 from pathlib import Path
 
 import torch
@@ -37,6 +36,47 @@ def load_backbone(config: ModelConfig):
     return model if config.rope_augmentation else without_rope_augmentation(model)
 
 
+def read_model_type(config_file: Path) -> str | None:
+    """``model_type`` of a model folder's ``config.json``: a regular UTF-8 JSON object whose ``model_type`` is a string;
+    anything else raises :class:`~snd.convert.ConversionError` naming the file and field."""
+    from ..convert import ConversionError
+    from ..safe_io import load_json
+
+    values = load_json(config_file, what="a transformers config.json (a JSON object)", error=ConversionError, max_bytes=16 * 2**20)
+    if not isinstance(values, dict):
+        raise ConversionError(f"{config_file}: holds a JSON {type(values).__name__}; expected a JSON object of config fields")
+    model_type = values.get("model_type")
+    if model_type is not None and not isinstance(model_type, str):
+        raise ConversionError(f"{config_file}: field 'model_type' is {type(model_type).__name__} {model_type!r}; expected a string such as 'dinov2'")
+    return model_type
+
+
+class _naming_the_folder:
+    """Context manager: a library error while loading a model folder (corrupt weights, a config field of the wrong
+    type) becomes a :class:`~snd.convert.ConversionError` naming ``model.pretrained`` and the folder."""
+
+    def __init__(self, source, path: Path):
+        self.source, self.path = source, path
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        from ..convert import ConversionError
+
+        if error is None or isinstance(error, (ConversionError, FileNotFoundError, KeyboardInterrupt, MemoryError)):
+            return False
+        if not isinstance(error, (OSError, ValueError, RuntimeError, TypeError, KeyError, AttributeError, EOFError)) and \
+                type(error).__name__ != "SafetensorError":
+            return False
+        files = sorted(p.name for p in self.path.iterdir()) if self.path.is_dir() else []
+        raise ConversionError(
+            f"model.pretrained={str(self.source)!r}: cannot load the model in {self.path} ({type(error).__name__}: "
+            f"{str(error)[:400]}); expected a save_pretrained folder with a valid config.json and intact weights "
+            f"(files: {files[:12]})"
+        ) from error
+
+
 def _load_pretrained(config: ModelConfig):
     from ..backbones import pretrained_backbone
     from ..models.snd_dinov2 import SnDModel
@@ -58,14 +98,15 @@ def _load_pretrained(config: ModelConfig):
         config_file = path / "config.json"
         if not config_file.exists():
             raise FileNotFoundError(f"model.pretrained={source!r}: directory has no config.json (expected a save_pretrained directory)")
-        model_type = json.loads(config_file.read_text()).get("model_type")
-        if model_type == "snd_dinov2":
-            return SnDModel.from_pretrained(str(path))
-        if _dinov2_as_snd(config, model_type=model_type):
-            from ..convert import convert_backbone
+        model_type = read_model_type(config_file)
+        with _naming_the_folder(source, path):
+            if model_type == "snd_dinov2":
+                return SnDModel.from_pretrained(str(path))
+            if _dinov2_as_snd(config, model_type=model_type):
+                from ..convert import convert_backbone
 
-            return convert_backbone(str(path), format="transformers")[0]
-        return pretrained_backbone(str(path))
+                return convert_backbone(str(path), format="transformers")[0]
+            return pretrained_backbone(str(path))
     _require_hub_id(source, "model.pretrained")
     if _dinov2_as_snd(config, hub_id=source):
         from ..convert import convert_backbone

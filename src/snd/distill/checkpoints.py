@@ -91,13 +91,15 @@ def write_checkpoint_marker(directory: str | os.PathLike, step: int, metadata: d
 
 
 def read_checkpoint_metadata(path: str | os.PathLike) -> dict:
+    from ..safe_io import load_json
+
     marker = Path(path) / COMPLETE_MARKER
-    try:
-        record = json.loads(marker.read_text())
+    try:  # a regular UTF-8 file of bounded size and depth: a FIFO or a 200,000-deep marker must not hang or crash resume
+        record = load_json(marker, what="a checkpoint marker (JSON object)", error=ValueError, max_bytes=64 * 2**20)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: not a complete checkpoint directory (no {COMPLETE_MARKER})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{marker}: corrupt checkpoint marker ({error})") from error
+    except ValueError as error:
+        raise CheckpointError(f"{marker}: corrupt checkpoint marker ({str(error).replace(f'{marker}: ', '', 1)})") from None
     if not isinstance(record, dict):
         raise CheckpointError(f"{marker}: corrupt checkpoint marker (expected a JSON object)")
     return record
@@ -758,3 +760,54 @@ def truncate_log(path: str | os.PathLike, step: int) -> int:
     temporary.write_text("".join(line + "\n" for line in kept))
     temporary.replace(path)
     return len(lines) - len(kept)
+
+
+# --------------------------------------------------------------------------------------------
+# Feature tensors saved next to a run (pca_before_features.pt)
+
+#: Largest feature tensor :func:`load_feature_tensor` accepts (a held-out view's patch features are ~1 MB).
+MAX_FEATURE_BYTES = 1 << 30
+
+
+def load_feature_tensor(path: str | os.PathLike, expected_shape: tuple[int, ...] | None = None, *, max_bytes: int = MAX_FEATURE_BYTES):
+    """Load one saved feature tensor (``pca_before_features.pt``) and check it before it is used.
+
+    Refused, with a :class:`CheckpointError` naming the file and what was expected: a path that is not a regular file
+    (a FIFO would block); size fields larger than the file, storage constructor calls or pickled objects (checked
+    before torch allocates); anything but one dense floating-point tensor; a non-contiguous view, e.g. a stride-0
+    ``expand`` whose few stored bytes stand for a huge tensor; more than ``max_bytes``; NaN/Inf values; a shape
+    other than ``expected_shape`` (``None`` entries match any size).
+    """
+    import torch
+
+    from ..convert.pickles import check_sizes
+    from ..safe_io import require_regular_file
+
+    path = Path(path)
+    what = "a saved feature tensor (torch.save of one float tensor)"
+    require_regular_file(path, what=what, error=CheckpointError)
+    try:
+        check_sizes(path)
+        value = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - every failure becomes a refusal naming the file
+        raise CheckpointError(f"{path}: refused; expected {what}: {type(error).__name__}: {str(error)[:300]}") from error
+    if not isinstance(value, torch.Tensor):
+        raise CheckpointError(f"{path}: holds {type(value).__name__}; expected {what}")
+    if value.layout != torch.strided or not value.is_floating_point():
+        raise CheckpointError(f"{path}: holds a {value.layout} {value.dtype} tensor; expected a dense floating-point tensor")
+    if any(stride == 0 and size > 1 for size, stride in zip(value.shape, value.stride())) or not value.is_contiguous():
+        raise CheckpointError(
+            f"{path}: holds a non-contiguous view (shape {tuple(value.shape)}, strides {tuple(value.stride())}); expected a "
+            "contiguous tensor (a stride-0 view stands for more data than the file holds)"
+        )
+    size = value.numel() * value.element_size()
+    if size > max_bytes:
+        raise CheckpointError(f"{path}: a tensor of {size} bytes (shape {tuple(value.shape)}); expected at most {max_bytes}")
+    if expected_shape is not None and (
+        len(expected_shape) != value.dim() or any(e is not None and e != s for e, s in zip(expected_shape, value.shape))
+    ):
+        raise CheckpointError(f"{path}: shape {tuple(value.shape)}; expected {tuple(expected_shape)}")
+    if value.numel() and not bool(torch.isfinite(value).all()):
+        bad = int((~torch.isfinite(value)).sum())
+        raise CheckpointError(f"{path}: {bad} NaN/Inf values; expected finite features")
+    return value

@@ -11,6 +11,7 @@ embedded CPU default.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -444,14 +445,11 @@ def config_from_dict(values: dict, source: str = "config") -> DistillConfig:
 
 
 def _read_yaml(path: Path) -> dict:
-    try:
-        text = path.read_text()
-    except OSError as error:
-        raise ConfigError(f"cannot read config file {path}: {error}") from None
-    try:
-        values = yaml.safe_load(text) or {}
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML: {error}") from None
+    from ..safe_io import load_yaml, read_text
+
+    # a regular file only (a FIFO would block forever), UTF-8, aliases bounded (no "billion laughs")
+    text = read_text(path, what="a YAML config file (UTF-8 text)", error=ConfigError, max_bytes=16 * 2**20)
+    values = load_yaml(text, source=str(path), error=ConfigError) or {}
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (model, data, training, ...), got {type(values).__name__}")
     return values
@@ -540,10 +538,14 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
         parts = key.strip().lstrip("-").split(".")
         if len(parts) < 2 or not all(parts):
             raise ConfigError(f"override {override!r}: the key must be section.key (e.g. training.lr)")
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"override {override!r}: value is not valid YAML: {error}") from None
+        if _is_string_field(parts):
+            # a string field keeps the text as given: YAML would read "runs/a #2" as "runs/a" (a comment),
+            # "yes" as True, "1e-4" or "2024" as numbers
+            value = None if raw.strip() in _YAML_NULLS and _allows_none(parts) else raw
+        else:
+            from ..safe_io import load_yaml
+
+            value = load_yaml(raw, source=f"override {override!r}: value", error=ConfigError) if raw.strip() else None
         node = result
         for part in parts[:-1]:
             child = node.get(part)
@@ -554,6 +556,37 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
             node = child
         node[parts[-1]] = value
     return result
+
+
+_YAML_NULLS = ("", "~", "null", "Null", "NULL")
+
+
+def _field_annotation(parts: list[str]):
+    """The annotation of the config field at ``parts`` (``["training", "output_dir"]``), or None when unknown."""
+    cls = DistillConfig
+    annotation = None
+    for part in parts:
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            return None
+        hints = typing.get_type_hints(cls)
+        if part not in hints:
+            return None
+        annotation = cls = hints[part]
+    return annotation
+
+
+def _is_string_field(parts: list[str]) -> bool:
+    """The field is a string, optionally None (``str`` or ``str | None``), and nothing else."""
+    annotation = _field_annotation(parts)
+    if annotation is str:
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return set(typing.get_args(annotation)) == {str, type(None)}
+    return False
+
+
+def _allows_none(parts: list[str]) -> bool:
+    return type(None) in typing.get_args(_field_annotation(parts))
 
 
 def dotted_flags_to_overrides(arguments: list[str]) -> list[str]:
@@ -583,18 +616,76 @@ def _get(config: DistillConfig, dotted: str):
     return getattr(getattr(config, section), name)
 
 
+def _check_finite(config: DistillConfig) -> None:
+    """Every number in the config (lists and ``config_overrides`` included) must be finite: a NaN passes no range
+    check (every comparison with it is False), an inf passes ``> 0``."""
+
+    def walk(value, where):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{where} must be a finite number, got {value!r}")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                walk(item, f"{where}.{key}")
+        elif isinstance(value, (list, tuple)):
+            for index, item in enumerate(value):
+                walk(item, f"{where}[{index}]")
+
+    for section in dataclasses.fields(config):
+        for item in dataclasses.fields(getattr(config, section.name)):
+            walk(getattr(getattr(config, section.name), item.name), f"{section.name}.{item.name}")
+
+
+_POSITIVE_ARCHITECTURE = ("hidden_size", "num_hidden_layers", "num_attention_heads", "patch_size", "image_size", "num_channels",
+                          "intermediate_size", "mlp_ratio", "layer_norm_eps", "num_key_value_heads")
+
+
+def _check_model_config_overrides(model: ModelConfig) -> None:
+    """``model.config_overrides`` may only name fields of the architecture's config class: a transformers config
+    silently keeps unknown keyword arguments as attributes, so a misspelt ``num_hiden_layers`` would be ignored."""
+    overrides = model.config_overrides
+    if not overrides or model.pretrained is not None:
+        return
+    from ..backbones import RANDOM_PRESETS
+
+    if model.preset in RANDOM_PRESETS:
+        from transformers import AutoConfig
+
+        model_type, values = RANDOM_PRESETS[model.preset]
+        defaults = AutoConfig.for_model(model_type, **values)
+    else:
+        from ..models.snd_dinov2 import PRESETS, SnDConfig
+
+        if model.preset not in PRESETS:
+            return  # refused below, naming model.preset
+        defaults = SnDConfig.from_preset(model.preset)
+    known = set(defaults.to_dict()) | {"out_features", "out_indices"}
+    unknown = sorted(str(key) for key in overrides if key not in known)
+    if unknown:
+        raise ConfigError(
+            f"model.config_overrides: unknown field(s) {unknown} for preset {model.preset!r} "
+            f"({type(defaults).__name__}); valid fields are {sorted(k for k in known if not k.startswith('_'))}"
+        )
+    for key, value in overrides.items():
+        default = getattr(defaults, key, None)
+        if key in _POSITIVE_ARCHITECTURE:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+                raise ConfigError(f"model.config_overrides.{key} must be a positive number (default {default!r}), got {value!r}")
+
+
 def validate(config: DistillConfig) -> DistillConfig:
     """Check ranges and combinations; raise :class:`ConfigError` naming the field."""
     for key, choices in _CHOICES.items():
         value = _get(config, key)
         if value not in choices:
             raise ConfigError(f"{key} must be one of {list(choices)}, got {value!r}")
+    _check_finite(config)
     for key in _POSITIVE:
         if not _get(config, key) > 0:
             raise ConfigError(f"{key} must be > 0, got {_get(config, key)!r}")
     for key in _NON_NEGATIVE:
-        if _get(config, key) < 0:
+        if not _get(config, key) >= 0:  # also refuses NaN (NaN < 0 is False)
             raise ConfigError(f"{key} must be >= 0, got {_get(config, key)!r}")
+    _check_model_config_overrides(config.model)
     report_to = [part.strip() for part in str(config.training.report_to).lower().split(",")]
     if not all(part in _REPORT_TO for part in report_to) or (len(report_to) > 1 and set(report_to) & {"auto", "none", "all"}):
         raise ConfigError(

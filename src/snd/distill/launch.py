@@ -214,11 +214,11 @@ def is_snd_run(output_dir: str | Path) -> bool:
     output_dir = Path(output_dir)
     if any((path / COMPLETE_MARKER).is_file() for path in _run_checkpoints(output_dir)):
         return True
-    try:
-        import yaml
+    from ..safe_io import load_yaml, read_text
 
-        record = yaml.safe_load((output_dir / "config.yaml").read_text())
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError):
+    try:  # a regular UTF-8 file, aliases bounded: a FIFO or a "billion laughs" config.yaml must not hang the check
+        record = load_yaml(read_text(output_dir / "config.yaml", max_bytes=16 * 2**20), source=str(output_dir / "config.yaml"))
+    except (OSError, ValueError):
         return False
     return isinstance(record, dict) and isinstance(record.get("training", {}), dict) and "training" in record
 

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+
+from ..safe_io import load_npz, open_image_file, path_inside, read_text, require_regular_file, to_rgb
 
 IGNORE_INDEX = 255
 TASKS = ("depth", "normals", "segmentation", "correspondence")
@@ -58,20 +59,16 @@ class DenseEvalDataset(torch.utils.data.Dataset):
 
 
 def _read_image(path: Path) -> torch.Tensor:
-    try:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from error
+    image = open_image_file(path, what="an RGB image", error=ValueError)  # regular file, decompression bombs named
+    array = np.asarray(to_rgb(image, name=str(path)), dtype=np.uint8)  # 16-bit scaled, not clipped to white
     return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
 
 
 def _read_depth_png(path: Path, scale: float = 1000.0) -> torch.Tensor:
-    try:
-        with Image.open(path) as image:
-            array = np.asarray(image)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read depth map {path}: {error}") from error
+    image = open_image_file(path, what="a 16-bit depth PNG", error=ValueError)
+    if image.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        raise ValueError(f"{path}: depth map has mode {image.mode!r}; expected a single-channel 16-bit PNG (8-bit depth would read as at most 255 mm)")
+    array = np.asarray(image)
     if array.ndim != 2:
         raise ValueError(f"depth map {path} should be a single-channel 16-bit PNG, got shape {array.shape}")
     return torch.from_numpy(array.astype(np.float32) / scale)
@@ -228,10 +225,84 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "scalar"), ("builtins", "slice"),
     }
 
+    #: bytes any one array may claim (set per file: its size; a real array's data is stored in the file)
+    max_bytes: int = 1 << 62
+
     def find_class(self, module, name):
-        if (module, name) in self._ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: only numpy arrays are expected")
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: only numpy arrays are expected")
+        found = super().find_class(module, name)
+        if name == "_reconstruct":
+            return self._checked_reconstruct(found)
+        if (module, name) == ("numpy", "ndarray"):
+            return _CheckedNdarray(self.max_bytes)
+        return found
+
+    def _checked_reconstruct(self, reconstruct):
+        limit = self.max_bytes
+
+        def checked(subtype, shape, dtype):
+            subtype = np.ndarray if isinstance(subtype, _CheckedNdarray) else subtype
+            _check_claim(shape, dtype, limit)
+            return reconstruct(subtype, shape, dtype)
+
+        return checked
+
+
+def _check_claim(shape, dtype, limit: int) -> None:
+    """Refuse an array shape whose bytes exceed ``limit`` (the pickle's file size) before numpy allocates it."""
+    dims = shape if isinstance(shape, (tuple, list)) else (shape,)
+    count = 1
+    for dim in dims:
+        if not isinstance(dim, (int, np.integer)) or dim < 0:
+            raise pickle.UnpicklingError(f"array shape {shape!r} is not a tuple of non-negative integers")
+        count *= int(dim)
+    itemsize = np.dtype(dtype).itemsize if not isinstance(dtype, bytes) else 1
+    if count * max(itemsize, 1) > limit:
+        raise pickle.UnpicklingError(
+            f"an array of shape {tuple(dims)} ({count * max(itemsize, 1)} bytes) is claimed, more than the {limit}-byte file "
+            "holds; refused before allocating"
+        )
+
+
+class _CheckedNdarray:
+    """``numpy.ndarray`` as a pickle may call it (``ndarray(shape, dtype)`` allocates): the size is checked first."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+
+    def __call__(self, shape, dtype=float, *args, **kwargs):
+        _check_claim(shape, dtype, self.limit)
+        return np.ndarray(shape, dtype, *args, **kwargs)
+
+
+class PickleDataError(pickle.UnpicklingError, ValueError):
+    """A data pickle is malformed, or asks for code or memory it should not; the message names the file."""
+
+
+def load_numpy_pickle(path: str | Path, what: str = "a pickle of numpy arrays"):
+    """Unpickle numpy arrays and plain containers from ``path`` without running code or over-allocating.
+
+    The file (a regular file; a FIFO would block) is read into memory once, so an opcode claiming TiBs of bytes
+    finds the data short instead of asking the OS for them; every array shape is checked against the file size
+    before numpy allocates it. A malformed file raises :class:`PickleDataError` (a ``ValueError``) naming the file and what was expected.
+    """
+    import io
+    import pickletools
+
+    from ..safe_io import require_regular_file
+
+    path = require_regular_file(path, what=what, error=ValueError)
+    data = path.read_bytes()
+    try:
+        for _ in pickletools.genops(io.BytesIO(data)):  # framing: lengths within the file, a STOP at the end
+            pass
+        unpickler = _NumpyOnlyUnpickler(io.BytesIO(data))
+        unpickler.max_bytes = len(data)
+        return unpickler.load()
+    except (pickle.UnpicklingError, ValueError, EOFError, TypeError, AttributeError, IndexError, KeyError, MemoryError,
+            OverflowError, RecursionError) as error:
+        raise PickleDataError(f"{path}: malformed or hostile pickle ({type(error).__name__}: {str(error)[:300]}); expected {what}") from None
 
 
 class NYUv2Dataset(DenseEvalDataset):
@@ -252,11 +323,15 @@ class NYUv2Dataset(DenseEvalDataset):
             raise FileNotFoundError(f"NYUv2: {path} not found (expected Probe3D's {self.FILE_NAME})")
         if split not in ("train", "test"):
             raise ValueError(f"NYUv2 split must be 'train' or 'test', got {split!r}")
-        with open(path, "rb") as handle:
-            data = _NumpyOnlyUnpickler(handle).load()
+        data = load_numpy_pickle(path, f"Probe3D's {self.FILE_NAME} (a dict of numpy arrays)")
+        if not isinstance(data, dict):
+            raise ValueError(f"NYUv2: {path} should hold a dict of arrays, got {type(data).__name__}")
         for key in ("images", "depths", "snorms", "train_indices", "test_indices"):
             if key not in data:
                 raise ValueError(f"NYUv2: {path} has no '{key}' entry (keys: {sorted(data)})")
+        for key in ("images", "depths", "snorms"):
+            if not isinstance(data[key], np.ndarray) or data[key].dtype.kind not in "biuf":
+                raise ValueError(f"NYUv2: {path}: '{key}' is {type(data[key]).__name__}; expected a numeric numpy array")
         self.split = split
         self.name = f"nyuv2-{split}"
         self.indices = np.asarray(data[f"{split}_indices"]).astype(np.int64).reshape(-1)
@@ -304,7 +379,7 @@ class ScanNetPPDepthDataset(DenseEvalDataset):
         self.name = f"scannetpp-depth-{split}"
         self.depth_scale = depth_scale
         self.items = []
-        for line_number, line in enumerate(split_file.read_text().splitlines(), 1):
+        for line_number, line in enumerate(read_text(split_file, what="a FiT3D split list").splitlines(), 1):
             fields = line.split()
             if not fields:
                 continue
@@ -312,7 +387,8 @@ class ScanNetPPDepthDataset(DenseEvalDataset):
                 raise ValueError(f"{split_file}:{line_number}: expected '<image> <depth> ...', got {line!r}")
             if fields[1] == "None":
                 continue
-            self.items.append((self.root / fields[0].lstrip("/\\"), self.root / fields[1].lstrip("/\\")))
+            where = f"{split_file}:{line_number}"
+            self.items.append((path_inside(self.root, fields[0].lstrip("/\\"), where=where), path_inside(self.root, fields[1].lstrip("/\\"), where=where)))
         self.items.sort()
         if not self.items:
             raise ValueError(f"ScanNet++ depth: {split_file} lists no image with depth")
@@ -361,8 +437,8 @@ class ScanNetPPSegmentationDataset(DenseEvalDataset):
     def __getitem__(self, index: int) -> dict:
         image_path, annotation_path = self.items[index]
         image = _read_image(image_path)
-        with Image.open(annotation_path) as annotation:
-            labels = torch.from_numpy(np.asarray(annotation).astype(np.int64))
+        annotation = open_image_file(annotation_path, what="a single-channel label PNG", error=ValueError)
+        labels = torch.from_numpy(np.asarray(annotation).astype(np.int64))
         if labels.shape != image.shape[-2:]:
             raise ValueError(f"{annotation_path}: labels {tuple(labels.shape)} do not match image {tuple(image.shape[-2:])}")
         labels = torch.where(labels > 0, labels - 1, torch.full_like(labels, IGNORE_INDEX))
@@ -376,12 +452,22 @@ def read_scannet_pairs_index(root: Path) -> tuple[dict[str, np.ndarray], list[tu
     for file_name in ("test.npz", "intrinsics.npz"):
         if not (root / file_name).is_file():
             raise FileNotFoundError(f"ScanNet pairs: {root / file_name} not found (LoFTR's scannet_test_1500 layout)")
-    with np.load(root / "intrinsics.npz") as stored:
-        intrinsics = {key: np.asarray(stored[key]) for key in stored.files}
-    with np.load(root / "test.npz") as test:
-        if "name" not in test.files:
-            raise ValueError(f"ScanNet pairs: {root / 'test.npz'} has no 'name' array (has {test.files})")
-        names = np.asarray(test["name"])
+    # regular files only, member sizes checked before numpy allocates them
+    intrinsics = load_npz(root / "intrinsics.npz", what="LoFTR's intrinsics.npz (scene -> 3 x 3 K)")
+    test = load_npz(root / "test.npz", what="LoFTR's test.npz (a 'name' array [P, 4])")
+    if "name" not in test:
+        raise ValueError(f"ScanNet pairs: {root / 'test.npz'} has no 'name' array (has {sorted(test)})")
+    names = np.asarray(test["name"])
+    for scene, k in intrinsics.items():
+        k = np.asarray(k)
+        if k.dtype.kind not in "iuf" or k.shape[-2:] != (3, 3) or not np.isfinite(k).all():
+            raise ValueError(f"ScanNet pairs: {root / 'intrinsics.npz'}: {scene!r} is {k.dtype} {k.shape}; expected a finite 3 x 3 K in pixels")
+        fx, fy = float(k[..., 0, 0].flat[0]), float(k[..., 1, 1].flat[0])
+        if not (0.64 <= fx <= 6.4e6 and 0.48 <= fy <= 4.8e6):  # 1e-3 to 1e4 times the 640 x 480 ScanNet frames
+            raise ValueError(
+                f"ScanNet pairs: {root / 'intrinsics.npz'}: {scene!r} has focal lengths fx={fx!r}, fy={fy!r} px; expected "
+                "1e-3 to 1e4 times the 640 x 480 image size (pixels)"
+            )
     if names.ndim != 2 or names.shape[1] != 4:
         raise ValueError(f"ScanNet pairs: {root / 'test.npz'}: 'name' should be [P, 4] (room, sequence, frame0, frame1), got {names.shape}")
     pairs = []
@@ -412,6 +498,7 @@ class ScanNetPairsDataset(torch.utils.data.Dataset):
         return len(self.pairs)
 
     def _pose(self, path: Path) -> torch.Tensor:
+        require_regular_file(path, what="a 4 x 4 pose text file", error=ValueError)  # np.loadtxt would block on a FIFO
         try:
             pose = np.loadtxt(path)
         except (OSError, ValueError) as error:

@@ -7,7 +7,7 @@ Output layout (``output_dir``)::
     <model>/<task>.json               metrics plus what produced them
     <model>/eval_results.json         headline metrics as model-card records (a distill run's card reads them)
     <model>/figures/*.png             predictions beside ground truth, matches, feature PCA
-    feature_cache/<model>/<set>.safetensors   (when cache_features)
+    feature_cache/<model>/<weights fingerprint>/<set>.safetensors   (when cache_features)
 """
 
 from __future__ import annotations
@@ -104,6 +104,21 @@ class EvaluationConfig:
         return base.with_overrides(epochs=self.probe_epochs, max_steps=self.probe_max_steps)
 
 
+def weights_fingerprint(model: torch.nn.Module, length: int = 16, extra: str = "") -> str:
+    """A hex digest of a module's class, parameter/buffer names, shapes, dtypes and values, and ``extra`` (the feature
+    extractor's settings): the feature cache key."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{type(model).__module__}.{type(model).__qualname__}|{extra}".encode())
+    for key, tensor in model.state_dict().items():
+        tensor = tensor.detach()
+        digest.update(f"{key}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
+        if tensor.numel():
+            digest.update(tensor.to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:length]
+
+
 class Evaluator:
     """Runs :class:`EvaluationConfig` for any number of backbones, sharing datasets between them."""
 
@@ -131,7 +146,11 @@ class Evaluator:
         if dataset.cache_key not in cache:
             path = None
             if self.config.cache_features:
-                path = self.output_dir / "feature_cache" / name / f"{dataset.cache_key}.safetensors"
+                # keyed by the weights too: a model retrained (or replaced) under the same name never reuses stale features
+                if "__weights__" not in cache:
+                    settings = sorted((k, repr(v)) for k, v in vars(extractor).items() if not isinstance(v, torch.nn.Module))
+                    cache["__weights__"] = weights_fingerprint(extractor.model, extra=repr(settings))
+                path = self.output_dir / "feature_cache" / name / cache["__weights__"] / f"{dataset.cache_key}.safetensors"
             images = _ImageView(dataset)
             cache[dataset.cache_key] = extract_features(
                 extractor, images, self.config.feature_batch_size, f"{name} {dataset.cache_key}", path,

@@ -114,6 +114,7 @@ def render_features(
         raise ValueError(f"render_features: `max_alpha` must be in (0, 1), got {max_alpha}")
     if not near_plane > 0 or not far_plane > near_plane:
         raise ValueError(f"render_features: need 0 < near_plane < far_plane, got {near_plane}, {far_plane}")
+    checks.check_render_scalars("render_features", eps2d=eps2d, near_plane=near_plane)
     if means.dim() < 2 or means.shape[-1] != 3:
         raise ValueError(f"render_features: `means` must have shape [..., N, 3], got {tuple(means.shape)}")
     batch_dims = tuple(means.shape[:-2])

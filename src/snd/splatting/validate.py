@@ -24,6 +24,7 @@ __all__ = [
     "check_gaussians",
     "check_intrinsics",
     "check_render_memory",
+    "check_render_scalars",
     "check_render_size",
     "check_views",
     "check_viewmats",
@@ -76,12 +77,22 @@ def check_gaussians(
 ) -> None:
     """Finite means/covariances/colours, opacities in [0, 1], covariances symmetric PSD (read from the upper
     triangle, as the renderer does: all principal minors >= -tol * scale^k)."""
+    for name, tensor in (("means", means), ("covars", covars), ("opacities", opacities), ("colors", colors), ("quats", quats), ("scales", scales)):
+        if tensor is not None and not tensor.is_floating_point():
+            # an integer opacity of 5 (or a bool mask) would skip every range check below and render as fully opaque
+            raise ValueError(f"{where}: `{name}` must be a floating-point tensor, got dtype {tensor.dtype}")
     check_finite(means, "means", where, item_dims=1)
     check_finite(quats, "quats", where, item_dims=1)
     check_finite(scales, "scales", where, item_dims=1)
+    if quats is not None and quats.numel():
+        norm = quats.detach().norm(dim=-1)
+        # a zero quaternion has no rotation: normalising it gives NaN (or an arbitrary one after clamping)
+        _first(~(norm > torch.finfo(norm.dtype).tiny), where, "quats", "must be non-zero quaternions (w, x, y, z)", quats.detach())
+    if scales is not None and scales.numel():
+        # negative scales square to a valid covariance but mean log-scales (or another parameterisation) were passed
+        _first(~(scales.detach() >= 0).all(-1), where, "scales", "must be >= 0 (standard deviations, not log-scales)", scales.detach())
     opacity = opacities.detach()
-    if opacity.is_floating_point():
-        _first(~((opacity >= 0) & (opacity <= 1)), where, "opacities", "must lie in [0, 1]", opacity)
+    _first(~((opacity >= 0) & (opacity <= 1)), where, "opacities", "must lie in [0, 1]", opacity)
     check_finite(colors, "colors", where, item_dims=1)
     if covars is None:
         return
@@ -101,6 +112,18 @@ def check_gaussians(
     for minor, unit in minors:
         bad |= minor < -tol * unit
     _first(bad.reshape(c.shape[:-2]), where, name, "must be symmetric positive semi-definite (a negative principal minor)", c)
+
+
+def check_render_scalars(where: str = "render_features", **values) -> None:
+    """Scalar render settings (``eps2d``, ``near_plane``...) must be finite and >= 0: a NaN ``eps2d`` makes every 2D
+    covariance NaN, i.e. an empty render, without an error."""
+    for name, value in values.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: `{name}` must be a number, got {type(value).__name__} {value!r}") from None
+        if not (math.isfinite(number) and number >= 0):
+            raise ValueError(f"{where}: `{name}` must be a finite number >= 0, got {value!r}")
 
 
 def check_viewmats(viewmats: torch.Tensor, where: str = "render_features", name: str = "viewmats") -> None:

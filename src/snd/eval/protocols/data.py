@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+
+from ...safe_io import open_image_file, path_inside, read_text, to_rgb
 
 IGNORE_INDEX = 255
 
@@ -62,32 +63,24 @@ def reduce_zero_label(labels: np.ndarray) -> np.ndarray:
 
 def read_image(path: Path) -> torch.Tensor:
     """An RGB image file as ``[3, H, W]`` float in [0, 1]."""
-    try:
-        with Image.open(path) as image:
-            array = np.asarray(image.convert("RGB"), dtype=np.float32)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from error
+    image = open_image_file(path, what="an RGB image", error=ValueError)  # regular file, decompression bombs named
+    array = np.asarray(to_rgb(image, name=str(path)), dtype=np.float32)  # 16-bit scaled, not clipped to white
     return torch.from_numpy(array).permute(2, 0, 1).contiguous() / 255.0
 
 
 def read_depth(path: Path, depth_scale: float = 1000.0) -> torch.Tensor:
     """A 16-bit depth PNG as ``[H, W]`` metres (``png / depth_scale``), as ``DepthLoadAnnotations`` reads it."""
-    try:
-        with Image.open(path) as image:
-            array = np.asarray(image, dtype=np.float32)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read depth map {path}: {error}") from error
+    image = open_image_file(path, what="a 16-bit depth PNG", error=ValueError)
+    if image.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        raise ValueError(f"{path}: depth map has mode {image.mode!r}; expected a single-channel 16-bit PNG (8-bit depth would read as at most 255 mm)")
+    array = np.asarray(image, dtype=np.float32)
     if array.ndim != 2:
         raise ValueError(f"depth map {path} should be a single-channel PNG, got shape {array.shape}")
     return torch.from_numpy(array / depth_scale)
 
 
 def read_labels(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            array = np.asarray(image)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read label map {path}: {error}") from error
+    array = np.asarray(open_image_file(path, what="a single-channel label PNG", error=ValueError))
     if array.ndim != 2:
         raise ValueError(f"label map {path} should be a single-channel PNG, got shape {array.shape}")
     return array
@@ -107,7 +100,7 @@ class SplitListDepthDataset(torch.utils.data.Dataset):
             raise FileNotFoundError(f"depth split list {self.split_path} not found")
         self.depth_scale = depth_scale
         self.items = []
-        for number, line in enumerate(self.split_path.read_text().splitlines(), 1):
+        for number, line in enumerate(read_text(self.split_path, what="a FiT3D split list").splitlines(), 1):
             fields = line.strip().split(" ")
             if not fields or fields == [""]:
                 continue
@@ -115,7 +108,8 @@ class SplitListDepthDataset(torch.utils.data.Dataset):
                 raise ValueError(f"{self.split_path}:{number}: expected '<image> <depth png> [focal]', got {line!r}")
             if fields[1] == "None":
                 continue
-            self.items.append((self.root / _strip(fields[0]), self.root / _strip(fields[1])))
+            where = f"{self.split_path}:{number}"  # root-relative paths only: no `..` or symlinks out of the root
+            self.items.append((path_inside(self.root, _strip(fields[0]), where=where), path_inside(self.root, _strip(fields[1]), where=where)))
         self.items.sort(key=lambda item: str(item[0]))
         if not self.items:
             raise ValueError(f"{self.split_path} lists no image with a depth map")

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ...safe_io import open_image_file, require_regular_file, to_rgb
 from ..datasets import read_scannet_pairs_index
 
 GEONET_MEAN_RGB = (122.175, 116.169, 103.508)  # Probe3D adds 2x these to the stored GeoNet images
@@ -88,13 +89,43 @@ def _matrix(payload: bytes, endian: str, path):
     return name, data.reshape(dims, order="F")  # MATLAB arrays are column-major
 
 
+#: Largest decompressed size of one compressed MAT-file element (a GeoNet variable is at most 480 x 640 x 3 float64,
+#: 7.4 MB); a 7 MB zlib stream can otherwise inflate to gigabytes.
+MAT_MAX_ELEMENT_BYTES = 256 * 2**20
+
+
+def _inflate(payload: bytes, endian: str, path) -> bytes:
+    """Decompress one miCOMPRESSED element, bounded: the inner element's declared size (its 8-byte tag) must not
+    exceed ``MAT_MAX_ELEMENT_BYTES``, and no more than that size (plus padding) is ever inflated."""
+    decompressor = zlib.decompressobj()
+    try:
+        head = decompressor.decompress(payload, 8)
+        if len(head) < 8:
+            raise ValueError(f"{path}: a compressed MAT-file element holds fewer than 8 bytes (a truncated or corrupt file)")
+        kind, size = struct.unpack(endian + "II", head)
+        declared = 4 if kind >> 16 else size  # a small data element keeps its data inside the tag
+        if declared > MAT_MAX_ELEMENT_BYTES:
+            raise ValueError(
+                f"{path}: a compressed MAT-file element declares {declared} bytes once inflated, more than the "
+                f"{MAT_MAX_ELEMENT_BYTES} allowed (a GeoNet variable is ~7 MB); refused before inflating"
+            )
+        body = decompressor.decompress(decompressor.unconsumed_tail, declared + 8)
+    except zlib.error as error:
+        raise ValueError(f"{path}: corrupt compressed MAT-file element: {error}") from None
+    if decompressor.unconsumed_tail:
+        raise ValueError(f"{path}: a compressed MAT-file element inflates to more than its declared {declared} bytes; refused")
+    return head + body
+
+
 def load_mat_v5(path: str | Path) -> dict[str, np.ndarray]:
     """Numeric variables of a MATLAB level-5 (v5 / v6 / v7, zlib-compressed or not) ``.mat`` file.
 
     What ``scipy.io.loadmat`` returns for real numeric arrays (the stored dtype, MATLAB
     dimensions, as scipy's default ``mat_dtype=False``), without scipy. v7.3 files are HDF5 and are refused with a clear error.
     """
-    path = Path(path)
+    from snd.safe_io import require_regular_file
+
+    path = require_regular_file(path, what="a MATLAB v5 .mat file", error=ValueError)  # a FIFO would block read_bytes
     data = path.read_bytes()
     if len(data) < 128:
         raise ValueError(f"{path}: not a MAT-file (shorter than the 128-byte header)")
@@ -108,21 +139,23 @@ def load_mat_v5(path: str | Path) -> dict[str, np.ndarray]:
     else:
         raise ValueError(f"{path}: not a MAT v5 file (no 'MI'/'IM' endian indicator at byte 126)")
     variables = {}
-    for kind, payload in _elements(data[128:], endian, path):
-        if kind == _MI_COMPRESSED:
-            try:
-                payload = zlib.decompress(payload)
-            except zlib.error as error:
-                raise ValueError(f"{path}: corrupt compressed MAT-file element: {error}") from error
-            inner = list(_elements(payload, endian, path))
-            if not inner:
+    try:
+        for kind, payload in _elements(data[128:], endian, path):
+            if kind == _MI_COMPRESSED:
+                payload = _inflate(payload, endian, path)
+                inner = list(_elements(payload, endian, path))
+                if not inner:
+                    continue
+                kind, payload = inner[0]
+            if kind != _MI_MATRIX:
                 continue
-            kind, payload = inner[0]
-        if kind != _MI_MATRIX:
-            continue
-        name, array = _matrix(payload, endian, path)
-        if array is not None:
-            variables[name] = array
+            name, array = _matrix(payload, endian, path)
+            if array is not None:
+                variables[name] = array
+    except (struct.error, IndexError, TypeError, ValueError, OverflowError, UnicodeDecodeError) as error:
+        if isinstance(error, ValueError) and str(error).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: malformed MAT-file ({type(error).__name__}: {error}); expected a MATLAB v5 file of numeric arrays") from None
     return variables
 
 
@@ -213,14 +246,13 @@ class NYUTestNormals(torch.utils.data.Dataset):
     name = "nyuv2-test"
 
     def __init__(self, root: str | Path):
-        from snd.eval.datasets import _NumpyOnlyUnpickler
+        from snd.eval.datasets import load_numpy_pickle
 
         path = Path(root)
         path = path / NYU_TEST_FILE if path.is_dir() else path
         if not path.is_file():
             raise FileNotFoundError(f"NYUv2 test: {path} not found (expected Probe3D's {NYU_TEST_FILE})")
-        with open(path, "rb") as handle:
-            data = _NumpyOnlyUnpickler(handle).load()
+        data = load_numpy_pickle(path, f"Probe3D's {NYU_TEST_FILE} (a dict of numpy arrays)")
         if not isinstance(data, dict):
             raise ValueError(f"NYUv2 test: {path} should hold a dict, got {type(data).__name__}")
         for key in ("images", "depths", "snorms", "test_indices"):
@@ -277,30 +309,26 @@ class ScanNetPairsProbe3D(torch.utils.data.Dataset):
         return len(self.pairs)
 
     def _rgb(self, path: Path) -> torch.Tensor:
-        try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")
-                height, width = self.IMAGE_SIZE
-                if image.size != (width, height):
-                    image = image.resize((width, height), Image.BILINEAR)  # torchvision Resize on a PIL image
-                array = np.asarray(image, dtype=np.uint8)
-        except (OSError, ValueError) as error:
-            raise ValueError(f"ScanNet pairs: cannot read image {path}: {error}") from error
+        image = to_rgb(open_image_file(path, what="a ScanNet pairs colour image", error=ValueError), name=str(path))
+        height, width = self.IMAGE_SIZE
+        if image.size != (width, height):
+            image = image.resize((width, height), Image.BILINEAR)  # torchvision Resize on a PIL image
+        array = np.asarray(image, dtype=np.uint8)
         return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0  # [3, 480, 640]
 
     @staticmethod
     def _depth(path: Path) -> torch.Tensor:
-        try:
-            with Image.open(path) as image:
-                array = np.array(image)
-        except (OSError, ValueError) as error:
-            raise ValueError(f"ScanNet pairs: cannot read depth {path}: {error}") from error
+        image = open_image_file(path, what="a ScanNet pairs 16-bit depth PNG", error=ValueError)
+        if image.mode not in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            raise ValueError(f"{path}: depth map has mode {image.mode!r}; expected a single-channel 16-bit PNG (8-bit depth would read as at most 255 mm)")
+        array = np.array(image)
         if array.ndim != 2:
             raise ValueError(f"ScanNet pairs: depth {path} should be a single-channel 16-bit PNG, got shape {array.shape}")
         return torch.tensor(array).float()[None] / 1000.0  # [1, H, W]
 
     @staticmethod
     def _pose(path: Path) -> torch.Tensor:
+        require_regular_file(path, what="a 4 x 4 pose text file", error=ValueError)  # np.loadtxt would block on a FIFO
         try:
             pose = np.loadtxt(path, delimiter=" ")
         except (OSError, ValueError) as error:
