@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import SourceNotFoundError, load_from_hub, require_hub_id
 from .config import DataConfig, DistillConfig, LifterConfig, ModelConfig
 from .heads import DINOHead
 
@@ -57,7 +58,7 @@ def _load_pretrained(config: ModelConfig):
     if path.is_dir():
         config_file = path / "config.json"
         if not config_file.exists():
-            raise FileNotFoundError(f"model.pretrained={source!r}: directory has no config.json (expected a save_pretrained directory)")
+            raise SourceNotFoundError(f"model.pretrained={source!r}: directory has no config.json (expected a save_pretrained directory)")
         model_type = json.loads(config_file.read_text()).get("model_type")
         if model_type == "snd_dinov2":
             return SnDModel.from_pretrained(str(path))
@@ -66,12 +67,12 @@ def _load_pretrained(config: ModelConfig):
 
             return convert_backbone(str(path), format="transformers")[0]
         return pretrained_backbone(str(path))
-    _require_hub_id(source, "model.pretrained")
+    require_hub_id(source, "model.pretrained")
     if _dinov2_as_snd(config, hub_id=source):
         from ..convert import convert_backbone
 
-        return convert_backbone(source, format="transformers")[0]
-    return pretrained_backbone(source)
+        return load_from_hub(source, "model.pretrained", lambda: convert_backbone(source, format="transformers")[0])
+    return load_from_hub(source, "model.pretrained", lambda: pretrained_backbone(source))
 
 
 def _dinov2_as_snd(config: ModelConfig, model_type: str | None = None, hub_id: str | None = None) -> bool:
@@ -206,10 +207,9 @@ def build_student(config: DistillConfig) -> DistillStudent:
 # Lifter and data
 
 
-def _require_hub_id(source: str, field: str) -> None:
-    """A source that is not a local path must look like a Hub id; a missing local path says so (not "Repo id must be ...")."""
-    if source.startswith(("/", "./", "../", "~")) or "\\" in source or source.count("/") > 1:
-        raise FileNotFoundError(f"{field}={source!r}: no such file or directory (and not a Hub id 'owner/name')")
+def _require_data_root(root: str | None, dataset: str) -> None:
+    if not root or not Path(root).is_dir():
+        raise SourceNotFoundError(f"data.root={root!r}: no such directory (the {dataset} dataset root)")
 
 
 def build_lifter(config: LifterConfig):
@@ -230,9 +230,11 @@ def build_lifter(config: LifterConfig):
         check_finite_state(model.state_dict(), str(checkpoint))  # NaN weights would give only culled Gaussians
         lifter = MVSplatLifter(model.eval())
     else:  # a converted save_pretrained directory or Hub id
-        if not checkpoint.is_dir():
-            _require_hub_id(config.checkpoint, "lifter.checkpoint")
-        lifter = MVSplatLifter.from_pretrained(config.checkpoint)
+        if checkpoint.is_dir():
+            lifter = MVSplatLifter.from_pretrained(config.checkpoint)
+        else:
+            require_hub_id(config.checkpoint, "lifter.checkpoint")
+            lifter = load_from_hub(config.checkpoint, "lifter.checkpoint", lambda: MVSplatLifter.from_pretrained(config.checkpoint))
     lifter.model.requires_grad_(False)
     return lifter
 
@@ -275,6 +277,7 @@ def build_dataset(config: DataConfig, seed: int, held_out: bool = False, load_de
             seed=seed + 1_000_003 if held_out else seed,
         )
         return SyntheticMultiViewDataset(scenes, sampler=_view_sampler(config, seed), samples_per_scene=config.samples_per_scene)
+    _require_data_root(config.root, config.dataset)
     if config.dataset == "nerfstudio":
         from ..data.nerfstudio import NerfstudioDataset
 
