@@ -327,7 +327,7 @@ class PreloadedScenes:
     """
 
     def __init__(self, dataset, progress: bool = False) -> None:
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar as tqdm
 
         self.dataset = dataset
         self.views = [

@@ -519,11 +519,12 @@ class Trainer:
     def loop(self) -> None:
         """Until ``max_steps``: each epoch's batches in the sampler's order (resuming mid-epoch), each one a
         :meth:`step`, then :meth:`log`, :meth:`log_images` and :meth:`checkpoint` as due."""
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
         training, state = self.training, self.state
-        self.bar = tqdm(total=training.max_steps, initial=state.step, desc="distill",
-                        disable=not (self.progress and self.accelerator.is_main_process), dynamic_ncols=True)
+        # throttled to ~20 redraws when stderr is not a terminal (log files): see snd.progress
+        self.bar = progress_bar(total=training.max_steps, initial=state.step, desc="distill",
+                                disable=not (self.progress and self.accelerator.is_main_process), dynamic_ncols=True)
         self.window_start, self.window_steps = time.perf_counter(), 0
         self.student.train()
         while state.step < training.max_steps:
@@ -639,7 +640,7 @@ class Trainer:
             except OSError as error:
                 raise_if_disk_full(error, self.log_path)
                 raise
-            self.bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{samples_per_s:.1f}")
+            self.bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{samples_per_s:.1f}", refresh=False)
         if self.trackers:
             accelerator.log({k: v for k, v in record.items() if k != "step"}, step=state.step)
 
