@@ -134,7 +134,8 @@ def resolve_lora_targets(backbone: nn.Module, targets) -> list[str]:
 
 def enable_gradient_checkpointing(backbone: nn.Module) -> nn.Module:
     """Recompute each transformer block in the backward pass instead of keeping its activations
-    (``training.gradient_checkpointing``): transformers' ``gradient_checkpointing_enable`` with non-reentrant
+    (``training.gradient_checkpointing``): transformers' ``activation_checkpointing_enable`` (5.25; formerly
+    ``gradient_checkpointing_enable``, now a deprecated alias) with non-reentrant
     ``torch.utils.checkpoint`` (works with LoRA's frozen inputs and with FSDP2). Same gradients, less activation
     memory, about one more forward of the blocks per step. The teacher, a copy, runs without gradients (a no-op there)."""
     from ..backbones import unwrap_backbone
@@ -142,7 +143,10 @@ def enable_gradient_checkpointing(backbone: nn.Module) -> nn.Module:
     model = unwrap_backbone(backbone)
     if not getattr(model, "supports_gradient_checkpointing", False):
         raise ValueError(f"training.gradient_checkpointing: {type(model).__name__} does not support gradient checkpointing")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.25's name (the old one warns FutureWarning)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return backbone
 
 

@@ -294,7 +294,7 @@ def _drop_path(hidden_states: torch.Tensor, rate: float, training: bool) -> torc
 class SnDLayer(GradientCheckpointingLayer):
     """One pre-norm transformer block with LayerScale on both residual branches.
 
-    A `GradientCheckpointingLayer`: `model.gradient_checkpointing_enable()` recomputes it in the backward pass."""
+    A `GradientCheckpointingLayer`: `model.activation_checkpointing_enable()` recomputes it in the backward pass."""
 
     def __init__(self, config: SnDConfig, drop_path_rate: float = 0.0):
         super().__init__()
