@@ -186,7 +186,13 @@ def test_depth_and_segmentation_models_in_pipelines(tmp_path, monkeypatch):
         normed = (patches - norm.running_mean[:, None, None]) / torch.sqrt(norm.running_var[:, None, None] + norm.eps)
         expected = F.interpolate(loaded.head.conv(normed), size=(56, 84), mode="bilinear")
     assert logits.shape == (1, 3, 56, 84) and torch.allclose(logits, expected, atol=1e-5)
-    segments = pipeline("image-segmentation", model=str(tmp_path / "segmentation"))(image)
+    from transformers.testing_utils import CaptureLogger
+    from transformers.utils import logging as transformers_logging
+
+    with CaptureLogger(transformers_logging.get_logger("transformers.pipelines.base")) as log:
+        segmenter = pipeline("image-segmentation", model=str(tmp_path / "segmentation"))
+    assert "not supported" not in log.out, log.out  # the pipeline knows SnDForSemanticSegmentation
+    segments = segmenter(image)
     classes = F.interpolate(logits, size=(60, 90), mode="bilinear")[0].argmax(0)
     for segment in segments:
         label_id = {v: k for k, v in labels.items()}[segment["label"]]

@@ -85,6 +85,13 @@ def _register_snd_models() -> None:
     AutoBackbone.register(SnDConfig, SnDBackbone, exist_ok=True)
     AutoModelForDepthEstimation.register(SnDConfig, SnDForDepthEstimation, exist_ok=True)
     AutoModelForSemanticSegmentation.register(SnDConfig, SnDForSemanticSegmentation, exist_ok=True)
+    # pipeline("image-segmentation") checks the model's class name against transformers' static name tables, not
+    # the registered classes, and logs "not supported" otherwise: declare the class there too. (Lookups by config
+    # class still go through the registration above; the tables' other readers skip model types transformers does
+    # not ship.)
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
+
+    MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES.setdefault(SnDConfig.model_type, SnDForSemanticSegmentation.__name__)
 
 
 def _register_no_video_processor() -> None:
