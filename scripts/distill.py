@@ -1,20 +1,24 @@
 #!/usr/bin/env python
 """Distil a 3D-aware DINOv2 with Splat and Distill.
 
-    accelerate launch --config_file configs/accelerate/cpu.yaml scripts/distill.py   # embedded CPU default
-    accelerate launch --config_file configs/accelerate/multi_gpu.yaml scripts/distill.py --config scannetpp_dinov2s \\
+    accelerate launch --quiet --config_file configs/accelerate/cpu.yaml scripts/distill.py   # embedded CPU default
+    accelerate launch --quiet --config_file configs/accelerate/multi_gpu.yaml scripts/distill.py --config scannetpp_dinov2s \\
         --data.root /data/scannetpp --lifter.checkpoint checkpoints/re10k.ckpt
-    accelerate launch ... scripts/distill.py --config my.yaml   # your fields over the embedded default (or its `base:`)
+    accelerate launch --quiet ... scripts/distill.py --config my.yaml   # your fields over the embedded default (or its `base:`)
 
 Any config field can be set with ``--set section.key=value`` or ``--section.key value``. The launcher's
 ``--mixed_precision`` applies unless the config sets ``training.mixed_precision``. An ``--output_dir`` that holds a
 run needs ``--resume_from_checkpoint latest`` or ``--overwrite_output_dir``.
+
+A configuration mistake (a bad field, a missing path, a Hub model while offline) ends with one ``error: ...`` line on
+stderr and exit status 2 (``accelerate launch --quiet`` leaves out the launcher's own traceback; it exits 1).
 """
 
 import argparse
+import os
 import sys
 
-from snd.distill import ConfigError, preset_names, run
+from snd.distill import ConfigError, SourceNotFoundError, preset_names, run
 from snd.distill.checkpoints import CheckpointError
 from snd.distill.config import dotted_flags_to_overrides
 
@@ -40,6 +44,11 @@ def parse_args(argv=None):
     return args
 
 
+def _is_main_process() -> bool:
+    """Rank 0 of the launch (``accelerate launch`` / torchrun set ``RANK``); a plain ``python`` run is rank 0."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -56,9 +65,13 @@ def main(argv=None):
             verbose=args.verbose,
             allow_config_change=args.allow_config_change,
         )
-    except (ConfigError, CheckpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ConfigError, CheckpointError, SourceNotFoundError) as error:
+        # One line, once: every process of a multi-process launch fails the same way, only the first says so.
+        if _is_main_process():
+            print(f"error: {error}", file=sys.stderr)
         return 2
+    if not _is_main_process():
+        return 0
     if result.steps_trained == 0:
         print(f"nothing left to train: the run in {result.output_dir} had already reached {result.steps} steps "
               "(training.max_steps); its exports were refreshed and train_summary.json kept")

@@ -27,6 +27,7 @@ from snd.eval import EvaluationConfig, SyntheticEvalConfig, evaluate_backbones  
 from snd.eval.datasets import DATASETS, TASKS  # noqa: E402
 from snd.eval.protocols import PROTOCOLS, evaluate_snd  # noqa: E402
 from snd.eval.report import ResultsExistError, check_results_dir  # noqa: E402
+from snd.errors import SourceNotFoundError, check_model_source  # noqa: E402
 
 ALL_DATASETS = tuple(dict.fromkeys(DATASETS + ("scannet",)))
 
@@ -80,8 +81,28 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def check_sources(args) -> None:
+    """Every --model and the --data-dir exist (or, for a Hub id offline, are cached) before any work starts."""
+    from snd.assets import resolve
+
+    for model in args.model:
+        check_model_source(resolve(model), "--model")
+    if args.data_dir is not None and not os.path.isdir(args.data_dir):
+        raise SourceNotFoundError(f"--data-dir={args.data_dir!r}: no such directory")
+    if args.dataset != "synthetic" and args.data_dir is None:
+        raise SourceNotFoundError(f"--data-dir is required for dataset {args.dataset!r}")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        return _main(args)
+    except SourceNotFoundError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _main(args):
     if args.num_threads:
         import torch
 
@@ -90,6 +111,7 @@ def main(argv=None):
         check_results_dir(args.output_dir, args.overwrite)
     except ResultsExistError as error:
         raise SystemExit(f"error: {error}") from None
+    check_sources(args)
     protocol = args.protocol or ("quick" if args.dataset == "synthetic" else "snd")
     if protocol == "snd":
         if args.dataset == "synthetic":
@@ -137,4 +159,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -53,3 +53,27 @@ def test_import_snd_is_light_and_auto_classes_still_resolve(tmp_path, first):
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=300)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_readme_export_path_works_right_after_import_snd():
+    """README: `snd.models.export.export_program(model)` after a bare `import snd` (a fresh process, this checkout)."""
+    script = textwrap.dedent(
+        """
+        import sys
+        import snd
+        assert "snd.models.export" not in sys.modules
+        program, names = snd.models.export.export_program(snd.SnDModel(snd.SnDConfig.tiny()))
+        assert names == ["last_hidden_state", "pooler_output", "patch_features"], names
+        try:
+            snd.models.no_such_module
+        except AttributeError as error:
+            assert "no_such_module" in str(error)
+        else:
+            raise AssertionError("snd.models.no_such_module did not raise")
+        print("ok")
+        """
+    )
+    source = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": source}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]

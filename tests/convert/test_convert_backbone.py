@@ -197,6 +197,18 @@ def test_transformers_position_mode_matches_transformers_off_native():
     assert (patch_tokens(model, pixels, 1) - patch_tokens(reference, pixels, 1)).abs().max() <= 1e-4
 
 
+def test_sides_not_multiples_of_the_patch_match_transformers():
+    """Dinov2Model accepts 100 x 100 (its strided patch conv drops the remainder); SnDModel does the same."""
+    reference = transformers_reference(0, seed=11)
+    model, _ = convert_backbone(to_torchhub_layout(reference), "torchhub", "tiny")
+    model.config.position_interpolation = "transformers"
+    for height, width in [(100, 100), (61, 90)]:
+        pixels = normalize_images(torch.rand(1, 3, height, width))
+        ours = patch_tokens(model, pixels, 1)
+        assert ours.shape[1] == (height // 14) * (width // 14)
+        assert (ours - patch_tokens(reference, pixels, 1)).abs().max() <= 1e-4, (height, width)
+
+
 def test_wrong_preset_is_refused_with_a_hint(tmp_path):
     state = to_torchhub_layout(transformers_reference())
     with pytest.raises(ConversionError, match=r"does not match preset 'dinov2-s'.*hidden_size: preset 384 vs checkpoint 32.*looks like 'tiny'"):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -17,7 +19,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(finetune):
     plain = build_student(config)
     torch.manual_seed(0)
     checkpointed = build_student(config)
-    enable_gradient_checkpointing(checkpointed.backbone)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # transformers 5.25: gradient_checkpointing_enable is deprecated
+        enable_gradient_checkpointing(checkpointed.backbone)
     images = torch.rand(2, 3, 28, 42, generator=torch.Generator().manual_seed(1))
     gradients = []
     for student in (plain, checkpointed):

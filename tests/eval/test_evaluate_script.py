@@ -29,7 +29,7 @@ def test_evaluate_script_writes_report(tmp_path):
         "--synthetic-image-size", "56", "--synthetic-frame-stride", "3", "--num-figures", "1",
         "--num-threads", "1", "--no-progress",
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT / "src")}  # this checkout's snd
     completed = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
 

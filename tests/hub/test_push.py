@@ -3,7 +3,9 @@ with AutoModel / AutoImageProcessor in another (with `trust_remote_code` and no 
 
 from __future__ import annotations
 
+import inspect
 import json
+import warnings
 
 import pytest
 import torch
@@ -59,12 +61,29 @@ def test_push_then_load_with_auto_classes(hub_client, tmp_path):
 def test_save_for_hub_writes_card_after_weights(tmp_path):
     torch.manual_seed(0)
     model = snd.SnDModel(snd.SnDConfig.tiny())
-    files = save_for_hub(model, snd.SnDImageProcessor(), ModelCardInfo(repo_id="me/tiny"), tmp_path)
+    files = save_for_hub(model, snd.SnDImageProcessor(), tmp_path, ModelCardInfo(repo_id="me/tiny"))
     assert {"README.md", "config.json", "model.safetensors", "preprocessor_config.json"} <= set(files)
     readme = (tmp_path / "README.md").read_text()
     has_auto_map = "auto_map" in json.loads((tmp_path / "config.json").read_text())
     # the card tells users whether trust_remote_code works, from what was actually saved
     assert ("pushed without remote code" in readme) == (not has_auto_map)
+
+
+def test_save_for_hub_takes_push_models_argument_order_and_the_old_one(tmp_path):
+    """`save_for_hub(model, processor, directory, card)` as `push_model(model, processor, repo_id, card)`; keywords
+    and the earlier positional order `(model, processor, card, directory)` keep working."""
+    model = snd.SnDModel(snd.SnDConfig.tiny())
+    names = list(inspect.signature(save_for_hub).parameters)
+    assert names[:4] == ["model", "image_processor", "directory", "card"]
+    assert list(inspect.signature(push_model).parameters)[:4] == ["model", "image_processor", "repo_id", "card"]
+    card = ModelCardInfo(repo_id="me/tiny")
+    expected = save_for_hub(model, None, tmp_path / "new", card)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert save_for_hub(model, None, card=card, directory=tmp_path / "keywords") == expected
+    with pytest.warns(FutureWarning, match="old argument order"):
+        assert save_for_hub(model, None, card, tmp_path / "old") == expected
+    assert (tmp_path / "old" / "README.md").read_text() == (tmp_path / "new" / "README.md").read_text()
 
 
 def test_push_refuses_unmerged_lora_before_touching_the_hub():

@@ -70,8 +70,6 @@ def test_registers_change_only_through_attention():
 
 def test_bad_inputs_have_clear_errors():
     model = SnDModel(SnDConfig.tiny())
-    with pytest.raises(ValueError, match="multiples of 14"):
-        model(torch.randn(1, 3, 50, 56))
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
         model(torch.randn(3, 56, 56))
     with pytest.raises(ValueError, match="divisible"):
@@ -80,6 +78,19 @@ def test_bad_inputs_have_clear_errors():
         SnDConfig.from_preset("dinov3-s")
     with pytest.raises(ValueError, match="position_interpolation"):
         SnDConfig.tiny(position_interpolation="bilinear")
+
+
+@pytest.mark.parametrize("registers", [0, 4])
+def test_sides_not_multiples_of_the_patch_floor_the_grid(registers):
+    """As transformers' Dinov2Model: 100 x 130 gives a 7 x 9 grid, the remainder rows and columns are dropped."""
+    model = SnDModel(SnDConfig.tiny(num_register_tokens=registers)).eval()
+    pixels = torch.randn(2, 3, 100, 130)
+    with torch.no_grad():
+        output = model(pixels)
+        cropped = model(pixels[..., : 7 * 14, : 9 * 14])
+    assert output.patch_features.shape == (2, 32, 7, 9)
+    assert output.last_hidden_state.shape == (2, 1 + registers + 7 * 9, 32)
+    torch.testing.assert_close(output.last_hidden_state, cropped.last_hidden_state)
 
 
 def test_presets_cover_sizes_and_registers():

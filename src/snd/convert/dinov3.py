@@ -3,7 +3,7 @@
 functional restatement of the original forward (:func:`snd.convert.reference.dinov3_reference_tokens`)
 before it is returned.
 
-transformers 5.24 ships no DINOv3 converter in its wheel (``models/dinov3_vit`` has none), so the key
+transformers 5.25 (as 5.24) ships no DINOv3 converter in its wheel (``models/dinov3_vit`` has none), so the key
 mapping is written here from the two model definitions:
 
 =====================================  ==============================================================

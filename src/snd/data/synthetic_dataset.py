@@ -7,7 +7,7 @@ from collections import OrderedDict
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress_bar as tqdm
 
 from .base import MultiViewDataset, as_long
 from .errors import SceneDataError

@@ -4,7 +4,7 @@ Main entry: ``accelerate launch scripts/distill.py`` -> :func:`snd.distill.main`
 ``snd.distill.train(snd.distill.load_config("default"))``.
 """
 
-from .config import ConfigError, DistillConfig, apply_overrides, config_from_dict, load_config, preset_names
+from .config import ConfigError, DistillConfig, SourceNotFoundError, apply_overrides, config_from_dict, load_config, preset_names
 from .heads import DINOHead
 from .loss import CosineDistillLoss, PrototypeCrossEntropy
 from .teacher import (
@@ -27,6 +27,7 @@ __all__ = [
     "EMATeacher",
     "NonFiniteLossError",
     "PrototypeCrossEntropy",
+    "SourceNotFoundError",
     "SplatTeacher",
     "TeacherTargets",
     "TrainResult",

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..errors import SourceNotFoundError, load_from_hub, require_hub_id
 from .config import DataConfig, DistillConfig, LifterConfig, ModelConfig
 from .heads import DINOHead
 
@@ -97,7 +98,7 @@ def _load_pretrained(config: ModelConfig):
     if path.is_dir():
         config_file = path / "config.json"
         if not config_file.exists():
-            raise FileNotFoundError(f"model.pretrained={source!r}: directory has no config.json (expected a save_pretrained directory)")
+            raise SourceNotFoundError(f"model.pretrained={source!r}: directory has no config.json (expected a save_pretrained directory)")
         model_type = read_model_type(config_file)
         with _naming_the_folder(source, path):
             if model_type == "snd_dinov2":
@@ -107,12 +108,12 @@ def _load_pretrained(config: ModelConfig):
 
                 return convert_backbone(str(path), format="transformers")[0]
             return pretrained_backbone(str(path))
-    _require_hub_id(source, "model.pretrained")
+    require_hub_id(source, "model.pretrained")
     if _dinov2_as_snd(config, hub_id=source):
         from ..convert import convert_backbone
 
-        return convert_backbone(source, format="transformers")[0]
-    return pretrained_backbone(source)
+        return load_from_hub(source, "model.pretrained", lambda: convert_backbone(source, format="transformers")[0])
+    return load_from_hub(source, "model.pretrained", lambda: pretrained_backbone(source))
 
 
 def _dinov2_as_snd(config: ModelConfig, model_type: str | None = None, hub_id: str | None = None) -> bool:
@@ -174,7 +175,8 @@ def resolve_lora_targets(backbone: nn.Module, targets) -> list[str]:
 
 def enable_gradient_checkpointing(backbone: nn.Module) -> nn.Module:
     """Recompute each transformer block in the backward pass instead of keeping its activations
-    (``training.gradient_checkpointing``): transformers' ``gradient_checkpointing_enable`` with non-reentrant
+    (``training.gradient_checkpointing``): transformers' ``activation_checkpointing_enable`` (5.25; formerly
+    ``gradient_checkpointing_enable``, now a deprecated alias) with non-reentrant
     ``torch.utils.checkpoint`` (works with LoRA's frozen inputs and with FSDP2). Same gradients, less activation
     memory, about one more forward of the blocks per step. The teacher, a copy, runs without gradients (a no-op there)."""
     from ..backbones import unwrap_backbone
@@ -182,7 +184,10 @@ def enable_gradient_checkpointing(backbone: nn.Module) -> nn.Module:
     model = unwrap_backbone(backbone)
     if not getattr(model, "supports_gradient_checkpointing", False):
         raise ValueError(f"training.gradient_checkpointing: {type(model).__name__} does not support gradient checkpointing")
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers 5.25's name (the old one warns FutureWarning)
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     return backbone
 
 
@@ -247,10 +252,9 @@ def build_student(config: DistillConfig) -> DistillStudent:
 # Lifter and data
 
 
-def _require_hub_id(source: str, field: str) -> None:
-    """A source that is not a local path must look like a Hub id; a missing local path says so (not "Repo id must be ...")."""
-    if source.startswith(("/", "./", "../", "~")) or "\\" in source or source.count("/") > 1:
-        raise FileNotFoundError(f"{field}={source!r}: no such file or directory (and not a Hub id 'owner/name')")
+def _require_data_root(root: str | None, dataset: str) -> None:
+    if not root or not Path(root).is_dir():
+        raise SourceNotFoundError(f"data.root={root!r}: no such directory (the {dataset} dataset root)")
 
 
 def build_lifter(config: LifterConfig):
@@ -271,9 +275,11 @@ def build_lifter(config: LifterConfig):
         check_finite_state(model.state_dict(), str(checkpoint))  # NaN weights would give only culled Gaussians
         lifter = MVSplatLifter(model.eval())
     else:  # a converted save_pretrained directory or Hub id
-        if not checkpoint.is_dir():
-            _require_hub_id(config.checkpoint, "lifter.checkpoint")
-        lifter = MVSplatLifter.from_pretrained(config.checkpoint)
+        if checkpoint.is_dir():
+            lifter = MVSplatLifter.from_pretrained(config.checkpoint)
+        else:
+            require_hub_id(config.checkpoint, "lifter.checkpoint")
+            lifter = load_from_hub(config.checkpoint, "lifter.checkpoint", lambda: MVSplatLifter.from_pretrained(config.checkpoint))
     lifter.model.requires_grad_(False)
     return lifter
 
@@ -316,6 +322,7 @@ def build_dataset(config: DataConfig, seed: int, held_out: bool = False, load_de
             seed=seed + 1_000_003 if held_out else seed,
         )
         return SyntheticMultiViewDataset(scenes, sampler=_view_sampler(config, seed), samples_per_scene=config.samples_per_scene)
+    _require_data_root(config.root, config.dataset)
     if config.dataset == "nerfstudio":
         from ..data.nerfstudio import NerfstudioDataset
 
@@ -365,7 +372,7 @@ class PreloadedScenes:
     """
 
     def __init__(self, dataset, progress: bool = False) -> None:
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar as tqdm
 
         self.dataset = dataset
         self.views = [

@@ -21,9 +21,13 @@ from typing import Any
 
 import yaml
 
+from ..errors import SourceNotFoundError  # noqa: F401  (re-exported: snd.distill.SourceNotFoundError)
+
 
 class ConfigError(ValueError):
     """A training configuration is malformed; the message names the source and the field."""
+
+
 
 
 @dataclass

@@ -593,6 +593,19 @@ def configure_logging(verbose: bool = False) -> None:
     (transformers_logging.set_verbosity_info if verbose else transformers_logging.set_verbosity_warning)()
     if not verbose:  # per-file "Writing model shards" / "Loading weights" bars
         transformers_logging.disable_progress_bar()
+    silence_ddp_grad_strides_warning()
+
+
+def silence_ddp_grad_strides_warning() -> None:
+    """DDP's reducer warns once per rank "Grad strides do not match bucket view strides" for the `[1, 1, C]` CLS
+    token (and `[1, R, C]` register tokens): their gradient is a slice of the token sequence's gradient (strides
+    `[T * C, C, 1]`), which differs from the bucket view's `[C, C, 1]` only in the stride of the size-1 batch
+    dimension; the reducer then copies that one small gradient into its bucket instead of aliasing it, which is
+    correct and costs nothing measurable. Only that message, raised from `torch.autograd.graph`, is ignored."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides", category=UserWarning,
+                            module=r"torch\.autograd\.graph")
 
 
 __all__ = [
@@ -611,6 +624,7 @@ __all__ = [
     "check_lifter_image_size",
     "check_output_dir",
     "configure_logging",
+    "silence_ddp_grad_strides_warning",
     "log_images",
     "preflight_push",
     "resolve_mixed_precision",

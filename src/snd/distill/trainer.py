@@ -21,6 +21,7 @@ from .build import (DistillStudent, PreloadedScenes, build_dataset, build_lifter
                     merged_backbone, move_lifter)
 from .checkpoints import (
     CheckpointError,
+    load_feature_tensor,
     atomic_save_pretrained,
     check_config_change,
     load_checkpoint,
@@ -519,11 +520,12 @@ class Trainer:
     def loop(self) -> None:
         """Until ``max_steps``: each epoch's batches in the sampler's order (resuming mid-epoch), each one a
         :meth:`step`, then :meth:`log`, :meth:`log_images` and :meth:`checkpoint` as due."""
-        from tqdm.auto import tqdm
+        from ..progress import progress_bar
 
         training, state = self.training, self.state
-        self.bar = tqdm(total=training.max_steps, initial=state.step, desc="distill",
-                        disable=not (self.progress and self.accelerator.is_main_process), dynamic_ncols=True)
+        # throttled to ~20 redraws when stderr is not a terminal (log files): see snd.progress
+        self.bar = progress_bar(total=training.max_steps, initial=state.step, desc="distill",
+                                disable=not (self.progress and self.accelerator.is_main_process), dynamic_ncols=True)
         self.window_start, self.window_steps = time.perf_counter(), 0
         self.student.train()
         while state.step < training.max_steps:
@@ -639,7 +641,7 @@ class Trainer:
             except OSError as error:
                 raise_if_disk_full(error, self.log_path)
                 raise
-            self.bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{samples_per_s:.1f}")
+            self.bar.set_postfix(loss=f"{mean_loss:.4f}", samples_s=f"{samples_per_s:.1f}", refresh=False)
         if self.trackers:
             accelerator.log({k: v for k, v in record.items() if k != "step"}, step=state.step)
 
@@ -846,9 +848,15 @@ def _export(config, student: DistillStudent, teacher: EMATeacher, output_dir: Pa
         save_file(heads, str(temporary), metadata={"format": "pt"})
         temporary.replace(output_dir / "heads.safetensors")
         files["heads"] = output_dir / "heads.safetensors"
-    before = torch.load(output_dir / "pca_before_features.pt", weights_only=True)
     if after is None:
         after = _student_features(student_model, image, patch_size, device)
+    # checked before use: a regular file, size-bounded, a contiguous finite float tensor of the picture's shape; a bad
+    # file costs the picture, never the finished run's exports (written above)
+    try:
+        before = load_feature_tensor(output_dir / "pca_before_features.pt", expected_shape=tuple(after.shape))
+    except CheckpointError as error:
+        logger.warning("no PCA picture written: %s", error)
+        return files
     if not (torch.isfinite(before).all() and torch.isfinite(after).all()):
         logger.warning("student features are not finite; no PCA picture written")
         return files

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from ..progress import progress_bar as tqdm
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -52,6 +52,7 @@ def load_backbone(name_or_path: str, device: str | torch.device = "cpu") -> torc
     """
     import snd  # noqa: F401  (registers the SnD Auto classes)
     from snd.assets import resolve
+    from snd.errors import SourceNotFoundError, load_from_hub, require_hub_id
     from transformers import AutoModel
 
     name_or_path = resolve(name_or_path)  # a shipped model's bare name ("nano-2d") -> its package folder
@@ -67,8 +68,12 @@ def load_backbone(name_or_path: str, device: str | torch.device = "cpu") -> torc
         model, _ = convert_backbone(str(path), format="torchhub")
         return model.to(device).eval()
     if path.exists() and not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} has no config.json: expected a folder saved with save_pretrained()")
-    model = AutoModel.from_pretrained(str(name_or_path))
+        raise SourceNotFoundError(f"{path} has no config.json: expected a folder saved with save_pretrained()")
+    if path.exists():
+        model = AutoModel.from_pretrained(str(name_or_path))
+    else:  # a Hub id: a missing path, or a repository the Hub cannot provide, is one line
+        require_hub_id(str(name_or_path), "model")
+        model = load_from_hub(str(name_or_path), "model", lambda: AutoModel.from_pretrained(str(name_or_path)))
     return model.to(device).eval()
 
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from ..progress import progress_bar as tqdm
 
 from . import report
 from .correspondence import match_pair

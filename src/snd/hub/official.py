@@ -187,7 +187,7 @@ def _save_atomically(model, processor, card: ModelCardInfo, target: Path) -> Pat
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        save_for_hub(model, processor, card, staging)
+        save_for_hub(model, processor, staging, card)
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)

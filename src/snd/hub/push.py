@@ -7,6 +7,7 @@ import fnmatch
 import json
 import logging
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,12 +53,24 @@ def _check_pushable(model: Any) -> None:
 
 
 def save_for_hub(
-    model: Any, image_processor: Any | None, card: ModelCardInfo | ModelCard, directory: str | Path
+    model: Any, image_processor: Any | None, directory: str | Path, card: ModelCardInfo | ModelCard
 ) -> list[str]:
     """Write what `push_model` uploads into `directory`: weights (safetensors), config (+ remote code when the
     classes are registered for auto classes), image processor and `README.md`. Returns relative file paths.
 
+    Arguments in `push_model`'s order: `save_for_hub(model, processor, directory, card)` writes what
+    `push_model(model, processor, repo_id, card)` pushes. The earlier positional order `(model, processor, card,
+    directory)` still works (with a `FutureWarning`); keywords work either way.
+
     A `ModelCardInfo` is rendered after the model is saved, so the card knows whether `auto_map` was written."""
+    if isinstance(directory, (ModelCardInfo, ModelCard)) and isinstance(card, (str, Path)):
+        warnings.warn(
+            "save_for_hub(model, image_processor, card, directory) is the old argument order; use "
+            "save_for_hub(model, image_processor, directory, card), as push_model(model, image_processor, repo_id, card)",
+            FutureWarning,
+            stacklevel=2,
+        )
+        directory, card = card, directory
     directory = Path(directory)
     model.save_pretrained(directory)
     if image_processor is not None:
@@ -123,7 +136,7 @@ def push_model(
     if revision not in (None, "main"):
         api.create_branch(repo_id, branch=revision, exist_ok=True, token=token)
     with tempfile.TemporaryDirectory(prefix="snd-push-") as staging:
-        files = save_for_hub(model, image_processor, card, staging)
+        files = save_for_hub(model, image_processor, staging, card)
         operations: list = [CommitOperationAdd(path_in_repo=f, path_or_fileobj=str(Path(staging) / f)) for f in files]
         # Weights left from an earlier push (other shards, an index, .bin files) would shadow or break the new
         # ones at load time, so the commit removes them.

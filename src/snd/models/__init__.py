@@ -7,7 +7,13 @@ import importlib.util
 import os
 import sys
 
+from .._lazy import lazy_exports as _lazy_exports
+
 _registered = False
+
+# Submodules load on first attribute access (`snd.models.export.export_program(model)` right after `import snd`), as
+# an eager `__init__` that imported them would allow, while `import snd` stays light.
+__getattr__ = _lazy_exports(__name__, {})
 
 
 def register_auto_classes() -> None:
@@ -79,6 +85,13 @@ def _register_snd_models() -> None:
     AutoBackbone.register(SnDConfig, SnDBackbone, exist_ok=True)
     AutoModelForDepthEstimation.register(SnDConfig, SnDForDepthEstimation, exist_ok=True)
     AutoModelForSemanticSegmentation.register(SnDConfig, SnDForSemanticSegmentation, exist_ok=True)
+    # pipeline("image-segmentation") checks the model's class name against transformers' static name tables, not
+    # the registered classes, and logs "not supported" otherwise: declare the class there too. (Lookups by config
+    # class still go through the registration above; the tables' other readers skip model types transformers does
+    # not ship.)
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES
+
+    MODEL_FOR_SEMANTIC_SEGMENTATION_MAPPING_NAMES.setdefault(SnDConfig.model_type, SnDForSemanticSegmentation.__name__)
 
 
 def _register_no_video_processor() -> None:
@@ -93,8 +106,9 @@ def _register_no_video_processor() -> None:
 
 
 def _patch_auto_backbone_local_folders() -> None:
-    """Work around transformers 5.24's `AutoBackbone.from_pretrained`, which first asks the Hub whether the name is a
-    repo (to route non-repos to timm) even for a local folder: that raises for absolute paths and offline.
+    """Work around `AutoBackbone.from_pretrained` in transformers 5.25 (as in 5.24), which first asks the Hub whether
+    the name is a repo (to route non-repos to timm) even for a local folder: that raises for absolute paths and
+    offline.
 
     The check is skipped for an existing local folder and in offline mode (where it could only fail); any other name
     takes transformers' own path unchanged. Applies to every backbone (DINOv2's too), which is the intended behaviour.

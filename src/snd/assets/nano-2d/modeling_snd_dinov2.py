@@ -37,7 +37,8 @@ class SnDModelOutput(ModelOutput):
         last_hidden_state: `[B, 1 + R + h * w, C]` tokens after the final LayerNorm, ordered CLS, R registers,
             patches (row-major), as transformers' `Dinov2Model`.
         pooler_output: `[B, C]` the normalised CLS token.
-        patch_features: `[B, C, h, w]` normalised patch tokens as a dense map, `h = H / 14`, `w = W / 14`.
+        patch_features: `[B, C, h, w]` normalised patch tokens as a dense map, `h = H // 14`, `w = W // 14` (as
+            `Dinov2Model`, the last `H % 14` rows and `W % 14` columns are dropped).
         hidden_states: when asked, the embeddings and each block's output (before the final norm).
         attentions: when asked (`output_attentions=True`), each block's attention probabilities
             `[B, heads, T, T]`, `T = 1 + R + h * w`.
@@ -148,12 +149,8 @@ class SnDPatchEmbeddings(nn.Module):
         self.projection = nn.Conv2d(config.num_channels, config.hidden_size, config.patch_size, stride=config.patch_size)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # [B, 3, H, W] -> [B, h * w, C]
-        height, width = pixel_values.shape[-2:]
-        if height % self.patch_size or width % self.patch_size:
-            raise ValueError(
-                f"SnDModel expects image height and width that are multiples of {self.patch_size}, got {height} x {width}; "
-                "resize or crop first (SnDImageProcessor does)"
-            )
+        # h = H // patch, w = W // patch: as transformers' Dinov2Model, the strided patch convolution drops the last
+        # H % patch rows and W % patch columns of an image whose sides are not multiples of the patch size.
         projected = self.projection(pixel_values.to(self.projection.weight.dtype))
         return projected.flatten(2).transpose(1, 2)
 
@@ -297,7 +294,7 @@ def _drop_path(hidden_states: torch.Tensor, rate: float, training: bool) -> torc
 class SnDLayer(GradientCheckpointingLayer):
     """One pre-norm transformer block with LayerScale on both residual branches.
 
-    A `GradientCheckpointingLayer`: `model.gradient_checkpointing_enable()` recomputes it in the backward pass."""
+    A `GradientCheckpointingLayer`: `model.activation_checkpointing_enable()` recomputes it in the backward pass."""
 
     def __init__(self, config: SnDConfig, drop_path_rate: float = 0.0):
         super().__init__()
@@ -416,7 +413,7 @@ class SnDModel(SnDPreTrainedModel):
         >>> from transformers import AutoModel
         >>> model = AutoModel.from_pretrained("snd/dinov2-b")          # or SnDModel(snd.SnDConfig.tiny())
         >>> out = model(snd.normalize_images(torch.rand(1, 3, 224, 308)))
-        >>> out.patch_features.shape                                   # [B, C, H/14, W/14]
+        >>> out.patch_features.shape                                   # [B, C, H // 14, W // 14]
         ```
     """
 
@@ -432,7 +429,7 @@ class SnDModel(SnDPreTrainedModel):
 
     def forward(
         self,
-        pixel_values: torch.Tensor,  # [B, 3, H, W], ImageNet-normalised, H and W multiples of 14
+        pixel_values: torch.Tensor,  # [B, 3, H, W], ImageNet-normalised; grid floor(H / 14) x floor(W / 14)
         bool_masked_pos: torch.Tensor | None = None,  # [B, h * w]
         output_hidden_states: bool | None = None,
         return_dict: bool | None = None,
@@ -472,8 +469,8 @@ class SnDBackbone(BackboneMixin, SnDPreTrainedModel):
     `reshape_hidden_states=False`: token sequences `[B, 1 + h * w, C]`, CLS first, registers dropped).
 
     `AutoBackbone.from_pretrained(folder, out_indices=...)` works on a local folder, offline, once `snd` is imported
-    (transformers 5.24 asks the Hub whether the name is a repo first; `snd.models.register_auto_classes` skips that
-    for local folders). Through remote code without `snd` installed it needs a Hub repo id (transformers cannot
+    (transformers 5.25, as 5.24, asks the Hub whether the name is a repo first; `snd.models.register_auto_classes`
+    skips that for local folders). Through remote code without `snd` installed it needs a Hub repo id (transformers cannot
     resolve a local folder there before any repository code runs). Same weights as `SnDModel`.
     """
 

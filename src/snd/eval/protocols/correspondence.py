@@ -172,7 +172,7 @@ def run(backbone, data_dir, *, dataset: str, max_iters: int | None, output_dir, 
         seed: unused by the protocol (deterministic); recorded.
         batch_size: unused (Probe3D embeds the two images of one pair per forward); recorded.
     """
-    from tqdm.auto import tqdm
+    from ...progress import progress_bar as tqdm
 
     from snd.metrics import correspondence_metrics
 

@@ -381,7 +381,7 @@ def run(backbone, data_dir, *, dataset: str, max_iters: int | None, output_dir, 
         zero_normals: ``"count_90"`` (the official metric and the published numbers) or ``"exclude"``
             (a deviation: zero-length ground-truth normals left out of the test metric; recorded).
     """
-    from tqdm.auto import tqdm
+    from ...progress import progress_bar as tqdm
 
     from snd.metrics.normals.normals import ZERO_NORMALS
 

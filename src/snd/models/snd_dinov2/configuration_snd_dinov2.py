@@ -44,7 +44,7 @@ class SnDConfig(BackboneConfigMixin, PreTrainedConfig):
         hidden_act (`str`, defaults to `"gelu"`): MLP activation (exact GELU, as DINOv2).
         layer_norm_eps (`float`, defaults to 1e-6): LayerNorm epsilon.
         image_size (`int`, defaults to 518): side of the square image the position embeddings were trained
-            at; the model runs at any size whose sides are multiples of `patch_size`.
+            at; the model runs at any size (a `floor(H / patch_size) x floor(W / patch_size)` grid, as `Dinov2Model`).
         patch_size (`int`, defaults to 14): patch side in pixels.
         num_channels (`int`, defaults to 3): input channels.
         qkv_bias (`bool`, defaults to True): bias on the fused qkv projection.
