@@ -196,3 +196,13 @@ def test_student_initialises_from_a_saved_checkpoint(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no config.json"):
         load_backbone(ModelConfig(pretrained=str(tmp_path / "empty")))
+
+
+def test_string_overrides_keep_their_text_and_whole_quotes_are_removed():
+    from snd.distill.config import load_config
+
+    config = load_config("tiny_synthetic", ["training.output_dir=runs/a #2", 'model.finetune="lora"',
+                                            "training.hub_model_id='me/x #1'", "training.report_to=none"])
+    assert config.training.output_dir == "runs/a #2"  # not cut at a YAML comment
+    assert config.model.finetune == "lora"  # json.dumps-quoted, as scripts/gpu_check writes overrides
+    assert config.training.hub_model_id == "me/x #1"

@@ -72,11 +72,13 @@ def test_deeply_nested_config_is_refused(tmp_path):
         load_config(path)
 
 
-@pytest.mark.parametrize("value", ["runs/exp #2", "runs/a: b", "yes", "2024", "1e-4", "[x]", "'quoted'"])
-def test_string_field_given_on_the_command_line_stays_that_string(value):
+@pytest.mark.parametrize("value, expected", [(v, v) for v in ["runs/exp #2", "runs/a: b", "yes", "2024", "1e-4", "[x]", "'a' b", "'a' 'b'"]]
+                         + [("'quoted'", "quoted"), ('"run #3"', "run #3")])
+def test_string_field_given_on_the_command_line_stays_that_string(value, expected):
+    """The text as given; a value quoted as a whole (as json.dumps writes one) loses its quotes."""
     overrides = dotted_flags_to_overrides(["--training.output_dir", value])
-    assert load_config(TINY_CONFIG, overrides).training.output_dir == value
-    assert apply_overrides({}, [f"training.hub_model_id={value}"])["training"]["hub_model_id"] == value
+    assert load_config(TINY_CONFIG, overrides).training.output_dir == expected
+    assert apply_overrides({}, [f"training.hub_model_id={value}"])["training"]["hub_model_id"] == expected
 
 
 def test_cli_output_dir_keeps_a_hash(tmp_path):

@@ -774,7 +774,7 @@ def load_feature_tensor(path: str | os.PathLike, expected_shape: tuple[int, ...]
 
     Refused, with a :class:`CheckpointError` naming the file and what was expected: a path that is not a regular file
     (a FIFO would block); size fields larger than the file, storage constructor calls or pickled objects (checked
-    before torch allocates); anything but one dense floating-point tensor; a non-contiguous view, e.g. a stride-0
+    before torch allocates); anything but one dense floating-point tensor; a view that repeats elements, e.g. a stride-0
     ``expand`` whose few stored bytes stand for a huge tensor; more than ``max_bytes``; NaN/Inf values; a shape
     other than ``expected_shape`` (``None`` entries match any size).
     """
@@ -795,10 +795,13 @@ def load_feature_tensor(path: str | os.PathLike, expected_shape: tuple[int, ...]
         raise CheckpointError(f"{path}: holds {type(value).__name__}; expected {what}")
     if value.layout != torch.strided or not value.is_floating_point():
         raise CheckpointError(f"{path}: holds a {value.layout} {value.dtype} tensor; expected a dense floating-point tensor")
-    if any(stride == 0 and size > 1 for size, stride in zip(value.shape, value.stride())) or not value.is_contiguous():
+    # a permuted view of a dense tensor is fine (the trainer saves [C, h, w] maps permuted from channels-last); a view
+    # that repeats elements (stride 0, or a storage smaller than the tensor) stands for more data than the file holds
+    overlapping = value.untyped_storage().nbytes() < value.numel() * value.element_size()
+    if any(stride == 0 and size > 1 for size, stride in zip(value.shape, value.stride())) or overlapping:
         raise CheckpointError(
             f"{path}: holds a non-contiguous view (shape {tuple(value.shape)}, strides {tuple(value.stride())}); expected a "
-            "contiguous tensor (a stride-0 view stands for more data than the file holds)"
+            "dense tensor (a stride-0 view stands for more data than the file holds)"
         )
     size = value.numel() * value.element_size()
     if size > max_bytes:

@@ -545,7 +545,18 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
         if _is_string_field(parts):
             # a string field keeps the text as given: YAML would read "runs/a #2" as "runs/a" (a comment),
             # "yes" as True, "1e-4" or "2024" as numbers
-            value = None if raw.strip() in _YAML_NULLS and _allows_none(parts) else raw
+            # ... unless it is quoted as a whole ('"lora"', as json.dumps writes it): then the quotes are removed
+            text = raw.strip()
+            if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
+                from ..safe_io import load_yaml
+
+                try:
+                    quoted = load_yaml(text, source=f"override {override!r}: value", error=ConfigError)
+                except ConfigError:  # e.g. 'a' 'b': not one quoted string, so the text as given
+                    quoted = None
+                value = quoted if isinstance(quoted, str) else raw
+            else:
+                value = None if text in _YAML_NULLS and _allows_none(parts) else raw
         else:
             from ..safe_io import load_yaml
 
