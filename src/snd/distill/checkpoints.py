@@ -289,6 +289,13 @@ def save_checkpoint(
             if accelerator.is_main_process:
                 shutil.rmtree(temporary, ignore_errors=True)
         raise
+    return publish_checkpoint(accelerator, temporary, final, output_dir, keep)
+
+
+def publish_checkpoint(accelerator, temporary: Path, final: Path, output_dir: Path, keep: int) -> Path:
+    """The last step of a checkpoint save (the DDP and the FSDP2 one): the main process renames the complete
+    ``temporary`` folder to ``final`` (replacing a re-save of the same step, after a resume) and prunes old
+    checkpoints; every process waits for it."""
     if accelerator.is_main_process:
         if final.exists():  # a re-save of the same step (after a resume): replace it
             stale = final.with_name(f".stale-{final.name}")

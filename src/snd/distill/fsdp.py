@@ -201,7 +201,7 @@ def save_sharded_checkpoint(accelerator, output_dir, step: int, metadata: dict, 
     from safetensors.torch import save_file
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-    from .checkpoints import STATE_JSON, _fsync_dir, checkpoint_dir, prune_checkpoints, raise_if_disk_full, write_checkpoint_marker
+    from .checkpoints import STATE_JSON, _fsync_dir, checkpoint_dir, publish_checkpoint, raise_if_disk_full, write_checkpoint_marker
 
     rank, world = accelerator.process_index, accelerator.num_processes
     final = checkpoint_dir(output_dir, step)
@@ -241,17 +241,7 @@ def save_sharded_checkpoint(accelerator, output_dir, step: int, metadata: dict, 
             if accelerator.is_main_process:
                 shutil.rmtree(temporary, ignore_errors=True)
         raise
-    if accelerator.is_main_process:
-        if final.exists():
-            stale = final.with_name(f".stale-{final.name}")
-            shutil.rmtree(stale, ignore_errors=True)
-            final.rename(stale)
-            shutil.rmtree(stale, ignore_errors=True)
-        temporary.rename(final)
-        _fsync_dir(final.parent)
-        prune_checkpoints(output_dir, keep)
-    accelerator.wait_for_everyone()
-    return final
+    return publish_checkpoint(accelerator, temporary, final, output_dir, keep)
 
 
 def _as_like(saved: torch.Tensor, like, kind: str):
