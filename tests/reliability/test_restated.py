@@ -10,6 +10,7 @@ chosen so that the named mutant changes the answer.
 - Probe3D centre padding puts the smaller half on the left / top (an odd padding total).
 - no-grad head logits follow a fused Adam step and an in-place gain change (no stale prototype weight);
 - distill_step scores the teacher's targets with the EMA teacher's head, not the student's.
+- the skipped-step count survives a resume, and the after-step EMA counts optimiser steps, not skipped ones;
 """
 
 from __future__ import annotations
@@ -295,3 +296,70 @@ def test_distill_step_scores_the_teacher_features_with_the_ema_teachers_head():
         with_students_head = cross_entropy(_restated_head(student.head, teacher_features))
     assert abs(float(expected) - float(with_students_head)) > 1e-2  # the case tells the two heads apart
     torch.testing.assert_close(losses["loss"].detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ skipped steps, EMA counting
+def test_skipped_steps_survive_a_resume_and_the_ema_counts_optimiser_steps_only(tmp_path, monkeypatch):
+    """A 6-step run with a NaN loss forced at step 2 (``nonfinite_loss=skip``), killed after its step-3 checkpoint and
+    resumed from ``latest``: the skipped count is 1 at the end (it survives the resume), and the EMA teacher (after-step
+    timing, update_every 2, momentum 0.5) is updated after optimiser steps 2 and 4, i.e. after attempted steps 3 and 5,
+    with the skipped step not counted: every parameter restated as t <- m t + (1 - m) s at those steps."""
+    from snd.distill import load_config, trainer
+
+    momentum, update_every, nan_step, kill_at = 0.5, 2, 2, 3
+    config = load_config(TINY_CONFIG, TINY_OVERRIDES + [
+        f"training.output_dir={tmp_path / 'run'}", "training.max_steps=6", f"training.checkpoint_every={kill_at}",
+        "training.nonfinite_loss=skip", f"teacher.momentum={momentum}", f"teacher.update_every={update_every}",
+        "teacher.update_timing=after_step",
+    ])
+    attempting = {"step": 0}
+    initial_teacher, records = {}, []  # records: (attempted step, student params after it, teacher params after it)
+    real_step, real_distill_step = trainer.Trainer.step, trainer.distill_step
+
+    def named(module):
+        return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+    def spying_step(self, batch, return_targets=False):
+        if self.state.step == kill_at and not attempting.get("killed"):
+            attempting["killed"] = True
+            raise KeyboardInterrupt  # killed right after the step-3 checkpoint
+        if not initial_teacher:
+            initial_teacher.update(named(self.teacher.backbone), **{f"head.{k}": v for k, v in named(self.teacher.head).items()})
+        attempting["step"] = self.state.step + 1
+        losses = real_step(self, batch, return_targets)
+        student = trainer._unwrap(self.accelerator, self.student)
+        records.append((self.state.step, {**named(student.backbone), **{f"head.{k}": v for k, v in named(student.head).items()}},
+                        {**named(self.teacher.backbone), **{f"head.{k}": v for k, v in named(self.teacher.head).items()}}))
+        return losses
+
+    def nan_at_one_step(*args, **kwargs):
+        losses = real_distill_step(*args, **kwargs)
+        if attempting["step"] == nan_step:
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(trainer.Trainer, "step", spying_step)
+    monkeypatch.setattr(trainer, "distill_step", nan_at_one_step)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(config, progress=False)
+    assert [r[0] for r in records] == [1, 2, 3]
+    result = trainer.train(config, resume_from_checkpoint="latest", progress=False)
+    assert [r[0] for r in records] == [1, 2, 3, 4, 5, 6]
+
+    assert result.skipped == 1 and result.steps == 6
+    logged = [json.loads(line) for line in (tmp_path / "run" / "loss_log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["skipped"]) for r in logged if r["step"] >= nan_step] == [(2, 1), (3, 1), (4, 1), (5, 1), (6, 1)]
+
+    # the skipped step changed nothing; optimiser steps 1..5 are attempted steps 1, 3, 4, 5, 6
+    assert all(torch.equal(records[1][1][name], records[0][1][name]) for name in records[0][1])
+    expected = dict(initial_teacher)
+    optimiser_steps = 0
+    for attempted, student, teacher in records:
+        if attempted != nan_step:
+            optimiser_steps += 1
+            if optimiser_steps % update_every == 0:
+                expected = {name: momentum * value + (1 - momentum) * student[name] for name, value in expected.items()}
+        for name, value in expected.items():
+            torch.testing.assert_close(teacher[name], value, rtol=1e-5, atol=1e-6, msg=f"{name} after step {attempted}")
+    assert optimiser_steps == 5
+    assert any(not torch.allclose(records[-1][2][name], initial_teacher[name]) for name in initial_teacher)  # the EMA moved
