@@ -162,7 +162,13 @@ def test_dino_head_follows_its_parameters_through_in_place_updates_and_loads():
         torch.testing.assert_close(head(features), restated(features), **TOL)
     # with autograd the weight is rebuilt with its graph: gradients reach both g and v
     head(features).sum().backward()
-    assert gain.grad is not None and gain.grad.abs().sum() > 0 and direction.grad.abs().sum() > 0
+    # ... equal to autograd through the restated g * v / ||v|| on copies of the same parameters
+    gain_copy, direction_copy = gain.detach().clone().requires_grad_(True), direction.detach().clone().requires_grad_(True)
+    hidden = F.normalize(head.mlp(features), dim=-1).detach()
+    (hidden @ (gain_copy * direction_copy / direction_copy.norm(dim=1, keepdim=True)).T).sum().backward()
+    assert gain_copy.grad.abs().max() > 1e-3 and direction_copy.grad.abs().max() > 1e-3
+    torch.testing.assert_close(gain.grad, gain_copy.grad, **TOL)
+    torch.testing.assert_close(direction.grad, direction_copy.grad, **TOL)
 
 
 @pytest.mark.parametrize("implementation", ["auto", "fused", "foreach"])
