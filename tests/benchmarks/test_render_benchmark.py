@@ -71,3 +71,23 @@ def test_bound_benchmark_rows_bound_and_baseline(capsys):
 
     with pytest.raises(ValueError, match="no-such-revision"):
         load_baseline_renderer("no-such-revision")
+
+
+def test_measure_counts_the_faults_of_the_call_alone(monkeypatch):
+    """_measure's fault count is the process counter's change over the call: with getrusage faked to a counter that
+    only the measured function moves (by 123), it is 123, and the function's output comes back."""
+    import resource
+    from types import SimpleNamespace
+
+    from snd.benchmarks.render import _measure
+
+    fake = {"faults": 5000}
+    monkeypatch.setattr(resource, "getrusage", lambda who: SimpleNamespace(ru_minflt=fake["faults"]))
+
+    def call():
+        fake["faults"] += 123
+        return "rendered"
+
+    measured = _measure(call, "cpu")
+    assert measured["faults"] == 123 and measured["output"] == "rendered"
+    assert measured["cpu_ms"] >= 0 and measured["wall_ms"] >= 0

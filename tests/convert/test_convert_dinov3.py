@@ -169,3 +169,26 @@ def test_script_converts_a_pth_to_a_folder_automodel_loads(tmp_path):
     loaded = load_backbone(str(path))
     with torch.no_grad():
         torch.testing.assert_close(loaded(pixel_values=pixels).last_hidden_state[:, 5:], ours, rtol=1e-5, atol=1e-5)
+
+
+def test_converted_swiglu_mlp_is_the_originals_silu_gate_times_up():
+    """Restated without snd.convert.reference (and without the converter's own forward check, which compares against
+    that reference): the original DINOv3 ``SwiGLUFFN`` is ``w3(silu(w1 x) * w2 x)``; each converted layer's MLP must
+    compute it. SiLU is not symmetric, so exchanging gate (w1) and up (w2) changes the answer."""
+    from transformers import DINOv3ViTModel
+
+    state = original_state(gated=True, seed=3)
+    config, mapped = dinov3_hub_to_transformers(state)
+    model = DINOv3ViTModel(config).eval()
+    model.load_state_dict(mapped, strict=True)
+    hidden = torch.randn(2, 5, 32, generator=torch.Generator().manual_seed(1))
+    for index in range(config.num_hidden_layers):
+        def linear(name, x):
+            return x @ state[f"blocks.{index}.mlp.{name}.weight"].T + state[f"blocks.{index}.mlp.{name}.bias"]
+
+        x1, x2 = linear("w1", hidden), linear("w2", hidden)
+        expected = linear("w3", x1 * torch.sigmoid(x1) * x2)
+        swapped = linear("w3", x2 * torch.sigmoid(x2) * x1)
+        assert (expected - swapped).abs().max() > 1e-2  # the case tells gate from up
+        with torch.no_grad():
+            torch.testing.assert_close(model.model.layer[index].mlp(hidden), expected, rtol=1e-5, atol=1e-5)

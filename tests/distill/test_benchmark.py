@@ -37,3 +37,46 @@ def test_settings_start_from_the_named_config():
     assert configs["default"] == load_config()
     assert configs["tiny"] == load_config("tiny_synthetic")
     assert configs["vits224"].model.pretrained is None and configs["vits224"].model.preset == "dinov2-s"
+
+
+def test_train_benchmark_counts_faults_and_peak_memory_inside_each_stage(tmp_path, monkeypatch):
+    """The fault counter and the RSS sampler replaced by fakes that move only inside the optimiser step (+1000 faults,
+    a 7 MiB transient): the optimiser stage reports exactly those, every other stage 0 faults and 0 MiB, the total
+    1000 faults (restating: a stage's faults are the counter's change over it, its peak the sampler's)."""
+    import torch
+
+    from snd.benchmarks import train as benchmark
+
+    fake = {"faults": 0, "rss": 0, "max": 0}
+
+    class FakeRSSPeak:
+        def __init__(self, interval: float = 0.001) -> None:
+            self.start = fake["max"] = fake["rss"]
+
+        def stop(self) -> float:
+            return fake["max"] - self.start
+
+    real_step = torch.optim.Adam.step
+
+    def step_with_faults(self, *args, **kwargs):
+        fake["faults"] += 1000
+        fake["rss"] += 7 * 2**20
+        fake["max"] = max(fake["max"], fake["rss"])
+        fake["rss"] -= 7 * 2**20
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(benchmark, "_minor_faults", lambda: fake["faults"])
+    monkeypatch.setattr(benchmark, "_RSSPeak", FakeRSSPeak)
+    monkeypatch.setattr(torch.optim.Adam, "step", step_with_faults)
+    output = tmp_path / "train.json"
+    argv = ["--settings", "tiny", "--steps", "1", "--warmup", "0", "--output", str(output)]
+    for override in ["data.image_height=28", "data.image_width=42", "data.num_scenes=1", "data.num_frames=10", "data.max_gap=9", "head.num_prototypes=64"]:
+        argv += ["--set", override]
+    assert benchmark.main(argv) == 0
+    (result,) = json.loads(output.read_text())
+    stages = result["stages"]
+    assert stages["optimizer"]["minor_faults"] == 1000 and stages["total"]["minor_faults"] == 1000
+    assert stages["optimizer"]["peak_mib"] == 7.0
+    for name, values in stages.items():
+        if name not in ("optimizer", "total"):
+            assert values["minor_faults"] == 0 and values["peak_mib"] == 0.0, name

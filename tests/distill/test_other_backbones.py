@@ -135,10 +135,30 @@ def _evaluate(model, report, tasks):
     return per_task
 
 
-def test_evaluate_script_runs_on_the_dinov3_student(dinov3_run, tmp_path):
+def test_evaluate_script_runs_on_the_dinov3_student(dinov3_run, tmp_path, monkeypatch):
+    """The reported recalls are those of the matches the run made: restated per pair (share of matches within the
+    threshold), then averaged over pairs, in percent."""
+    import numpy as np
+
+    from snd.eval import runner
+
     _, out = dinov3_run
+    matched = []
+    real_match_pair = runner.match_pair
+
+    def recording_match_pair(*args, **kwargs):
+        matches = real_match_pair(*args, **kwargs)
+        matched.append((matches.predicted.numpy().copy(), matches.reference.numpy().copy()))
+        return matches
+
+    monkeypatch.setattr(runner, "match_pair", recording_match_pair)
     per_task = _evaluate(out / "student", tmp_path / "report", tasks=["depth", "correspondence"])
-    assert 0 <= per_task["correspondence"]["recall_10px"] <= 100
+    metrics = per_task["correspondence"]
+    assert matched and metrics["num_pairs"] == len(matched)
+    errors = [np.sqrt(((predicted - reference) ** 2).sum(-1)) for predicted, reference in matched]
+    for threshold in (5, 10, 20):
+        expected = 100.0 * np.mean([(e < threshold).mean() for e in errors])
+        assert metrics[f"recall_{threshold}px"] == pytest.approx(expected, abs=1e-9), threshold
 
 
 def test_snd_protocol_depth_and_normals_run_on_the_dinov3_student(dinov3_run, tmp_path):

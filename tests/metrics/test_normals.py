@@ -55,3 +55,36 @@ def test_normals_evaluate_module_matches():
     expected = normal_metrics(prediction, reference)
     for key in expected:
         assert result[key] == pytest.approx(expected[key], rel=1e-5), key
+
+
+def _restated_angles(prediction, reference):
+    """arccos of the clipped dot product of the unit vectors, in degrees, per pixel."""
+    p = prediction / np.linalg.norm(prediction, axis=1, keepdims=True)
+    g = reference / np.linalg.norm(reference, axis=1, keepdims=True)
+    return np.degrees(np.arccos(np.clip((p * g).sum(axis=1), -1.0, 1.0)))
+
+
+def test_normals_beyond_90_degrees_match_a_restatement():
+    """Angles past 90 degrees (up to an exactly opposite normal) count in full: not folded back (|cos|), not clipped
+    at 0, not capped at 90. Hand values, then random 3D vectors against the restatement."""
+    angles = [100.0, 135.0, 170.0, 180.0]
+    prediction, reference = _maps(angles)
+    prediction = prediction * 2.5
+    result = normal_metrics(prediction, reference, aggregation="pixel")
+    assert result["mean"] == pytest.approx(np.mean(angles))
+    assert result["median"] == pytest.approx(152.5)
+    assert result["rmse"] == pytest.approx(np.sqrt(np.mean(np.square(angles))))
+    assert result["within_30"] == 0.0
+    # a mix of acute and obtuse errors in random directions (not in one plane)
+    rng = np.random.default_rng(0)
+    prediction = rng.normal(size=(2, 3, 4, 5))
+    reference = rng.normal(size=(2, 3, 4, 5))
+    prediction[0, :, 0, 0] = -reference[0, :, 0, 0] * 3.0  # exactly opposite: dot / norms may round below -1
+    angles = _restated_angles(prediction, reference)
+    assert (angles > 90).sum() >= 10 and angles[0, 0, 0] == pytest.approx(180.0)
+    result = normal_metrics(prediction, reference, aggregation="pixel")
+    assert result["mean"] == pytest.approx(angles.mean())
+    assert result["median"] == pytest.approx(np.median(angles))
+    assert result["rmse"] == pytest.approx(np.sqrt(np.mean(angles ** 2)))
+    for threshold in (11.25, 22.5, 30):
+        assert result[f"within_{threshold:g}"] == pytest.approx(100.0 * (angles < threshold).mean())

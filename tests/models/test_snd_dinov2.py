@@ -194,6 +194,22 @@ def test_backbone_feature_maps_and_dpt_head(tmp_path):
     assert depth.ndim == 3 and depth.shape[0] == 2 and torch.isfinite(depth).all()
     depth.mean().backward()
     assert dpt.backbone.embeddings.patch_embeddings.projection.weight.grad.abs().sum() > 0
+    # the gradient reaching the backbone is the derivative of the depth head's output (central difference in float64)
+    dpt = dpt.double().eval()
+    pixels = torch.randn(2, 3, 56, 84, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    weight = dpt.backbone.embeddings.patch_embeddings.projection.weight
+    weight.grad = None
+    dpt(pixel_values=pixels).predicted_depth.mean().backward()
+    direction = torch.randn(weight.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    with torch.no_grad():
+        original = weight.clone()
+        totals = []
+        for sign in (1, -1):
+            weight.copy_(original + sign * 1e-6 * direction)
+            totals.append(float(dpt(pixel_values=pixels).predicted_depth.mean()))
+        weight.copy_(original)
+    numeric, analytic = (totals[0] - totals[1]) / 2e-6, float((weight.grad * direction).sum())
+    assert abs(numeric) > 1e-9 and abs(analytic - numeric) <= 1e-4 * abs(numeric), (analytic, numeric)
 
 
 def test_lora_targets_are_exactly_attention_layers():

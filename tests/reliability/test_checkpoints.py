@@ -471,3 +471,39 @@ def test_a_build_step_that_inflates_a_tensor_is_refused_before_allocating(finish
     last = _replace_state(out, "optimizer.bin", lambda s: _first_moment(s).update(exp_avg=_BuildBomb()))
     with pytest.raises(CheckpointError, match=r"optimizer\.bin: refused.*BUILD \(set_\) step of shape \(1099511627776,\)"):
         _run(out, resume=str(last))
+
+
+# Each refusal on its own (issue 21 part 4): with the check behind it disabled, the first check still refuses a pickled
+# object that is not plain tensors / numbers / containers (an argparse Namespace: harmless, so a mutant that let it
+# through would load it rather than run code, and only the refusal itself can tell).
+def test_a_state_file_holding_a_pickled_object_is_refused_by_the_weights_only_load_alone(finished_run, tmp_path, monkeypatch):
+    import argparse
+
+    from snd.distill import checkpoints
+
+    out = _copy(finished_run, tmp_path)
+    last = _replace_state(out, "optimizer.bin", lambda s: s["param_groups"][0].update(extra=argparse.Namespace(lr=1.0)))
+    monkeypatch.setattr(checkpoints, "check_accelerate_states", lambda *args, **kwargs: None)  # the structure check, off
+    with pytest.raises(CheckpointError, match=r"optimizer\.bin: refused; it does not load as plain tensors and numbers"):
+        _run(out, resume=str(last))
+
+
+def test_an_accelerate_custom_pickle_is_refused_before_any_file_is_loaded(finished_run, tmp_path, monkeypatch):
+    import argparse
+
+    from snd.distill import checkpoints
+
+    out = _copy(finished_run, tmp_path)
+    last = checkpoint_dir(out, 4)
+    torch.save({"step": 4, "skipped": 0, "args": argparse.Namespace(lr=1.0)}, last / "custom_checkpoint_0.pkl")
+    write_checkpoint_marker(last, 4, {"run": json.loads((last / "snd_checkpoint.json").read_text())["run"]})  # in the manifest
+    loaded = []
+
+    def weights_only_check_off(file):  # the second check, off: it only records that it was reached
+        loaded.append(Path(file).name)
+        return torch.load(file, map_location="cpu", weights_only=True) if Path(file).name != "custom_checkpoint_0.pkl" else {}
+
+    monkeypatch.setattr(checkpoints, "_check_weights_only", weights_only_check_off)
+    with pytest.raises(CheckpointError, match=r"custom_checkpoint_0\.pkl: refused; Accelerate would unpickle it with weights_only=False"):
+        _run(out, resume=str(last))
+    assert loaded == []

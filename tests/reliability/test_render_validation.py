@@ -95,10 +95,30 @@ def test_valid_edge_cases_pass():
     rotation = torch.eye(4)
     rotation[:3, :3] = _rotation_z(0.7)
     scene["viewmats"][1] = rotation
-    render_features(**scene)
-    quats = torch.nn.functional.normalize(torch.randn(6, 4), dim=-1)
-    scales = torch.rand(6, 3) * 0.1 + 1e-4
-    render_features(**{**scene, "covars": None}, quats=quats, scales=scales)
+    output = render_features(**scene)
+    assert torch.isfinite(output.renders).all() and torch.isfinite(output.alphas).all()
+    assert ((output.alphas >= 0) & (output.alphas <= 1)).all() and output.alphas.max() > 0.5  # something was drawn
+    # the opacity-0 Gaussian contributes nothing: the render without it is the same
+    without = {**scene, **{name: scene[name][1:] for name in ("means", "covars", "opacities", "colors")}}
+    reference = render_features(**without)
+    torch.testing.assert_close(output.renders, reference.renders, rtol=0, atol=1e-6)
+    torch.testing.assert_close(output.alphas, reference.alphas, rtol=0, atol=1e-6)
+    # quaternions + scales render as their covariance R diag(s^2) R^T (R of the unit quaternion w, x, y, z), restated
+    generator = torch.Generator().manual_seed(1)
+    quats = torch.nn.functional.normalize(torch.randn(6, 4, generator=generator), dim=-1)
+    scales = torch.rand(6, 3, generator=generator) * 0.1 + 1e-4
+    from_quats = render_features(**{**scene, "covars": None}, quats=quats, scales=scales)
+    w, x, y, z = quats.unbind(-1)
+    rotations = torch.stack([
+        1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
+        2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
+        2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+    ], dim=-1).reshape(6, 3, 3)
+    covars = rotations @ torch.diag_embed(scales ** 2) @ rotations.transpose(-1, -2)
+    from_covars = render_features(**{**scene, "covars": covars})
+    assert from_quats.alphas.max() > 0.1
+    torch.testing.assert_close(from_quats.renders, from_covars.renders, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(from_quats.alphas, from_covars.alphas, rtol=1e-4, atol=1e-5)
 
 
 def test_render_gaussians_names_extrinsics_and_intrinsics():

@@ -8,6 +8,9 @@ chosen so that the named mutant changes the answer.
 - holes are zeroed in the teacher target (a partially covered view);
 - RGB holes need every channel 0 (a red scene); alpha holes are alpha <= 0 (a faint but covered scene);
 - Probe3D centre padding puts the smaller half on the left / top (an odd padding total).
+- no-grad head logits follow a fused Adam step and an in-place gain change (no stale prototype weight);
+- distill_step scores the teacher's targets with the EMA teacher's head, not the student's.
+- the skipped-step count survives a resume, and the after-step EMA counts optimiser steps, not skipped ones;
 """
 
 from __future__ import annotations
@@ -213,3 +216,150 @@ def test_centre_padding_puts_the_smaller_half_left_and_top(monkeypatch):
     rows = torch.nonzero(pixels.abs().sum(dim=(0, 2))).flatten()
     cols = torch.nonzero(pixels.abs().sum(dim=(0, 1))).flatten()
     assert (int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())) == (3, 23, 0, 26)
+
+
+# ------------------------------------------------------------------------------------------ prototype head after fused steps
+def _restated_head(head, features: torch.Tensor) -> torch.Tensor:
+    """DINOHead from its definition, on its current parameters: MLP -> L2 normalise -> x @ (g * v / ||v||_row)^T."""
+    hidden = torch.nn.functional.normalize(head.mlp(features), dim=-1)
+    parametrization = head.last_layer.parametrizations.weight
+    gain, direction = parametrization.original0, parametrization.original1
+    return hidden @ (gain * direction / direction.norm(dim=1, keepdim=True)).T
+
+
+def test_no_grad_head_logits_follow_a_fused_adam_step_and_an_in_place_gain_change():
+    """torch's fused Adam (our CPU default) writes the parameters without bumping their version counters, and neither
+    does an in-place change through ``.data``: a no-grad forward after either must still use the new weights."""
+    from snd.distill.heads import DINOHead
+
+    torch.manual_seed(0)
+    head = DINOHead(in_dim=8, num_prototypes=40, hidden_dim=16, bottleneck_dim=6, num_layers=2)
+    features = torch.randn(5, 8)
+    optimizer = torch.optim.Adam(head.parameters(), lr=0.1, fused=True)
+    with torch.no_grad():
+        before = head(features)  # a no-grad forward before the step (what an evaluation or the EMA head does)
+        torch.testing.assert_close(before, _restated_head(head, features), rtol=1e-5, atol=1e-6)
+    head(features).square().sum().backward()
+    direction = head.last_layer.parametrizations.weight.original1
+    old_direction = direction.detach().clone()
+    optimizer.step()
+    assert not torch.equal(direction.detach(), old_direction)  # the step moved the prototypes
+    with torch.no_grad():
+        torch.testing.assert_close(head(features), _restated_head(head, features), rtol=1e-5, atol=1e-6)
+        gain = head.last_layer.parametrizations.weight.original0
+        gain.data.mul_(torch.linspace(0.5, 3.0, gain.shape[0])[:, None])  # in place, past autograd's counter
+        expected = _restated_head(head, features)
+        torch.testing.assert_close(head(features), expected, rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(head(features), before)
+
+
+def test_distill_step_scores_the_teacher_features_with_the_ema_teachers_head():
+    """The teacher's targets go through the EMA teacher's head (here made to differ from the student's), the student's
+    features through the student's: the loss equals the prototype cross-entropy restated on both."""
+    from snd.data import collate_multiview
+    from snd.distill.build import DistillStudent, PreloadedScenes, build_dataset
+    from snd.distill.config import DataConfig
+    from snd.distill.heads import DINOHead
+    from snd.distill.loss import PrototypeCrossEntropy
+    from snd.distill.teacher import EMATeacher, SplatTeacher, backbone_patch_features
+    from snd.distill.trainer import distill_step
+    from snd.lifting import DepthLifter
+    from snd.models.snd_dinov2 import SnDConfig, SnDModel
+
+    data = DataConfig(dataset="synthetic", image_height=32, image_width=40, num_scenes=1, num_frames=12, min_gap=4, max_gap=8)
+    batch = collate_multiview([PreloadedScenes(build_dataset(data, seed=0, load_depth=True))[0]])
+    torch.manual_seed(0)
+    backbone = SnDModel(SnDConfig.tiny(patch_size=8, image_size=32))
+    head = DINOHead(32, num_prototypes=16, hidden_dim=16, bottleneck_dim=8, num_layers=2)
+    student = DistillStudent(backbone, head, patch_size=8)
+    teacher = EMATeacher(backbone, head, momentum=0.9, update_every=1)
+    with torch.no_grad():  # the EMA head drifts from the student's
+        for parameter in teacher.head.parameters():
+            parameter.add_(0.5 * torch.randn_like(parameter))
+    splat_teacher = SplatTeacher(teacher, DepthLifter(footprint_scale=0.5), patch_size=8, blend_alpha=0.5, render_backend="torch")
+    student_t, teacher_t = 0.1, 0.04
+    losses = distill_step(student, splat_teacher, PrototypeCrossEntropy(student_t, teacher_t, "all"), batch, return_targets=True)
+
+    with torch.no_grad():
+        images = batch.target.images.flatten(0, 1)
+        valid = losses["targets"].valid.flatten(0, 1)
+        student_features = backbone_patch_features(student.backbone, images, 8).masked_fill(~valid[:, None], 0.0)
+        channels = student_features.shape[1]
+        student_logits = _restated_head(student.head, student_features.permute(0, 2, 3, 1).reshape(-1, channels))
+        teacher_features = losses["targets"].features.flatten(0, 1).permute(0, 2, 3, 1).reshape(-1, channels)
+
+        def cross_entropy(teacher_logits):
+            p = torch.softmax(teacher_logits / teacher_t, dim=-1)
+            return -(p * torch.log_softmax(student_logits / student_t, dim=-1)).sum(-1).mean()
+
+        expected = cross_entropy(_restated_head(teacher.head, teacher_features))
+        with_students_head = cross_entropy(_restated_head(student.head, teacher_features))
+    assert abs(float(expected) - float(with_students_head)) > 1e-2  # the case tells the two heads apart
+    torch.testing.assert_close(losses["loss"].detach(), expected, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ skipped steps, EMA counting
+def test_skipped_steps_survive_a_resume_and_the_ema_counts_optimiser_steps_only(tmp_path, monkeypatch):
+    """A 6-step run with a NaN loss forced at step 2 (``nonfinite_loss=skip``), killed after its step-3 checkpoint and
+    resumed from ``latest``: the skipped count is 1 at the end (it survives the resume), and the EMA teacher (after-step
+    timing, update_every 2, momentum 0.5) is updated after optimiser steps 2 and 4, i.e. after attempted steps 3 and 5,
+    with the skipped step not counted: every parameter restated as t <- m t + (1 - m) s at those steps."""
+    from snd.distill import load_config, trainer
+
+    momentum, update_every, nan_step, kill_at = 0.5, 2, 2, 3
+    config = load_config(TINY_CONFIG, TINY_OVERRIDES + [
+        f"training.output_dir={tmp_path / 'run'}", "training.max_steps=6", f"training.checkpoint_every={kill_at}",
+        "training.nonfinite_loss=skip", f"teacher.momentum={momentum}", f"teacher.update_every={update_every}",
+        "teacher.update_timing=after_step",
+    ])
+    attempting = {"step": 0}
+    initial_teacher, records = {}, []  # records: (attempted step, student params after it, teacher params after it)
+    real_step, real_distill_step = trainer.Trainer.step, trainer.distill_step
+
+    def named(module):
+        return {name: p.detach().clone() for name, p in module.named_parameters()}
+
+    def spying_step(self, batch, return_targets=False):
+        if self.state.step == kill_at and not attempting.get("killed"):
+            attempting["killed"] = True
+            raise KeyboardInterrupt  # killed right after the step-3 checkpoint
+        if not initial_teacher:
+            initial_teacher.update(named(self.teacher.backbone), **{f"head.{k}": v for k, v in named(self.teacher.head).items()})
+        attempting["step"] = self.state.step + 1
+        losses = real_step(self, batch, return_targets)
+        student = trainer._unwrap(self.accelerator, self.student)
+        records.append((self.state.step, {**named(student.backbone), **{f"head.{k}": v for k, v in named(student.head).items()}},
+                        {**named(self.teacher.backbone), **{f"head.{k}": v for k, v in named(self.teacher.head).items()}}))
+        return losses
+
+    def nan_at_one_step(*args, **kwargs):
+        losses = real_distill_step(*args, **kwargs)
+        if attempting["step"] == nan_step:
+            losses["loss"] = losses["loss"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(trainer.Trainer, "step", spying_step)
+    monkeypatch.setattr(trainer, "distill_step", nan_at_one_step)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(config, progress=False)
+    assert [r[0] for r in records] == [1, 2, 3]
+    result = trainer.train(config, resume_from_checkpoint="latest", progress=False)
+    assert [r[0] for r in records] == [1, 2, 3, 4, 5, 6]
+
+    assert result.skipped == 1 and result.steps == 6
+    logged = [json.loads(line) for line in (tmp_path / "run" / "loss_log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["skipped"]) for r in logged if r["step"] >= nan_step] == [(2, 1), (3, 1), (4, 1), (5, 1), (6, 1)]
+
+    # the skipped step changed nothing; optimiser steps 1..5 are attempted steps 1, 3, 4, 5, 6
+    assert all(torch.equal(records[1][1][name], records[0][1][name]) for name in records[0][1])
+    expected = dict(initial_teacher)
+    optimiser_steps = 0
+    for attempted, student, teacher in records:
+        if attempted != nan_step:
+            optimiser_steps += 1
+            if optimiser_steps % update_every == 0:
+                expected = {name: momentum * value + (1 - momentum) * student[name] for name, value in expected.items()}
+        for name, value in expected.items():
+            torch.testing.assert_close(teacher[name], value, rtol=1e-5, atol=1e-6, msg=f"{name} after step {attempted}")
+    assert optimiser_steps == 5
+    assert any(not torch.allclose(records[-1][2][name], initial_teacher[name]) for name in initial_teacher)  # the EMA moved

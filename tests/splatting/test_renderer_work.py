@@ -103,6 +103,20 @@ def test_grad_path_matches_no_grad_path_across_steps_and_stops(max_elements):
         assert (a - b.detach()).abs().max() < 1e-12
     (recorded.renders.sum() + recorded.depths.sum()).backward()
     assert all(torch.isfinite(inputs[name].grad).all() and inputs[name].grad.abs().sum() > 0 for name in ("means", "colors", "opacities"))
+    # the gradient is the derivative: <grad, d> equals the central difference of the (float64) render along d, per input
+    for name in ("means", "colors", "opacities"):
+        direction = torch.randn(scene[name].shape, generator=generator, dtype=scene[name].dtype)
+        step = 1e-6
+
+        def total(sign):
+            with torch.no_grad():
+                moved = render_features(**{**scene, name: scene[name] + sign * step * direction}, width=WIDTH, height=HEIGHT,
+                                        render_depth=True, backend="torch", max_elements=max_elements)
+            return float(moved.renders.sum() + moved.depths.sum())
+
+        numeric = (total(1) - total(-1)) / (2 * step)
+        analytic = float((inputs[name].grad * direction).sum())
+        assert abs(analytic - numeric) <= 1e-4 * max(1.0, abs(numeric)), (name, analytic, numeric)
 
 
 def test_workspace_buffers_are_reused_between_renders():

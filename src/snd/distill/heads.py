@@ -53,8 +53,6 @@ class DINOHead(nn.Module):
             self.last_layer.parametrizations.weight.original0.fill_(1.0)
         if freeze_last_layer_norm:
             self.last_layer.parametrizations.weight.original0.requires_grad_(False)
-        # Normalised prototype weight reused by no-grad forwards until its parameters change (not state).
-        self._weight_cache: tuple[tuple, torch.Tensor] | None = None
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -68,28 +66,13 @@ class DINOHead(nn.Module):
         hidden = self.mlp(features)
         eps = 1e-6 if hidden.dtype == torch.float16 else 1e-12
         hidden = nn.functional.normalize(hidden, dim=-1, p=2, eps=eps)
-        if self._rebuilds_weight():
-            return self.last_layer(hidden)  # the parametrised layer, with its graph (and any hooks on it)
-        return nn.functional.linear(hidden, self.prototype_weight())
-
-    def _rebuilds_weight(self) -> bool:
-        parametrization = self.last_layer.parametrizations.weight
-        return torch.is_grad_enabled() and (parametrization.original0.requires_grad or parametrization.original1.requires_grad)
+        # The weight-normalised prototype matrix is rebuilt on every forward, grad or not. A cache keyed on the
+        # parameters' version counters served stale logits: fused optimisers (torch's fused Adam, our CPU default)
+        # update parameters without bumping those counters. Rebuilding costs two passes over the prototypes, small
+        # beside the [N, bottleneck] x [bottleneck, prototypes] product.
+        return self.last_layer(hidden)
 
     def prototype_weight(self) -> torch.Tensor:
-        """The weight-normalised ``[num_prototypes, bottleneck_dim]`` prototype matrix ``g * v / ||v||``.
-
-        With autograd recording and trainable parameters it is rebuilt (once per forward, with its graph).
-        Otherwise (the EMA teacher's head, evaluation) it is computed once and reused until ``g`` or ``v``
-        change: their in-place version counters (bumped by optimiser steps, EMA updates and
-        ``load_state_dict``), storage and dtype key the cache, so a stale weight is never used.
-        """
-        parametrization = self.last_layer.parametrizations.weight
-        gain, direction = parametrization.original0, parametrization.original1
-        if self._rebuilds_weight():
-            return self.last_layer.weight
-        key = (gain._version, direction._version, gain.data_ptr(), direction.data_ptr(), gain.dtype, direction.dtype, gain.device)
-        if self._weight_cache is None or self._weight_cache[0] != key:
-            with torch.no_grad():
-                self._weight_cache = (key, self.last_layer.weight.detach())
-        return self._weight_cache[1]
+        """The weight-normalised ``[num_prototypes, bottleneck_dim]`` prototype matrix ``g * v / ||v||``, rebuilt
+        from the current parameters on every call (with its graph when autograd records)."""
+        return self.last_layer.weight
