@@ -49,8 +49,25 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+def _close_process_group() -> None:
+    """Shut the launch's process group down before the interpreter exits: with gloo, a process that exits while its
+    group is still up can abort in a C++ destructor ("terminate called without an active exception", SIGABRT), which
+    fails a run that finished (seen on 2-process CPU launches)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
 def main(argv=None):
     args = parse_args(argv)
+    try:
+        return _main(args)
+    finally:
+        _close_process_group()
+
+
+def _main(args):
     try:
         result = run(
             config=args.config,
