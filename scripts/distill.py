@@ -49,25 +49,8 @@ def _is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
-def _close_process_group() -> None:
-    """Shut the launch's process group down before the interpreter exits: with gloo, a process that exits while its
-    group is still up can abort in a C++ destructor ("terminate called without an active exception", SIGABRT), which
-    fails a run that finished (seen on 2-process CPU launches)."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        return _main(args)
-    finally:
-        _close_process_group()
-
-
-def _main(args):
     try:
         result = run(
             config=args.config,
@@ -97,5 +80,21 @@ def _main(args):
     return 0
 
 
+def _exit_launched(code: int) -> None:
+    """End a process of a multi-process launch without the interpreter's shutdown: with gloo, a process that finished
+    its run could abort in a C++ destructor while exiting ("terminate called without an active exception",
+    SIGABRT; seen on 2-process CPU launches), failing a run whose outputs were all written. Every collective has
+    completed by now (the trainer ends with a barrier), so only buffered output needs flushing."""
+    import logging
+
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _exit_launched(status)
+    sys.exit(status)
