@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from snd.distill import load_config
 from snd.distill.checkpoints import (
     CheckpointError,
+    _check_weights_only,
     ConfigChangeError,
     DiskFullError,
     checkpoint_dir,
@@ -401,7 +402,7 @@ def _replace_state(out, name, edit):
     """Rewrite ``name`` of the last checkpoint as plain tensors/numbers (``edit`` changes the loaded object in
     place) and re-write the manifest, as a careful attacker or a checkpoint of another model would have it."""
     last = checkpoint_dir(out, 4)
-    value = torch.load(last / name, weights_only=False)
+    value = _check_weights_only(last / name)  # the project's own weights_only=True loader (Accelerate's numpy RNG globals allowed)
     edit(value)
     torch.save(value, last / name)
     write_checkpoint_marker(last, 4, {"run": json.loads((last / "snd_checkpoint.json").read_text())["run"]})
