@@ -266,12 +266,7 @@ def save_checkpoint(
     """
     from safetensors.torch import save_file
 
-    final = checkpoint_dir(output_dir, step)
-    temporary = final.with_name(f".tmp-{final.name}")
-    if accelerator.is_main_process:
-        shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir(parents=True)
-    accelerator.wait_for_everyone()
+    final, temporary = begin_checkpoint(accelerator, output_dir, step)
     try:
         accelerator.save_state(str(temporary), safe_serialization=True)
         accelerator.wait_for_everyone()
@@ -290,6 +285,18 @@ def save_checkpoint(
                 shutil.rmtree(temporary, ignore_errors=True)
         raise
     return publish_checkpoint(accelerator, temporary, final, output_dir, keep)
+
+
+def begin_checkpoint(accelerator, output_dir: Path, step: int) -> tuple[Path, Path]:
+    """The first step of a checkpoint save (the DDP and the FSDP2 one): ``(final, temporary)`` folders of ``step``; the
+    main process makes a fresh empty ``temporary`` and every process waits for it."""
+    final = checkpoint_dir(output_dir, step)
+    temporary = final.with_name(f".tmp-{final.name}")
+    if accelerator.is_main_process:
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    return final, temporary
 
 
 def publish_checkpoint(accelerator, temporary: Path, final: Path, output_dir: Path, keep: int) -> Path:

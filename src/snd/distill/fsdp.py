@@ -201,15 +201,10 @@ def save_sharded_checkpoint(accelerator, output_dir, step: int, metadata: dict, 
     from safetensors.torch import save_file
     from torch.distributed.checkpoint.state_dict import get_model_state_dict
 
-    from .checkpoints import STATE_JSON, _fsync_dir, checkpoint_dir, publish_checkpoint, raise_if_disk_full, write_checkpoint_marker
+    from .checkpoints import STATE_JSON, _fsync_dir, begin_checkpoint, publish_checkpoint, raise_if_disk_full, write_checkpoint_marker
 
     rank, world = accelerator.process_index, accelerator.num_processes
-    final = checkpoint_dir(output_dir, step)
-    temporary = final.with_name(f".tmp-{final.name}")
-    if accelerator.is_main_process:
-        shutil.rmtree(temporary, ignore_errors=True)
-        temporary.mkdir(parents=True)
-    accelerator.wait_for_everyone()
+    final, temporary = begin_checkpoint(accelerator, output_dir, step)
     tensors, layout = {}, {}
     _flat_local_state("student.", get_model_state_dict(student), tensors, layout)
     _flat_local_state("teacher.", get_model_state_dict(teacher), tensors, layout)
