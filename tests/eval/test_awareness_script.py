@@ -9,7 +9,6 @@ from tests.script_main import script_main
 
 
 def test_experiment_runs_end_to_end_and_reuses_finished_runs(tmp_path):
-    from snd.distill.trainer import _held_out_image  # noqa: F401  (the trainer imports cleanly)
     from transformers import AutoModel
 
     import snd

@@ -31,7 +31,6 @@ def _crop_point(box, u, v):
 
 
 def test_patch_correspondence_matches_a_per_patch_restatement():
-    generator = torch.Generator().manual_seed(0)
     boxes_a = torch.tensor([[0.1, 0.2, 0.6, 0.5, 0.0], [0.0, 0.0, 1.0, 1.0, 1.0]])
     boxes_b = torch.tensor([[0.2, 0.1, 0.7, 0.8, 1.0], [0.25, 0.3, 0.5, 0.5, 0.0]])
     grid = 4
@@ -47,7 +46,6 @@ def test_patch_correspondence_matches_a_per_patch_restatement():
                 k = row * grid + col
                 assert bool(inside[image, k]) == (0 <= u <= 1 and 0 <= v <= 1)
                 assert positions[image, k].tolist() == pytest.approx([u * grid - 0.5, v * grid - 0.5], abs=1e-5)
-    del generator
 
 
 def test_identical_crops_correspond_patch_to_patch_and_targets_are_one_hot():

@@ -291,7 +291,9 @@ def run_experiment(config: AwarenessConfig) -> dict:
         if base_config.model.pretrained:
             from transformers import AutoConfig, AutoModel
 
-            models["random"] = AutoModel.from_config(AutoConfig.from_pretrained(_resolved(base_config.model.pretrained)))
+            from snd.assets import resolve
+
+            models["random"] = AutoModel.from_config(AutoConfig.from_pretrained(resolve(base_config.model.pretrained)))
         else:
             models["random"] = build_student(base_config).backbone
     for name, run_dir in runs.items():
@@ -305,11 +307,8 @@ def run_experiment(config: AwarenessConfig) -> dict:
         if summary_file.is_file():
             timings[f"{name}_train_seconds"] = json.loads(summary_file.read_text()).get("wall_time_s")
 
-    report = {"config": _jsonable(asdict(config)), "distill_config": base_config.to_dict(), "models": results,
-              "constant_baseline": constants, "summary": summary, "timings": timings}
     from . import report as writers
 
-    writers.write_json(report, output_dir / "results.json")
     writers.write_text(results_table(config, summary), output_dir / "results.md")
     # the figure: the first scene's pair closest to 40 degrees apart (a clear wide-baseline case, not a hopeless one)
     first_scene = [index for index, pair in enumerate(pairs) if pair.scene == pairs[0].scene]
@@ -318,22 +317,10 @@ def run_experiment(config: AwarenessConfig) -> dict:
     names = {"base": "base (nano-2d)", f"control-seed{seed}": f"control, seed {seed}", f"snd-seed{seed}": f"SnD, seed {seed}"}
     save_figure(output_dir / "figure.png", kept, names, pair_index, models)
     timings["total_seconds"] = round(time.perf_counter() - started, 1)
+    report = {"config": asdict(config), "distill_config": base_config.to_dict(), "models": results,
+              "constant_baseline": constants, "summary": summary, "timings": timings}
     writers.write_json(report, output_dir / "results.json")
     return report
-
-
-def _resolved(source: str) -> str:
-    from snd.assets import resolve
-
-    return resolve(source)
-
-
-def _jsonable(value):
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
 
 
 __all__ = ["AwarenessConfig", "paired_interval", "results_table", "run_experiment", "summarise", "t_quantile_95"]
