@@ -51,7 +51,7 @@ OUTCOMES = (
 FATAL = ("code_exec", "data_loss", "crash", "hang", "memory", "probe_error")
 
 DEFAULT_TIMEOUT_S = 60.0
-MEMORY_LIMIT_BYTES = 8 << 30  # address space of a child: a tiny run needs ~2 GiB; a bomb hits this first
+MEMORY_LIMIT_BYTES = 4 << 30  # address space of a child: a tiny training run peaks under 1 GiB; a bomb hits this first
 
 
 @dataclasses.dataclass(frozen=True)
