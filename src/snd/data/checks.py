@@ -141,3 +141,30 @@ def check_focal(value: float, extent: float, *, scene=None, file=None, field=Non
             scene=scene, file=file, field=field,
         )
     return value
+
+
+#: Largest image side accepted in metadata (``w``, ``h``): a size of 1e30 is a corrupt field, not a camera.
+MAX_IMAGE_SIDE = 100_000
+
+
+def require_image_size(width, height, *, scene=None, file=None, field: str = "w/h") -> tuple[int, int]:
+    """``(height, width)`` from metadata ``w``, ``h``: positive whole numbers of pixels up to ``MAX_IMAGE_SIDE``
+    (``32.5`` is refused rather than truncated to 32, ``true`` is not 1)."""
+    if not all(is_number(v) and 0 < v <= MAX_IMAGE_SIDE and float(v).is_integer() for v in (width, height)):
+        raise SceneDataError(
+            f"expected positive image sizes w, h in whole pixels (at most {MAX_IMAGE_SIDE}), got w={width!r}, h={height!r}",
+            scene=scene, file=file, field=field,
+        )
+    return int(height), int(width)
+
+
+def check_principal_point(cx: float, cy: float, width: float, height: float, *, scene=None, file=None, field_prefix: str = "") -> None:
+    """The principal point ``(cx, cy)`` in pixels must lie on the image ``[0, width] x [0, height]`` (what every
+    undistorted capture has; ``-1`` or ``1e30`` is a corrupt field, and a normalised value would be caught by the
+    focal-length range)."""
+    for key, value, extent in (("cx", cx, width), ("cy", cy, height)):
+        if not 0 <= value <= extent:
+            raise SceneDataError(
+                f"principal point {key}={value!r} px is outside the image [0, {extent:g}] px; expected pixels",
+                scene=scene, file=file, field=f"{field_prefix}{key}",
+            )

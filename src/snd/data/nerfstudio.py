@@ -42,7 +42,9 @@ from PIL import Image
 from ..cameras import check_rigid, normalize_intrinsics, opengl_to_opencv
 from ..safe_io import check_npy_size
 from .base import MultiViewDataset, as_long
-from .checks import _scene_error, check_depth_image, check_focal, check_unique, inside, is_number, read_json, require_matrix
+from .checks import (
+    _scene_error, check_depth_image, check_focal, check_principal_point, check_unique, inside, read_json, require_image_size, require_matrix,
+)
 from .errors import SceneDataError
 from .image_io import image_to_tensor, labels_to_tensor, open_image
 from .sample import Views
@@ -112,11 +114,10 @@ def _camera(values: dict, where: str, scene: str, path: Path) -> tuple[np.ndarra
         numbers[key] = float(value)
     size = None
     if "w" in values or "h" in values:
-        if not all(is_number(values.get(k)) and values.get(k) > 0 for k in ("w", "h")):
-            raise SceneDataError(f"expected positive w, h, got {values.get('w')!r}, {values.get('h')!r}", scene=scene, file=str(path), field=f"{where}w/h")
-        size = (int(values["h"]), int(values["w"]))
+        size = require_image_size(values.get("w"), values.get("h"), scene=scene, file=str(path), field=f"{where}w/h")
         check_focal(numbers["fl_x"], size[1], scene=scene, file=str(path), field=f"{where}fl_x")
         check_focal(numbers["fl_y"], size[0], scene=scene, file=str(path), field=f"{where}fl_y")
+        check_principal_point(numbers["cx"], numbers["cy"], size[1], size[0], scene=scene, file=str(path), field_prefix=where)
     intrinsics = np.array([[numbers["fl_x"], 0.0, numbers["cx"]], [0.0, numbers["fl_y"], numbers["cy"]], [0.0, 0.0, 1.0]])
     return intrinsics, size
 
@@ -126,8 +127,8 @@ def read_nerfstudio_scene(directory: str | Path) -> NerfstudioScene:
     directory = Path(directory)
     scene = directory.name
     path = directory / "transforms.json"
-    if not path.is_file():
-        raise SceneDataError("transforms.json is missing (expected nerfstudio's ns-process-data output)", scene=scene, file=str(path))
+    if not path.exists():  # a FIFO or folder in its place is named as such by read_json
+        raise SceneDataError(("a symlink to nothing: " if path.is_symlink() else "") + "transforms.json is missing (expected nerfstudio's ns-process-data output)", scene=scene, file=str(path))
     meta = read_json(path, scene=scene, what="nerfstudio's transforms.json (UTF-8 JSON)")
     if not isinstance(meta, dict) or not isinstance(meta.get("frames"), list):
         raise SceneDataError("expected a JSON object with a list of frames", scene=scene, file=str(path), field="frames")
@@ -196,8 +197,8 @@ class NerfstudioDataset(MultiViewDataset):
             raise ValueError(f"NerfstudioDataset: need 0 < near < far, got {near}, {far}")
         self.near, self.far = float(near), float(far)
         self.load_depth, self.depth_unit_scale_factor = bool(load_depth), float(depth_unit_scale_factor)
-        if (self.root / "transforms.json").is_file():
-            directories = [self.root]
+        if (self.root / "transforms.json").exists() or (self.root / "transforms.json").is_symlink():
+            directories = [self.root]  # not a regular file (a FIFO, a folder): read_nerfstudio_scene says so
         elif self.root.is_dir():
             directories = sorted(p for p in self.root.iterdir() if (p / "transforms.json").is_file())
         else:
@@ -284,6 +285,8 @@ class NerfstudioDataset(MultiViewDataset):
             if frame.size is None:  # no w/h in transforms.json: the focal lengths are checked against the image
                 check_focal(float(frame.pixel_intrinsics[0, 0]), width, scene=scene.name, file=str(scene.transforms_path), field=f"fl_x ({frame.field})")
                 check_focal(float(frame.pixel_intrinsics[1, 1]), height, scene=scene.name, file=str(scene.transforms_path), field=f"fl_y ({frame.field})")
+                check_principal_point(float(frame.pixel_intrinsics[0, 2]), float(frame.pixel_intrinsics[1, 2]), width, height,
+                                      scene=scene.name, file=str(scene.transforms_path), field_prefix=f"{frame.field}.")
             intrinsics.append(normalize_intrinsics(torch.from_numpy(frame.pixel_intrinsics), declared_w, declared_h).float())
         count = len(frames)
         return Views(
@@ -306,8 +309,8 @@ class NerfstudioDataset(MultiViewDataset):
             except (ValueError, OSError) as error:
                 raise SceneDataError(f"cannot read .npy depth ({error})", scene=scene, file=str(path), field=field) from error
             array = np.squeeze(array)
-            if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
-                raise SceneDataError(f"expected a 2D numeric depth array, got shape {array.shape} {array.dtype}", scene=scene, file=str(path), field=field)
+            if array.ndim != 2 or not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+                raise SceneDataError(f"expected a 2D real-valued (integer or float) depth array, got shape {array.shape} {array.dtype}", scene=scene, file=str(path), field=field)
             if tuple(array.shape) != size:
                 raise SceneDataError(f"depth is {array.shape[1]}x{array.shape[0]} but its image is {size[1]}x{size[0]}", scene=scene, file=str(path), field=field)
             image = Image.fromarray(array.astype(np.float32)).resize(self.image_shape[::-1], resample=Image.NEAREST)

@@ -43,6 +43,10 @@ logger = logging.getLogger(__name__)
 __all__ = ["RE10KDataset", "load_chunk", "convert_cameras", "re10k_default_sampler"]
 
 
+#: Normalised focal lengths above this are pixel values written by mistake (the same bound as ``Views``' check).
+MAX_NORMALISED_FOCAL = 50.0
+
+
 def re10k_default_sampler(seed: int = 0) -> ViewSampler:
     """The authors' RealEstate10K view sampler: context 120 to 192 frames apart, one target."""
     return ViewSampler(min_gap=120, max_gap=192, num_target=1, seed=seed)
@@ -55,6 +59,8 @@ def load_chunk(path: str | Path) -> list[dict]:
     path = Path(path)
     if path.exists() and not path.is_file():  # a FIFO would block the zip check and torch.load forever
         raise SceneDataError("not a regular file (a FIFO, device or folder); expected a .torch chunk", file=str(path))
+    if path.is_file() and path.stat().st_size == 0:
+        raise SceneDataError("the file is empty (0 bytes); expected a .torch chunk written by torch.save", file=str(path))
     try:
         check_sizes(path)  # size fields vs the file size before torch allocates anything
         chunk = torch.load(path, map_location="cpu", weights_only=True)
@@ -64,18 +70,25 @@ def load_chunk(path: str | Path) -> list[dict]:
         raise SceneDataError(f"cannot load chunk with torch.load(weights_only=True): {error}", file=str(path)) from error
     if not isinstance(chunk, list):
         raise SceneDataError(f"expected a list of scene dicts, got {type(chunk).__name__}", file=str(path))
+    seen: dict[str, int] = {}
     for position, example in enumerate(chunk):
         if not isinstance(example, dict):
             raise SceneDataError(f"expected a dict, got {type(example).__name__}", file=str(path), field=f"[{position}]")
         for key in ("key", "cameras", "images"):
             if key not in example:
-                raise SceneDataError("missing field", scene=str(example.get("key")), file=str(path), field=key)
+                scene = example.get("key") if isinstance(example.get("key"), str) else None
+                raise SceneDataError(f"missing field {key!r} (a scene dict holds key, cameras, images; found {sorted(map(str, example))[:8]})",
+                                     scene=scene, file=str(path), field=f"[{position}].{key}")
         if not isinstance(example["key"], str):
             raise SceneDataError(f"expected a string, got {type(example['key']).__name__}", file=str(path), field=f"[{position}].key")
         if not isinstance(example["cameras"], torch.Tensor) or not example["cameras"].is_floating_point():
             raise SceneDataError("expected a float tensor [F, 18]", scene=example["key"], file=str(path), field="cameras")
         if not isinstance(example["images"], (list, tuple)):
             raise SceneDataError(f"expected a list of JPEG byte tensors, got {type(example['images']).__name__}", scene=example["key"], file=str(path), field="images")
+        if example["key"] in seen:  # a dict by key would keep one of them silently
+            raise SceneDataError(f"scene key listed twice in the chunk (also at [{seen[example['key']]}])", scene=example["key"], file=str(path),
+                                 field=f"[{position}].key")
+        seen[example["key"]] = position
     return chunk
 
 
@@ -149,6 +162,9 @@ class RE10KDataset(MultiViewDataset):
             # No index: read every chunk once to list its scenes (slow for the full dataset; write an index.json).
             for path in tqdm(chunk_paths, desc="indexing chunks", disable=len(chunk_paths) < 8):
                 entries.extend((str(example["key"]), path) for example in load_chunk(path))
+        if not entries:
+            source = index_path if index_path.is_file() else self.stage_dir
+            raise SceneDataError("lists no scenes" if source == index_path else "the .torch chunks hold no scenes", file=str(source))
         entries.sort(key=lambda entry: (entry[1].name, entry[0]))  # chunk by chunk, for locality
         self.keys = [key for key, _ in entries]
         self.chunk_of = [path for _, path in entries]
@@ -207,6 +223,12 @@ class RE10KDataset(MultiViewDataset):
                 raise SceneDataError(f"world-to-camera pose is invalid: {reason}", scene=key, file=chunk_path, field=f"cameras[{position}]")
             if not torch.isfinite(intrinsics[position]).all() or intrinsics[position, 0, 0] <= 0 or intrinsics[position, 1, 1] <= 0:
                 raise SceneDataError("intrinsics must be finite with positive focal lengths", scene=key, file=chunk_path, field=f"cameras[{position}]")
+            fx, fy = float(intrinsics[position, 0, 0]), float(intrinsics[position, 1, 1])
+            if fx > MAX_NORMALISED_FOCAL or fy > MAX_NORMALISED_FOCAL:
+                raise SceneDataError(
+                    f"focal lengths fx={fx:g}, fy={fy:g} exceed {MAX_NORMALISED_FOCAL:g}: expected intrinsics normalised by the image size "
+                    "(pixelSplat's format), not pixels", scene=key, file=chunk_path, field=f"cameras[{position}]",
+                )
             encoded = example["images"][position]
             if not isinstance(encoded, torch.Tensor) or encoded.dtype != torch.uint8:
                 raise SceneDataError("expected a uint8 tensor of JPEG bytes", scene=key, file=chunk_path, field=f"images[{position}]")

@@ -32,7 +32,10 @@ import torch
 
 from ..cameras import check_rigid, normalize_intrinsics, opengl_to_opencv
 from .base import MultiViewDataset, as_long
-from .checks import check_depth_image, check_focal, check_unique, inside, is_number, read_json, read_text_lines, require_bool, require_matrix
+from .checks import (
+    check_depth_image, check_focal, check_principal_point, check_unique, inside, is_number, read_json, read_text_lines, require_bool,
+    require_image_size, require_matrix,
+)
 from .errors import SceneDataError
 from .image_io import image_to_tensor, labels_to_tensor, open_image
 from .sample import Views
@@ -77,8 +80,8 @@ def read_scannetpp_scene(directory: Path, keep_bad_frames: bool = False) -> Scan
     directory = Path(directory)
     scene = directory.name
     path = directory / "transforms_train.json"
-    if not path.is_file():
-        raise SceneDataError("transforms_train.json is missing", scene=scene, file=str(path))
+    if not path.exists():  # a FIFO or folder in its place is named as such by read_json
+        raise SceneDataError(("a symlink to nothing: " if path.is_symlink() else "") + "transforms_train.json is missing", scene=scene, file=str(path))
     meta = read_json(path, scene=scene, what="ScanNet++'s transforms_train.json (UTF-8 JSON)")
     if not isinstance(meta, dict):
         raise SceneDataError("expected a JSON object at the top level", scene=scene, file=str(path))
@@ -90,11 +93,10 @@ def read_scannetpp_scene(directory: Path, keep_bad_frames: bool = False) -> Scan
         values[key] = float(value)
     declared = None
     if "w" in meta or "h" in meta:
-        if not all(is_number(meta.get(k)) and meta.get(k) > 0 for k in ("w", "h")):
-            raise SceneDataError(f"expected positive image sizes w, h, got {meta.get('w')!r}, {meta.get('h')!r}", scene=scene, file=str(path), field="w/h")
-        declared = (int(meta["h"]), int(meta["w"]))
+        declared = require_image_size(meta.get("w"), meta.get("h"), scene=scene, file=str(path), field="w/h")
         check_focal(values["fl_x"], declared[1], scene=scene, file=str(path), field="fl_x")
         check_focal(values["fl_y"], declared[0], scene=scene, file=str(path), field="fl_y")
+        check_principal_point(values["cx"], values["cy"], declared[1], declared[0], scene=scene, file=str(path))
     frames = meta.get("frames")
     if not isinstance(frames, list):
         raise SceneDataError("expected a list of frames", scene=scene, file=str(path), field="frames")
@@ -115,7 +117,7 @@ def read_scannetpp_scene(directory: Path, keep_bad_frames: bool = False) -> Scan
             raise SceneDataError(f"expected a 4x4 matrix, got shape {matrix.shape}", scene=scene, file=str(path), field=f"{field}.transform_matrix")
         entries.append((_frame_number(frame["file_path"]), frame["file_path"], matrix, field))
     entries.sort(key=lambda entry: (entry[0], entry[1]))
-    check_unique([e[1] for e in entries], [e[3] for e in entries], scene=scene, file=str(path))
+    check_unique([e[1] for e in entries], [f"{e[3]}.file_path" for e in entries], scene=scene, file=str(path))
     intrinsics = torch.tensor(
         [[values["fl_x"], 0.0, values["cx"]], [0.0, values["fl_y"], values["cy"]], [0.0, 0.0, 1.0]], dtype=torch.float64
     )
@@ -277,6 +279,8 @@ class ScanNetPPDataset(MultiViewDataset):
             if meta.declared_size is None:  # no w/h in the metadata: the focal lengths are checked against the image
                 check_focal(float(meta.pixel_intrinsics[0, 0]), width, scene=meta.name, file=str(meta.transforms_path), field="fl_x")
                 check_focal(float(meta.pixel_intrinsics[1, 1]), height, scene=meta.name, file=str(meta.transforms_path), field="fl_y")
+                check_principal_point(float(meta.pixel_intrinsics[0, 2]), float(meta.pixel_intrinsics[1, 2]), width, height,
+                                      scene=meta.name, file=str(meta.transforms_path))
             intrinsics.append(normalize_intrinsics(meta.pixel_intrinsics, width, height).float())
         count = len(frames)
         return Views(
