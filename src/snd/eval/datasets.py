@@ -58,6 +58,16 @@ class DenseEvalDataset(torch.utils.data.Dataset):
         return self.name
 
 
+def check_int_setting(name: str, value, low: int | None = None, optional: bool = False) -> None:
+    """An integer setting (not a bool, float or string) at least ``low``; the error names the setting."""
+    if value is None and optional:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer{' or None' if optional else ''}, got {type(value).__name__} {value!r}")
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+
+
 def _read_image(path: Path) -> torch.Tensor:
     image = open_image_file(path, what="an RGB image", error=ValueError)  # regular file, decompression bombs named
     array = np.asarray(to_rgb(image, name=str(path)), dtype=np.uint8)  # 16-bit scaled, not clipped to white
@@ -104,6 +114,21 @@ class SyntheticEvalConfig:
     pair_gaps: tuple[int, ...] = (2, 5, 10, 16)
     pair_starts: tuple[int, ...] = (0, 4)
     seed: int = 1000
+
+    #: Largest synthetic render side (a typo such as 10**6 would ask for terabytes)
+    MAX_IMAGE_SIZE = 4096
+
+    def __post_init__(self) -> None:
+        for name, low in (("train_scenes", 1), ("test_scenes", 1), ("frames_per_scene", 1), ("frame_stride", 1),
+                          ("image_size", 1), ("seed", 0)):
+            check_int_setting(f"SyntheticEvalConfig.{name}", getattr(self, name), low)
+        if self.image_size > self.MAX_IMAGE_SIZE:
+            raise ValueError(f"SyntheticEvalConfig.image_size must be at most {self.MAX_IMAGE_SIZE} pixels, got {self.image_size}")
+        for name in ("pair_gaps", "pair_starts"):
+            values = tuple(getattr(self, name))
+            for value in values:
+                check_int_setting(f"SyntheticEvalConfig.{name}", value, 1 if name == "pair_gaps" else 0)
+            setattr(self, name, values)
 
     def scene_config(self):
         from snd.data.synthetic import SyntheticSceneConfig
@@ -223,6 +248,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
         ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
         ("numpy._core.multiarray", "scalar"), ("builtins", "slice"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # pickle protocol 5 arrays
     }
 
     #: bytes any one array may claim (set per file: its size; a real array's data is stored in the file)
@@ -234,6 +260,8 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         found = super().find_class(module, name)
         if name == "_reconstruct":
             return self._checked_reconstruct(found)
+        if name == "_frombuffer":
+            return _checked_frombuffer(found)
         if (module, name) == ("numpy", "ndarray"):
             return _CheckedNdarray(self.max_bytes)
         return found
@@ -263,6 +291,17 @@ def _check_claim(shape, dtype, limit: int) -> None:
             f"an array of shape {tuple(dims)} ({count * max(itemsize, 1)} bytes) is claimed, more than the {limit}-byte file "
             "holds; refused before allocating"
         )
+
+
+def _checked_frombuffer(frombuffer):
+    """numpy's protocol-5 array rebuild: the shape must describe exactly the buffer the file holds."""
+
+    def checked(buffer, dtype, shape, order):
+        dims = shape if isinstance(shape, (tuple, list)) else (shape,)
+        _check_claim(dims, dtype, len(memoryview(buffer).cast("B")))
+        return frombuffer(buffer, dtype, shape, order)
+
+    return checked
 
 
 class _CheckedNdarray:
@@ -305,6 +344,60 @@ def load_numpy_pickle(path: str | Path, what: str = "a pickle of numpy arrays"):
         raise PickleDataError(f"{path}: malformed or hostile pickle ({type(error).__name__}: {str(error)[:300]}); expected {what}") from None
 
 
+def check_nyu_arrays(data: dict, path, split_keys=("test_indices",), where: str = "NYUv2") -> dict[str, np.ndarray]:
+    """Shapes, dtypes and index ranges of a Probe3D NYU pickle's arrays, each error naming the file and the key:
+    ``images`` [N, 3, H, W] uint8, ``depths`` [N, H, W], ``snorms`` [N, 3, H, W], ``labels`` [N, H, W] integers (optional)
+    and the split's index arrays: non-empty integers in [0, N). Returns the index arrays as int64."""
+    for key in ("images", "depths", "snorms"):
+        value = data[key]
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+            kind = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
+            raise ValueError(f"{where}: {path}: '{key}' is {kind}; expected a numeric numpy array")
+    images, depths, snorms = data["images"], data["depths"], data["snorms"]
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"{where}: {path}: 'images' should be [N, 3, H, W] uint8, got shape {images.shape}")
+    if images.dtype != np.uint8:
+        raise ValueError(f"{where}: {path}: 'images' is {images.dtype}; expected uint8 pixel values 0..255 (as Probe3D's "
+                         "create_nyu_pkl.py writes them)")
+    count, _, height, width = images.shape
+    expected = {"depths": (count, height, width), "snorms": (count, 3, height, width)}
+    labels = data.get("labels")
+    if labels is not None:
+        if not isinstance(labels, np.ndarray) or labels.dtype.kind not in "iu":
+            raise ValueError(f"{where}: {path}: 'labels' should be an integer array of NYU-40 ids, got "
+                             f"{labels.dtype if isinstance(labels, np.ndarray) else type(labels).__name__}")
+        expected["labels"] = (count, height, width)
+    for key, shape in expected.items():
+        if tuple(data[key].shape) != shape:
+            raise ValueError(f"{where}: {path}: '{key}' has shape {tuple(data[key].shape)}; expected {shape} to match "
+                             f"'images' {tuple(images.shape)}")
+    indices = {}
+    for key in split_keys:
+        raw = np.asarray(data[key])
+        if raw.dtype.kind not in "iu":
+            raise ValueError(f"{where}: {path}: '{key}' is {raw.dtype}; expected integer image indices")
+        raw = raw.astype(np.int64).reshape(-1)
+        if raw.size == 0:
+            raise ValueError(f"{where}: {path}: '{key}' is empty; the split has no image")
+        bad = raw[(raw < 0) | (raw >= count)]
+        if bad.size:
+            raise ValueError(f"{where}: {path}: '{key}' holds {bad[:5].tolist()}, outside [0, {count}) ({count} images)")
+        indices[key] = raw
+    return indices
+
+
+def check_nyu_item(path, index: int, depth: np.ndarray, labels: np.ndarray | None = None, where: str = "NYUv2") -> None:
+    """One NYU frame's ground truth: finite, non-negative depth; NYU-40 labels in 0..40."""
+    bad = ~np.isfinite(depth) | (depth < 0)
+    if bad.any():
+        y, x = np.argwhere(bad)[0]
+        raise ValueError(f"{where}: {path}: 'depths'[{index}] holds {float(depth[y, x])!r} at pixel ({y}, {x}) ({int(bad.sum())} such); "
+                         "expected finite depths >= 0 in metres (0 = no measurement)")
+    if labels is not None and labels.size and (labels.min() < 0 or labels.max() > 40):
+        raise ValueError(f"{where}: {path}: 'labels'[{index}] ranges {labels.min()}..{labels.max()}; expected NYU-40 ids 0..40 "
+                         "(0 = unlabelled)")
+
+
 class NYUv2Dataset(DenseEvalDataset):
     """NYUv2 as Probe3D prepares it (``nyuv2_snorm_all.pkl``); depth above 10 m is invalid.
 
@@ -329,24 +422,22 @@ class NYUv2Dataset(DenseEvalDataset):
         for key in ("images", "depths", "snorms", "train_indices", "test_indices"):
             if key not in data:
                 raise ValueError(f"NYUv2: {path} has no '{key}' entry (keys: {sorted(data)})")
-        for key in ("images", "depths", "snorms"):
-            if not isinstance(data[key], np.ndarray) or data[key].dtype.kind not in "biuf":
-                raise ValueError(f"NYUv2: {path}: '{key}' is {type(data[key]).__name__}; expected a numeric numpy array")
+        self.path = path
         self.split = split
         self.name = f"nyuv2-{split}"
-        self.indices = np.asarray(data[f"{split}_indices"]).astype(np.int64).reshape(-1)
+        self.indices = check_nyu_arrays(data, path, (f"{split}_indices",))[f"{split}_indices"]
         self.images, self.depths, self.snorms = data["images"], data["depths"], data["snorms"]
         self.labels = data.get("labels")
         self.tasks = ("depth", "normals") + (("segmentation",) if self.labels is not None else ())
         self.num_classes = 40 if self.labels is not None else None
-        if self.images.ndim != 4 or self.images.shape[1] != 3:
-            raise ValueError(f"NYUv2: 'images' should be [N, 3, H, W] uint8, got {self.images.shape}")
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, index: int) -> dict:
         i = int(self.indices[index])
+        raw_labels = None if self.labels is None else np.asarray(self.labels[i])
+        check_nyu_item(self.path, i, np.asarray(self.depths[i]), raw_labels)
         depth = torch.from_numpy(np.asarray(self.depths[i], dtype=np.float32).copy())
         depth[depth > self.max_depth] = 0
         item = {
@@ -356,7 +447,7 @@ class NYUv2Dataset(DenseEvalDataset):
             "normal_valid": depth > 0,
         }
         if self.labels is not None:
-            labels = torch.from_numpy(np.asarray(self.labels[i]).astype(np.int64))
+            labels = torch.from_numpy(raw_labels.astype(np.int64))
             item["semantics"] = torch.where(labels > 0, labels - 1, torch.full_like(labels, IGNORE_INDEX))
         return item
 
@@ -438,7 +529,13 @@ class ScanNetPPSegmentationDataset(DenseEvalDataset):
         image_path, annotation_path = self.items[index]
         image = _read_image(image_path)
         annotation = open_image_file(annotation_path, what="a single-channel label PNG", error=ValueError)
-        labels = torch.from_numpy(np.asarray(annotation).astype(np.int64))
+        stored = np.asarray(annotation)
+        if stored.ndim != 2:
+            raise ValueError(f"{annotation_path}: label map should be a single-channel PNG, got shape {stored.shape}")
+        from .protocols.data import check_label_range
+
+        check_label_range(stored, self.num_classes, annotation_path)
+        labels = torch.from_numpy(stored.astype(np.int64))
         if labels.shape != image.shape[-2:]:
             raise ValueError(f"{annotation_path}: labels {tuple(labels.shape)} do not match image {tuple(image.shape[-2:])}")
         labels = torch.where(labels > 0, labels - 1, torch.full_like(labels, IGNORE_INDEX))
@@ -470,6 +567,13 @@ def read_scannet_pairs_index(root: Path) -> tuple[dict[str, np.ndarray], list[tu
             )
     if names.ndim != 2 or names.shape[1] != 4:
         raise ValueError(f"ScanNet pairs: {root / 'test.npz'}: 'name' should be [P, 4] (room, sequence, frame0, frame1), got {names.shape}")
+    if names.dtype.kind not in "iu":
+        raise ValueError(f"ScanNet pairs: {root / 'test.npz'}: 'name' is {names.dtype}; expected integers (room, sequence, frame0, frame1)")
+    if names.shape[0] == 0:
+        raise ValueError(f"ScanNet pairs: {root / 'test.npz'}: 'name' lists no pair")
+    if (names < 0).any():
+        raise ValueError(f"ScanNet pairs: {root / 'test.npz'}: 'name' row {int(np.argwhere(names < 0)[0][0])} holds a negative "
+                         "id; expected room, sequence, frame0, frame1 >= 0")
     pairs = []
     for room, sequence, frame0, frame1 in names.astype(np.int64):
         scene = f"scene{room:04d}_{sequence:02d}"
@@ -477,6 +581,24 @@ def read_scannet_pairs_index(root: Path) -> tuple[dict[str, np.ndarray], list[tu
             raise ValueError(f"ScanNet pairs: {root / 'intrinsics.npz'} has no entry {scene!r}")
         pairs.append((scene, int(frame0), int(frame1)))
     return intrinsics, pairs
+
+
+def check_rigid_pose(pose: np.ndarray, path, tolerance: float = 1e-2) -> None:
+    """A camera-to-world pose read from ``path`` must be rigid: orthonormal rotation with det +1, last row 0 0 0 1
+    (a scaled, sheared or all-zero rotation would give wrong ground-truth correspondences without an error)."""
+    rotation = pose[:3, :3]
+    error = np.abs(rotation.T @ rotation - np.eye(3)).max()
+    if error > tolerance or np.linalg.det(rotation) <= 0 or np.abs(pose[3] - [0, 0, 0, 1]).max() > tolerance:
+        raise ValueError(f"pose {path} is not a rigid camera-to-world transform (|R^T R - I| = {error:.3g}, det R = "
+                         f"{np.linalg.det(rotation):.3g}, last row {pose[3].tolist()}); expected an orthonormal rotation with "
+                         "det +1 and last row 0 0 0 1")
+
+
+def check_scannet_depth_size(depth_shape, path, expected=(480, 640)) -> None:
+    """ScanNet pairs' depth maps must be the 640 x 480 frames ``intrinsics.npz`` describes (pixel K)."""
+    if tuple(depth_shape[-2:]) != tuple(expected):
+        raise ValueError(f"{path}: depth map is {depth_shape[-1]} x {depth_shape[-2]} pixels; expected {expected[1]} x "
+                         f"{expected[0]}, the frames intrinsics.npz describes")
 
 
 class ScanNetPairsDataset(torch.utils.data.Dataset):
@@ -505,6 +627,7 @@ class ScanNetPairsDataset(torch.utils.data.Dataset):
             raise ValueError(f"cannot read pose {path}: {error}") from error
         if pose.shape != (4, 4) or not np.isfinite(pose).all():
             raise ValueError(f"pose {path} should be a finite 4x4 camera-to-world matrix, got shape {pose.shape}")
+        check_rigid_pose(pose, path)
         return torch.from_numpy(pose).float()
 
     def __getitem__(self, index: int) -> dict:
@@ -518,6 +641,7 @@ class ScanNetPairsDataset(torch.utils.data.Dataset):
         for slot, frame in (("0", frame0), ("1", frame1)):
             item[f"image{slot}"] = _resize_image(_read_image(folder / "color" / f"{frame}.jpg"), (height, width))
             item[f"depth{slot}"] = _read_depth_png(folder / "depth" / f"{frame}.png")
+            check_scannet_depth_size(item[f"depth{slot}"].shape, folder / "depth" / f"{frame}.png")
             item[f"pose{slot}"] = self._pose(folder / "pose" / f"{frame}.txt")
         return item
 

@@ -83,6 +83,36 @@ class EvaluationConfig:
     progress: bool = True
     save_heads: bool = False
 
+    def __post_init__(self) -> None:
+        import math
+
+        from .datasets import DATASETS, check_int_setting
+
+        if isinstance(self.tasks, str) or not isinstance(self.tasks, (list, tuple)) or not self.tasks:
+            raise ValueError(f"EvaluationConfig.tasks must be a non-empty list of task names ({', '.join(TASKS)} or all), "
+                             f"got {self.tasks!r}")
+        for task in self.tasks:
+            if task not in TASKS and task != "all":
+                raise ValueError(f"EvaluationConfig.tasks: unknown task {task!r}; choose from {', '.join(TASKS)} or all")
+        self.tasks = list(self.tasks)
+        if self.dataset not in DATASETS:
+            raise ValueError(f"EvaluationConfig.dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
+        check_int_setting("EvaluationConfig.feature_batch_size", self.feature_batch_size, 1)
+        check_int_setting("EvaluationConfig.probe_epochs", self.probe_epochs, 1, optional=True)
+        check_int_setting("EvaluationConfig.probe_max_steps", self.probe_max_steps, 1, optional=True)
+        check_int_setting("EvaluationConfig.num_correspondences", self.num_correspondences, 1)
+        check_int_setting("EvaluationConfig.num_figures", self.num_figures, 0)
+        check_int_setting("EvaluationConfig.seed", self.seed)
+        try:
+            torch.device(self.device)
+        except (RuntimeError, TypeError) as error:
+            raise ValueError(f"EvaluationConfig.device: {self.device!r} is not a torch device ({error})") from None
+        scale = self.correspondence_scale
+        if scale is not None and (isinstance(scale, bool) or not isinstance(scale, (int, float))
+                                  or not math.isfinite(scale) or not 0 < scale <= 4):
+            raise ValueError(f"EvaluationConfig.correspondence_scale must be in (0, 4] (the matching resolution as a fraction of the image size) or None, "
+                             f"got {scale!r}")
+
     def resolved_tasks(self) -> list[str]:
         available = supported_tasks(self.dataset)
         if "all" in self.tasks:

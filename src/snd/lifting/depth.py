@@ -47,6 +47,12 @@ class DepthLifter:
     attach_colors: bool = True
 
     def __post_init__(self) -> None:
+        import math
+
+        for name in ("opacity", "footprint_scale", "thickness", "placeholder_depth"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"DepthLifter.{name} must be a finite number, got {type(value).__name__} {value!r}")
         if not 0 < self.opacity <= 1:
             raise ValueError(f"DepthLifter.opacity must be in (0, 1], got {self.opacity}")
         if self.footprint_scale <= 0:

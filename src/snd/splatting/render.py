@@ -107,11 +107,25 @@ def render_features(
     for name, value in (("opacities", opacities), ("colors", colors), ("viewmats", viewmats), ("Ks", Ks)):
         if value is None:
             raise ValueError(f"render_features: `{name}` is required")
-    if width is None or height is None or int(width) <= 0 or int(height) <= 0:
-        raise ValueError(f"render_features: `width` and `height` must be positive integers, got {width} x {height}")
-    width, height = int(width), int(height)
-    if not 0.0 < float(max_alpha) < 1.0:
-        raise ValueError(f"render_features: `max_alpha` must be in (0, 1), got {max_alpha}")
+    if width is None or height is None:
+        raise ValueError(f"render_features: `width` and `height` are required, got {width} x {height}")
+    sizes = checks.check_image_size("render_features", width=width, height=height)
+    width, height = sizes["width"], sizes["height"]
+    checks.check_float_tensors("render_features", means=means, quats=quats, scales=scales, opacities=opacities, colors=colors,
+                               viewmats=viewmats, Ks=Ks, backgrounds=backgrounds, covars=covars)
+    try:
+        alpha_value = float(max_alpha)
+    except (TypeError, ValueError):
+        alpha_value = float("nan")
+    if isinstance(max_alpha, (bool, str)) or not 0.0 < alpha_value < 1.0:
+        raise ValueError(f"render_features: `max_alpha` must be in (0, 1), got {max_alpha!r}")
+    if tile_size is not None and (isinstance(tile_size, bool) or not isinstance(tile_size, int) or not 1 <= tile_size <= 256):
+        raise ValueError(f"render_features: `tile_size` must be an integer in [1, 256] pixels (or None), got {tile_size!r}")
+    if isinstance(max_elements, bool) or not isinstance(max_elements, int) or max_elements < 1:
+        raise ValueError(f"render_features: `max_elements` must be a positive integer, got {max_elements!r}")
+    if isinstance(channel_chunk, bool) or not isinstance(channel_chunk, int) or not 1 <= channel_chunk <= 513:
+        raise ValueError(f"render_features: `channel_chunk` must be an integer in [1, 513], got {channel_chunk!r}")
+    checks.check_render_scalars("render_features", near_plane=near_plane)
     if not near_plane > 0 or not far_plane > near_plane:
         raise ValueError(f"render_features: need 0 < near_plane < far_plane, got {near_plane}, {far_plane}")
     checks.check_render_scalars("render_features", eps2d=eps2d, near_plane=near_plane)
@@ -178,6 +192,13 @@ def render_features(
     )
     # An empty scene is just the background; gsplat's kernels are not needed (nor tested) for it.
     resolved = resolve_backend(backend, means.device)
+    if cameras == 0 or flat_batch == 0:  # no image to render: empty outputs of the documented shapes
+        image_dims = batch_dims + (cameras, height, width)
+        return RenderOutput(
+            renders=colors.new_zeros(image_dims + (channels,)),
+            alphas=means.new_zeros(image_dims + (1,)),
+            depths=means.new_zeros(image_dims + (1,)) if render_depth else None,
+        )
     checks.check_render_size(arguments["means"], arguments["covars"], arguments["viewmats"], arguments["Ks"], width, height, channels,
                              near_plane, far_plane, eps2d, tile_size or (16 if resolved == "gsplat" else 8), colors.element_size(),
                              render_depth, memory_budget)
@@ -229,6 +250,7 @@ def render_gaussians(
     Returns:
         ``RenderOutput`` with ``renders [B, C, H, W, D]``.
     """
+    checks.check_image_size("render_gaussians", height=height, width=width)
     if features is None:
         features = gaussians.features
     if features is None:
@@ -244,7 +266,8 @@ def render_gaussians(
     if validate:
         checks.check_cameras_c2w(extrinsics, "render_gaussians", "extrinsics")
         checks.check_intrinsics(intrinsics, "render_gaussians", "intrinsics")
-        checks.check_gaussians(gaussians.means, gaussians.covariances, gaussians.opacities, features, where="render_gaussians")
+        checks.check_gaussians(gaussians.means, gaussians.covariances, gaussians.opacities, features, where="render_gaussians",
+                               names={"colors": "features", "covars": "covariances"})
     dtype = gaussians.means.dtype
     return render_features(
         means=gaussians.means,

@@ -22,6 +22,8 @@ __all__ = [
     "check_cameras_c2w",
     "check_finite",
     "check_gaussians",
+    "check_float_tensors",
+    "check_image_size",
     "check_intrinsics",
     "check_render_memory",
     "check_render_scalars",
@@ -74,29 +76,47 @@ def check_gaussians(
     quats: torch.Tensor | None = None,  # [..., N, 4]
     scales: torch.Tensor | None = None,  # [..., N, 3]
     where: str = "render_features",
+    names: dict[str, str] | None = None,
 ) -> None:
     """Finite means/covariances/colours, opacities in [0, 1], covariances symmetric PSD (read from the upper
-    triangle, as the renderer does: all principal minors >= -tol * scale^k)."""
-    for name, tensor in (("means", means), ("covars", covars), ("opacities", opacities), ("colors", colors), ("quats", quats), ("scales", scales)):
-        if tensor is not None and not tensor.is_floating_point():
-            # an integer opacity of 5 (or a bool mask) would skip every range check below and render as fully opaque
-            raise ValueError(f"{where}: `{name}` must be a floating-point tensor, got dtype {tensor.dtype}")
-    check_finite(means, "means", where, item_dims=1)
-    check_finite(quats, "quats", where, item_dims=1)
-    check_finite(scales, "scales", where, item_dims=1)
+    triangle, as the renderer does: all principal minors >= -tol * scale^k). ``names`` renames arguments in the
+    messages (e.g. ``{"colors": "features", "covars": "covariances"}`` for ``render_gaussians``)."""
+    label = {"means": "means", "covars": "covars", "opacities": "opacities", "colors": "colors", "quats": "quats",
+             "scales": "scales", **(names or {})}
+    check_float_tensors(where, **{label[k]: v for k, v in (("means", means), ("covars", covars), ("opacities", opacities),
+                                                            ("colors", colors), ("quats", quats), ("scales", scales))})
+    check_finite(means, label["means"], where, item_dims=1)
+    check_finite(quats, label["quats"], where, item_dims=1)
+    check_finite(scales, label["scales"], where, item_dims=1)
     if quats is not None and quats.numel():
         norm = quats.detach().norm(dim=-1)
         # a zero quaternion has no rotation: normalising it gives NaN (or an arbitrary one after clamping)
-        _first(~(norm > torch.finfo(norm.dtype).tiny), where, "quats", "must be non-zero quaternions (w, x, y, z)", quats.detach())
+        _first(~(norm > torch.finfo(norm.dtype).tiny), where, label["quats"], "must be non-zero quaternions (w, x, y, z)", quats.detach())
     if scales is not None and scales.numel():
         # negative scales square to a valid covariance but mean log-scales (or another parameterisation) were passed
-        _first(~(scales.detach() >= 0).all(-1), where, "scales", "must be >= 0 (standard deviations, not log-scales)", scales.detach())
+        _first(~(scales.detach() >= 0).all(-1), where, label["scales"], "must be >= 0 (standard deviations, not log-scales)", scales.detach())
     opacity = opacities.detach()
-    _first(~((opacity >= 0) & (opacity <= 1)), where, "opacities", "must lie in [0, 1]", opacity)
-    check_finite(colors, "colors", where, item_dims=1)
+    _first(~((opacity >= 0) & (opacity <= 1)), where, label["opacities"], "must lie in [0, 1]", opacity)
+    check_finite(colors, label["colors"], where, item_dims=1)
     if covars is None:
         return
-    name = "covars" if quats is None else "covars (from quats/scales)"
+    name = label["covars"] if quats is None else f"{label['covars']} (from quats/scales)"
+    _check_covariances(covars, name, where)
+
+
+def check_float_tensors(where: str, **tensors) -> None:
+    """Each given tensor (None skipped) must be a floating-point tensor: an integer opacity of 5 (or a bool mask, an
+    integer K) would skip every range check and render as something else entirely."""
+    for name, tensor in tensors.items():
+        if tensor is None:
+            continue
+        if not torch.is_tensor(tensor):
+            raise ValueError(f"{where}: `{name}` must be a torch.Tensor, got {type(tensor).__name__}")
+        if not tensor.is_floating_point():
+            raise ValueError(f"{where}: `{name}` must be a floating-point tensor, got dtype {tensor.dtype}")
+
+
+def _check_covariances(covars: torch.Tensor, name: str, where: str) -> None:
     check_finite(covars, name, where, item_dims=2)
     c = covars.detach()
     upper = c.reshape(-1, 9)[:, [0, 1, 2, 4, 5, 8]].t().contiguous()  # [6, M] rows: a b d e f i
@@ -126,8 +146,31 @@ def check_render_scalars(where: str = "render_features", **values) -> None:
             raise ValueError(f"{where}: `{name}` must be a finite number >= 0, got {value!r}")
 
 
+#: Largest image side a render accepts (a typo such as 1e9 is named; sizes below it go to the memory estimate).
+MAX_IMAGE_SIDE = 1 << 20
+
+
+def check_image_size(where: str = "render_features", **sides) -> dict[str, int]:
+    """``width`` / ``height`` (and similar counts) must be integers in [1, MAX_IMAGE_SIDE]: a float 32.5 would be
+    truncated silently, a bool is not a size, NaN and 1e9 are typos. Returns them as ints."""
+    checked = {}
+    for name, value in sides.items():
+        integral = isinstance(value, int) and not isinstance(value, bool)
+        if not integral and torch.is_tensor(value) and value.numel() == 1 and not value.is_floating_point() and value.dtype != torch.bool:
+            value, integral = int(value), True
+        if not integral and type(value).__module__ == "numpy" and getattr(value, "dtype", None) is not None and value.dtype.kind in "iu":
+            value, integral = int(value), True
+        if not integral:
+            raise ValueError(f"{where}: `{name}` must be an integer number of pixels, got {type(value).__name__} {value!r}")
+        if not 1 <= value <= MAX_IMAGE_SIDE:
+            raise ValueError(f"{where}: `{name}` must be in [1, {MAX_IMAGE_SIDE}] pixels, got {value}")
+        checked[name] = int(value)
+    return checked
+
+
 def check_viewmats(viewmats: torch.Tensor, where: str = "render_features", name: str = "viewmats") -> None:
     """Finite rigid 4x4 transforms: orthonormal rotation with det +1, last row (0, 0, 0, 1)."""
+    check_float_tensors(where, **{name: viewmats})
     check_finite(viewmats, name, where, item_dims=2)
     m = viewmats.detach()
     rotation = m[..., :3, :3]
@@ -149,6 +192,7 @@ def check_cameras_c2w(extrinsics: torch.Tensor, where: str, name: str = "extrins
 
 def check_intrinsics(Ks: torch.Tensor, where: str = "render_features", name: str = "Ks") -> None:
     """Finite intrinsics with positive focal lengths ``K[0, 0]``, ``K[1, 1]``."""
+    check_float_tensors(where, **{name: Ks})
     check_finite(Ks, name, where, item_dims=2)
     k = Ks.detach()
     _first(~((k[..., 0, 0] > 0) & (k[..., 1, 1] > 0)), where, name, "must have positive focal lengths K[0,0], K[1,1]", k)

@@ -86,6 +86,15 @@ def read_labels(path: Path) -> np.ndarray:
     return array
 
 
+def check_label_range(labels: np.ndarray, num_classes: int, path) -> None:
+    """Stored labels (before ``reduce_zero_label``) must be 0 (unlabelled), 1..num_classes, or 255 (ignored)."""
+    bad = (labels != 255) & ((labels < 0) | (labels > num_classes))
+    if bad.any():
+        values = np.unique(labels[bad])
+        raise ValueError(f"{path}: label map holds {values[:5].tolist()} ({int(bad.sum())} pixels); expected 0 (unlabelled), "
+                         f"1..{num_classes} or 255 (ignored) for this {num_classes}-class dataset")
+
+
 def _strip(path: str) -> str:
     return path[1:] if path[:1] in ("/", "\\") else path
 
@@ -129,8 +138,10 @@ class SplitListDepthDataset(torch.utils.data.Dataset):
 class FolderSegmentationDataset(torch.utils.data.Dataset):
     """mmseg ``CustomDataset``: every ``img_suffix`` file under ``img_dir`` (recursive, sorted) with its label."""
 
-    def __init__(self, img_dir: str | Path, ann_dir: str | Path, img_suffix: str, seg_map_suffix: str = ".png"):
+    def __init__(self, img_dir: str | Path, ann_dir: str | Path, img_suffix: str, seg_map_suffix: str = ".png",
+                 num_classes: int | None = None):
         self.img_dir, self.ann_dir = Path(img_dir), Path(ann_dir)
+        self.num_classes = num_classes  # stored labels must be 0 (unlabelled), 1..num_classes or 255 (ignored)
         if not self.img_dir.is_dir():
             raise FileNotFoundError(f"segmentation images: folder {self.img_dir} not found")
         if not self.ann_dir.is_dir():
@@ -155,6 +166,8 @@ class FolderSegmentationDataset(torch.utils.data.Dataset):
         labels = read_labels(label_path)
         if labels.shape != tuple(image.shape[-2:]):
             raise ValueError(f"{label_path}: labels {labels.shape} do not match image {tuple(image.shape[-2:])}")
+        if self.num_classes is not None:
+            check_label_range(labels, self.num_classes, label_path)
         return {"image": image, "labels": torch.from_numpy(reduce_zero_label(labels)),
                 "name": str(image_path.relative_to(self.img_dir))}
 
@@ -246,12 +259,13 @@ def segmentation_datasets(dataset: str, data_dir: str | Path, test_set: str = "f
         raise ValueError(f"segmentation: dataset {dataset!r} has no 'vis' test set (only nyuv2 does)")
     root = _root(data_dir, spec.subdir, spec.train_dirs[0])
     train = FolderSegmentationDataset(root / spec.train_dirs[0], root / spec.train_dirs[1], spec.img_suffix,
-                                      spec.seg_map_suffix)
+                                      spec.seg_map_suffix, spec.num_classes)
     test_dirs = spec.vis_test_dirs if test_set == "vis" else spec.test_dirs
     if test_set == "vis" and not (root / test_dirs[0]).is_dir():
         raise FileNotFoundError(
             f"segmentation: the released ViT-S NYUv2 config tests on {root / test_dirs[0]} and {root / test_dirs[1]}, "
             "which are not there; pass --nyu-seg-test-set full (SegmentationProtocol(nyu_test_set='full')) to test "
             "on the full nyu_test_rgb set, as the released ViT-B config does")
-    test = FolderSegmentationDataset(root / test_dirs[0], root / test_dirs[1], spec.img_suffix, spec.seg_map_suffix)
+    test = FolderSegmentationDataset(root / test_dirs[0], root / test_dirs[1], spec.img_suffix, spec.seg_map_suffix,
+                                     spec.num_classes)
     return train, test, spec

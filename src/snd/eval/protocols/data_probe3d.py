@@ -181,7 +181,8 @@ class GeoNetNormals(torch.utils.data.Dataset):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"NYU GeoNet: {self.root} is not a folder (expected Probe3D's nyu_geonet/ of .mat files)")
-        files = sorted(p.name for p in self.root.iterdir() if p.is_file() and p.suffix == ".mat")
+        # every .mat entry but folders: a named pipe or dangling link is refused by name when read, not silently skipped
+        files = sorted(p.name for p in self.root.iterdir() if p.suffix == ".mat" and not p.is_dir())
         if not files:
             raise ValueError(f"NYU GeoNet: no .mat file in {self.root}")
         bad_indices = self.BAD_INDICES
@@ -223,6 +224,12 @@ class GeoNetNormals(torch.utils.data.Dataset):
                 f"NYU GeoNet: {path}: expected img [>=480, >=640, 3], depth [>=480, >=640], norm [>=480, >=640, 3]; "
                 f"got {variables['img'].shape}, {variables['depth'].shape}, {variables['norm'].shape}"
             )
+        for key, values in (("depth", depth), ("norm", normals)):
+            bad = ~np.isfinite(values)
+            if bad.any():
+                where = tuple(int(v) for v in np.argwhere(bad)[0])
+                raise ValueError(f"NYU GeoNet: {path}: variable {key!r} holds a non-finite value at {where} ({int(bad.sum())} "
+                                 "such); expected finite ground truth")
         for channel, mean in enumerate(GEONET_MEAN_RGB):
             image[:, :, channel] = image[:, :, channel] + 2 * mean
         image = image.astype(np.uint8)  # as Probe3D (values outside [0, 255] wrap as numpy casts them)
@@ -246,7 +253,7 @@ class NYUTestNormals(torch.utils.data.Dataset):
     name = "nyuv2-test"
 
     def __init__(self, root: str | Path):
-        from snd.eval.datasets import load_numpy_pickle
+        from snd.eval.datasets import check_nyu_arrays, load_numpy_pickle
 
         path = Path(root)
         path = path / NYU_TEST_FILE if path.is_dir() else path
@@ -259,19 +266,17 @@ class NYUTestNormals(torch.utils.data.Dataset):
             if key not in data:
                 raise ValueError(f"NYUv2 test: {path} has no '{key}' entry (keys: {sorted(data)})")
         self.path = path
-        self.indices = [int(i) for i in np.asarray(data["test_indices"]).reshape(-1)]
+        self.indices = [int(i) for i in check_nyu_arrays(data, path, ("test_indices",), "NYUv2 test")["test_indices"]]
         self.images, self.depths, self.snorms = data["images"], data["depths"], data["snorms"]
-        if np.asarray(self.images).ndim != 4 or np.asarray(self.images).shape[1] != 3:
-            raise ValueError(f"NYUv2 test: {path}: 'images' should be [N, 3, H, W] uint8, got {np.shape(self.images)}")
-        bad = [i for i in self.indices if not 0 <= i < len(self.images)]
-        if bad:
-            raise ValueError(f"NYUv2 test: {path}: test_indices {bad[:5]} out of range for {len(self.images)} images")
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, index: int) -> dict:
+        from snd.eval.datasets import check_nyu_item
+
         i = self.indices[index]
+        check_nyu_item(self.path, i, np.asarray(self.depths[i]), where="NYUv2 test")
         image = torch.from_numpy(np.asarray(self.images[i], dtype=np.uint8).copy()).float() / 255.0  # [3, H, W]
         depth = np.array(self.depths[i], copy=True)
         depth[depth > NYU_MAX_DEPTH] = 0  # in the stored dtype, as Probe3D
@@ -324,6 +329,9 @@ class ScanNetPairsProbe3D(torch.utils.data.Dataset):
         array = np.array(image)
         if array.ndim != 2:
             raise ValueError(f"ScanNet pairs: depth {path} should be a single-channel 16-bit PNG, got shape {array.shape}")
+        from snd.eval.datasets import check_scannet_depth_size
+
+        check_scannet_depth_size(array.shape, path)
         return torch.tensor(array).float()[None] / 1000.0  # [1, H, W]
 
     @staticmethod
@@ -335,6 +343,9 @@ class ScanNetPairsProbe3D(torch.utils.data.Dataset):
             raise ValueError(f"ScanNet pairs: cannot read pose {path}: {error}") from error
         if pose.shape != (4, 4) or not np.isfinite(pose).all():
             raise ValueError(f"ScanNet pairs: pose {path} should be a finite 4 x 4 camera-to-world matrix, got {pose.shape}")
+        from snd.eval.datasets import check_rigid_pose
+
+        check_rigid_pose(pose, path)
         return torch.tensor(pose)  # float64
 
     def __getitem__(self, index: int) -> dict:

@@ -40,6 +40,27 @@ DEFAULT_THRESHOLDS = (5, 10, 20)
 DEFAULT_ROTATION_BINS = (0, 15, 30, 60, 180)
 
 
+def _as_float_array(values, name: str) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"correspondence: `{name}` must be numeric arrays ({error})") from None
+
+
+def _check_finite(array: np.ndarray, name: str) -> None:
+    bad = ~np.isfinite(array)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"correspondence: `{name}` hold {int(bad.sum())} non-finite value(s) (first {float(array[index])!r} at index "
+                         f"{index}); a model output must be finite")
+
+
+def _check_thresholds(thresholds, name: str = "thresholds") -> None:
+    values = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    if values.size == 0 or not (np.isfinite(values) & (values > 0)).all():
+        raise ValueError(f"correspondence: `{name}` must be finite numbers > 0, got {thresholds!r}")
+
+
 def _name(value: float) -> str:
     return f"{value:g}"
 
@@ -58,10 +79,17 @@ def correspondence_metrics(
         raise ValueError(f"correspondence: aggregation must be 'image' or 'pixel', got {aggregation!r}")
     if len(predictions) != len(references):
         raise ValueError(f"correspondence: {len(predictions)} predicted pairs but {len(references)} references")
+    _check_thresholds(thresholds)
+    _check_thresholds(binned_threshold, "binned_threshold")
     errors = []
     for index, (predicted, reference) in enumerate(zip(predictions, references)):
-        predicted = np.asarray(predicted, dtype=np.float64).reshape(-1, 2)
-        reference = np.asarray(reference, dtype=np.float64).reshape(-1, 2)
+        predicted = _as_float_array(predicted, f"predictions[{index}]")
+        reference = _as_float_array(reference, f"references[{index}]")
+        for name, points in (("predictions", predicted), ("references", reference)):
+            if points.size % 2 or (points.ndim > 1 and points.shape[-1] != 2):
+                raise ValueError(f"correspondence: pair {index}: `{name}` has shape {points.shape}; expected [K, 2] pixel positions")
+            _check_finite(points, f"{name}[{index}] (pair {index})")
+        predicted, reference = predicted.reshape(-1, 2), reference.reshape(-1, 2)
         if predicted.shape != reference.shape:
             raise ValueError(
                 f"correspondence: pair {index} has {predicted.shape} predicted but {reference.shape} true positions"
@@ -81,6 +109,10 @@ def correspondence_metrics(
         rotations = np.asarray(relative_rotations, dtype=np.float64).reshape(-1)
         if len(rotations) != len(errors):
             raise ValueError(f"correspondence: {len(rotations)} rotations for {len(errors)} pairs")
+        _check_finite(rotations, "relative_rotations")
+        bins = np.asarray(rotation_bins, dtype=np.float64).reshape(-1)
+        if bins.size < 2 or not np.isfinite(bins).all() or not (np.diff(bins) > 0).all():
+            raise ValueError(f"correspondence: `rotation_bins` must be at least two increasing finite edges, got {rotation_bins!r}")
         per_pair = np.array([(e < binned_threshold).mean() if len(e) else np.nan for e in errors])
         for low, high in zip(rotation_bins[:-1], rotation_bins[1:]):
             inside = (rotations >= low) & (rotations < high) & np.isfinite(per_pair)

@@ -36,6 +36,27 @@ author={El Banani, Mohamed and others}, booktitle={CVPR}, year={2024}}"""
 NYU_CROP = (slice(45, 471), slice(41, 601))
 
 
+def _as_float_array(values, name: str) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"depth: `{name}` must be numeric arrays ({error})") from None
+
+
+def _check_finite(array: np.ndarray, name: str) -> None:
+    bad = ~np.isfinite(array)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"depth: `{name}` hold {int(bad.sum())} non-finite value(s) (first {float(array[index])!r} at index "
+                         f"{index}); a model output must be finite")
+
+
+def _check_thresholds(thresholds, name: str = "thresholds") -> None:
+    values = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    if values.size == 0 or not (np.isfinite(values) & (values > 0)).all():
+        raise ValueError(f"depth: `{name}` must be finite numbers > 0, got {thresholds!r}")
+
+
 def depth_metrics(
     predictions,
     references,
@@ -45,16 +66,25 @@ def depth_metrics(
     aggregation: str = "image",
 ) -> dict[str, float]:
     """Pure-numpy implementation behind the `evaluate` module (usable without it)."""
-    predictions = np.asarray(predictions, dtype=np.float64)
-    references = np.asarray(references, dtype=np.float64)
+    predictions = _as_float_array(predictions, "predictions")
+    references = _as_float_array(references, "references")
     if predictions.ndim == 2:
         predictions, references = predictions[None], references[None]
     if predictions.shape != references.shape or predictions.ndim != 3:
         raise ValueError(
             f"depth: predictions {predictions.shape} and references {references.shape} must both be [N, H, W]"
         )
+    if predictions.size == 0:
+        raise ValueError(f"depth: predictions {predictions.shape} and references {references.shape} hold no pixel")
     if aggregation not in ("image", "pixel"):
         raise ValueError(f"depth: aggregation must be 'image' or 'pixel', got {aggregation!r}")
+    for name, value in (("min_depth", min_depth), ("max_depth", max_depth)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float, np.number))
+                                  or not np.isfinite(value) or value < 0):
+            raise ValueError(f"depth: `{name}` must be a finite number >= 0 (metres) or None, got {value!r}")
+    if min_depth is not None and max_depth is not None and not min_depth < max_depth:
+        raise ValueError(f"depth: `min_depth` ({min_depth}) must be below `max_depth` ({max_depth})")
+    _check_finite(predictions, "predictions")
     if nyu_crop:
         if predictions.shape[-2:] != (480, 640):
             raise ValueError(f"depth: nyu_crop needs 480 x 640 maps, got {predictions.shape[-2:]}")

@@ -49,6 +49,24 @@ def _iou_from_confusion(confusion: np.ndarray) -> np.ndarray:
         return np.where(union > 0, intersection / union, np.nan)
 
 
+#: Largest class count: the confusion matrix holds num_labels^2 int64 counts (11,585 classes = 1 GiB).
+MAX_LABELS = 11_585
+
+
+def _label_array(values, name: str) -> np.ndarray:
+    array = np.asarray(values)
+    if array.dtype.kind in "iub":
+        return array
+    if array.dtype.kind == "f":
+        finite = np.isfinite(array)
+        if not finite.all() or (array != np.round(array)).any():
+            bad = ~finite | (array != np.round(np.nan_to_num(array)))
+            index = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"mean_iou: `{name}` must hold integer class ids; first {float(array[index])!r} at index {index}")
+        return array.astype(np.int64)
+    raise ValueError(f"mean_iou: `{name}` must hold integer class ids, got dtype {array.dtype}")
+
+
 def segmentation_metrics(predictions, references, num_classes: int | None = None, ignore_index: int = 255,
                          aggregation="pixel", num_labels: int | None = None, reduce_labels: bool = False,
                          label_map: dict | None = None, nan_to_num: float | None = None):
@@ -57,8 +75,13 @@ def segmentation_metrics(predictions, references, num_classes: int | None = None
     if num_labels is not None and num_classes is not None and int(num_labels) != int(num_classes):
         raise ValueError(f"mean_iou: num_labels ({num_labels}) and num_classes ({num_classes}) disagree; pass one")
     num_classes = num_labels if num_labels is not None else num_classes
-    predictions = np.asarray(predictions)
-    references = np.asarray(references)
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer))
+                                    or not 1 <= num_classes <= MAX_LABELS):
+        raise ValueError(f"mean_iou: num_labels must be an integer in [1, {MAX_LABELS}], got {num_classes!r}")
+    if isinstance(ignore_index, bool) or not isinstance(ignore_index, (int, np.integer)):
+        raise ValueError(f"mean_iou: ignore_index must be an integer label, got {ignore_index!r}")
+    predictions = _label_array(predictions, "predictions")
+    references = _label_array(references, "references")
     if label_map:
         mapped = references.copy()
         for old, new in label_map.items():
@@ -73,6 +96,8 @@ def segmentation_metrics(predictions, references, num_classes: int | None = None
         raise ValueError(
             f"mean_iou: predictions {predictions.shape} and references {references.shape} must both be [N, H, W]"
         )
+    if predictions.size == 0:
+        raise ValueError(f"mean_iou: predictions {predictions.shape} and references {references.shape} hold no pixel")
     if num_classes is None or int(num_classes) < 1:
         raise ValueError("mean_iou: num_labels (a positive int) is required")
     num_classes = int(num_classes)
@@ -89,7 +114,7 @@ def segmentation_metrics(predictions, references, num_classes: int | None = None
     if bad_prediction.any():
         raise ValueError(f"mean_iou: predicted label {predictions[bad_prediction][0]} outside [0, {num_classes})")
     if not valid.any():
-        raise ValueError("mean_iou: every reference pixel is the ignore index")
+        raise ValueError(f"mean_iou: every reference pixel is the ignore index (ignore_index={ignore_index})")
 
     confusions = [_confusion(predictions[i][valid[i]], references[i][valid[i]], num_classes) for i in range(len(predictions))]
     total = np.sum(confusions, axis=0)

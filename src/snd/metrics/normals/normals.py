@@ -38,6 +38,27 @@ author={El Banani, Mohamed and others}, booktitle={CVPR}, year={2024}}"""
 DEFAULT_THRESHOLDS = (11.25, 22.5, 30.0)
 
 
+def _as_float_array(values, name: str) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"normals: `{name}` must be numeric arrays ({error})") from None
+
+
+def _check_finite(array: np.ndarray, name: str) -> None:
+    bad = ~np.isfinite(array)
+    if bad.any():
+        index = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"normals: `{name}` hold {int(bad.sum())} non-finite value(s) (first {float(array[index])!r} at index "
+                         f"{index}); a model output must be finite")
+
+
+def _check_thresholds(thresholds, name: str = "thresholds") -> None:
+    values = np.asarray(thresholds, dtype=np.float64).reshape(-1)
+    if values.size == 0 or not (np.isfinite(values) & (values > 0)).all():
+        raise ValueError(f"normals: `{name}` must be finite numbers > 0, got {thresholds!r}")
+
+
 def angular_error_degrees(predictions: np.ndarray, references: np.ndarray, eps: float = 1e-8) -> np.ndarray:
     """[N, 3, H, W] x [N, 3, H, W] -> [N, H, W] angle between the vectors, in degrees."""
     dot = (predictions * references).sum(axis=1)
@@ -56,8 +77,8 @@ ZERO_NORMALS = ("exclude", "count_90")
 def normal_metrics(predictions, references, valid=None, thresholds=DEFAULT_THRESHOLDS, aggregation="image",
                    zero_normals="exclude"):
     """Pure-numpy implementation behind the `evaluate` module (usable without it)."""
-    predictions = np.asarray(predictions, dtype=np.float64)
-    references = np.asarray(references, dtype=np.float64)
+    predictions = _as_float_array(predictions, "predictions")
+    references = _as_float_array(references, "references")
     if predictions.ndim == 3:
         predictions, references = predictions[None], references[None]
     if predictions.shape != references.shape or predictions.ndim != 4 or predictions.shape[1] != 3:
@@ -68,6 +89,10 @@ def normal_metrics(predictions, references, valid=None, thresholds=DEFAULT_THRES
         raise ValueError(f"normals: aggregation must be 'image' or 'pixel', got {aggregation!r}")
     if zero_normals not in ZERO_NORMALS:
         raise ValueError(f"normals: zero_normals must be one of {ZERO_NORMALS}, got {zero_normals!r}")
+    if predictions.size == 0:
+        raise ValueError(f"normals: predictions {predictions.shape} and references {references.shape} hold no pixel")
+    _check_thresholds(thresholds)
+    _check_finite(predictions, "predictions")
     mask = np.isfinite(references).all(axis=1)
     zero_length = np.linalg.norm(np.nan_to_num(references), axis=1) == 0  # [N, H, W]
     if zero_normals == "exclude":
@@ -80,7 +105,7 @@ def normal_metrics(predictions, references, valid=None, thresholds=DEFAULT_THRES
             raise ValueError(f"normals: valid mask has shape {valid.shape}, expected {mask.shape} ([N, H, W])")
         mask &= valid
     if not mask.any():
-        raise ValueError("normals: no valid pixel")
+        raise ValueError("normals: no valid pixel: every one of the `references` normals is non-finite or zero-length, or masked by `valid`")
     errors = angular_error_degrees(np.nan_to_num(predictions), np.nan_to_num(references))
     if zero_normals == "count_90":
         errors = np.where(zero_length, 90.0, errors)  # Probe3D: cos_sim(x, 0) = 0 -> 90 degrees
