@@ -14,12 +14,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+import sys  # noqa: E402
+
+# The checkout's own src first (as pytest's ``pythonpath``): a worktree or second clone measures its own code, not
+# another checkout's editable install.
+_REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path[:0] = [os.path.join(_REPO, "src"), _REPO]
+
 import argparse  # noqa: E402
 import dataclasses  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
 import pkgutil  # noqa: E402
-import sys  # noqa: E402
 import tempfile  # noqa: E402
 from pathlib import Path  # noqa: E402
 

@@ -13,7 +13,8 @@ code_exec      ``ctx.marker`` exists afterwards (a payload ran)
 data_loss      a protected file or folder changed or vanished
 crash          the child died of a signal (SIGSEGV, SIGABRT, ...) or exited without reporting
 hang           the child ran past its timeout and was killed
-memory         MemoryError, or the child was killed by the memory limit
+memory         a plain MemoryError (a failed allocation), or the child was killed by the memory limit; a
+               subclass raised on purpose before allocating (e.g. ``RenderMemoryError``) is a refusal like any other
 probe_error    the *setup* raised: a bug of the probe, not of snd
 ok             a valid input was accepted
 refused_valid  a valid input was refused (an error for a valid input)
@@ -160,7 +161,10 @@ def _child(case: Case, work: Path, report_fd: int) -> None:
                 message = text.strip() if isinstance(code, int) else str(code)
                 report = {"stage": "run", "type": "SystemExit", "message": message[-4000:], "exit": code if isinstance(code, int) else 1}
         except MemoryError as error:
-            report = {"stage": "run", "type": "MemoryError", "message": str(error)}
+            if type(error) is MemoryError:  # a failed allocation; a subclass is a deliberate up-front refusal
+                report = {"stage": "run", "type": "MemoryError", "message": str(error)}
+            else:
+                report = {"stage": "run", "type": type(error).__name__, "message": str(error)[-4000:], "trace": traceback.format_exc()[-4000:]}
         except BaseException as error:  # noqa: BLE001 - the outcome under test
             report = {"stage": "run", "type": type(error).__name__, "message": str(error)[-4000:], "trace": traceback.format_exc()[-4000:]}
     os.write(report_fd, (json.dumps(report) + "\n").encode())

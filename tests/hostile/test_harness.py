@@ -51,9 +51,10 @@ CASES = {
     "data_loss": Case("self", "data_loss", _protected_then(lambda user: user.write_text("gone")), names=("x",)),
     "code_exec": Case("self", "code_exec", _payload, names=("x",)),
     "probe_error": Case("self", "probe_error", lambda ctx: 1 / 0, names=("x",)),
+    "deliberate_memory_refusal": Case("self", "refusal", lambda ctx: _raise(type("RenderMemoryError", (MemoryError,), {})("width x height needs 1 TiB")), names=("width",)),
     "exit_clear": Case("self", "exit", lambda ctx: (lambda: (os.write(2, b"error: --data.root /x does not exist\n"), exit(2))), names=("--data.root",)),
 }
-EXPECTED = {"exit_clear": "clear"}
+EXPECTED = {"exit_clear": "clear", "deliberate_memory_refusal": "clear"}
 
 
 def test_each_outcome_is_classified_as_built(tmp_path):
@@ -63,9 +64,9 @@ def test_each_outcome_is_classified_as_built(tmp_path):
     assert got == {key: EXPECTED.get(key, key) for key in keys}
     summary = summarise(results)
     assert summary["cases"] == len(keys) and sum(summary["total"].values()) == len(keys)
-    assert summary["total"]["clear"] == 2 and summary["total"]["crash"] == 1
+    assert summary["total"]["clear"] == 3 and summary["total"]["crash"] == 1
     report = report_markdown(results)
-    assert "| **all** | 12 |" in report and "`self/unclear`" in report and "`self/clear`" not in report
+    assert "| **all** | 13 |" in report and "`self/unclear`" in report and "`self/clear`" not in report
 
 
 def test_a_data_loss_is_seen_even_when_the_child_crashes_after_it(tmp_path):
