@@ -379,3 +379,11 @@ def test_scannetpp_extreme_focal_is_refused(tmp_path):
     with pytest.raises(SceneDataError, match=r"field 'fl_x'.*focal length 1e-09 px is outside"):
         dataset = ScanNetPPDataset(tmp_path, split="train", image_shape=(12, 16), sampler=ViewSampler(min_gap=3, max_gap=5, seed=0))
         dataset.load_views(0, [0])
+
+
+def test_undecodable_image_bytes_name_chunk_and_field_without_a_python_object_repr():
+    with pytest.raises(SceneDataError) as info:
+        open_image(b"not an image at all", scene="scene-1", field="images[3]", file="000000.torch")
+    message = str(info.value)
+    assert "000000.torch" in message and "images[3]" in message and "the encoded bytes" in message
+    assert "BytesIO" not in message and " at 0x" not in message

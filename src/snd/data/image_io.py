@@ -23,13 +23,16 @@ def open_image(source: str | Path | bytes, *, scene: str | None, field: str, fil
             require_regular_file(source, what="an image file", error=ValueError)
         except ValueError as error:
             raise SceneDataError(str(error).split(": ", 1)[-1], scene=scene, file=name, field=field) from None
+    in_memory = isinstance(source, (bytes, bytearray))
+    image_source = io.BytesIO(source) if in_memory else source
     try:
-        image = Image.open(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source)
+        image = Image.open(image_source)
         image.load()
     except Image.DecompressionBombError as error:
         raise SceneDataError(f"refused as a possible decompression bomb ({error})", scene=scene, file=name, field=field) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as error:
-        raise SceneDataError(f"cannot decode image ({error})", scene=scene, file=name, field=field) from error
+        detail = str(error).replace(f"{image_source!r}", "the encoded bytes") if in_memory else str(error)
+        raise SceneDataError(f"cannot decode image ({detail})", scene=scene, file=name, field=field) from error
     return image
 
 
