@@ -10,8 +10,9 @@ Any config field can be set with ``--set section.key=value`` or ``--section.key 
 ``--mixed_precision`` applies unless the config sets ``training.mixed_precision``. An ``--output_dir`` that holds a
 run needs ``--resume_from_checkpoint latest`` or ``--overwrite_output_dir``.
 
-A configuration mistake (a bad field, a missing path, a Hub model while offline) ends with one ``error: ...`` line on
-stderr and exit status 2 (``accelerate launch --quiet`` leaves out the launcher's own traceback; it exits 1).
+A configuration mistake (a bad field, a missing path, a Hub model while offline, an unreadable dataset or weights file)
+ends with one ``error: ...`` line on stderr and exit status 2 (``accelerate launch --quiet`` leaves out the launcher's
+own traceback; it exits 1).
 """
 
 import argparse
@@ -19,6 +20,8 @@ import os
 import sys
 
 from snd.distill import ConfigError, SourceNotFoundError, preset_names, run
+from snd.convert import ConversionError
+from snd.data.errors import SceneDataError
 from snd.distill.checkpoints import CheckpointError
 from snd.distill.config import dotted_flags_to_overrides
 
@@ -65,7 +68,7 @@ def main(argv=None):
             verbose=args.verbose,
             allow_config_change=args.allow_config_change,
         )
-    except (ConfigError, CheckpointError, SourceNotFoundError) as error:
+    except (ConfigError, CheckpointError, SourceNotFoundError, SceneDataError, ConversionError) as error:
         # One line, once: every process of a multi-process launch fails the same way, only the first says so.
         if _is_main_process():
             print(f"error: {error}", file=sys.stderr)

@@ -32,6 +32,39 @@ from snd.errors import SourceNotFoundError, check_model_source  # noqa: E402
 ALL_DATASETS = tuple(dict.fromkeys(DATASETS + ("scannet",)))
 
 
+def _number(kind, low, what):
+    """An argparse type: ``kind`` (int/float), finite and >= ``low`` (> ``low`` for a float ``low`` of 0)."""
+
+    def parse(text):
+        import math
+
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not math.isfinite(value) or value < low or (kind is float and low == 0 and value == 0):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    parse.__name__ = what
+    return parse
+
+
+POSITIVE = _number(int, 1, "an integer >= 1")
+NON_NEGATIVE = _number(int, 0, "an integer >= 0")
+POSITIVE_FLOAT = _number(float, 0.0, "a finite number > 0")
+
+
+def _device(text):
+    import torch
+
+    try:
+        torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected a torch device such as cpu, cuda or cuda:1, got {text!r}") from None
+    return text
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", action="append", required=True,
@@ -43,12 +76,12 @@ def parse_args(argv=None):
     parser.add_argument("--protocol", choices=PROTOCOLS, default=None,
                         help="snd: the published protocols (default for real datasets); quick: cached-feature "
                              "probes, not comparable with published numbers (default for synthetic)")
-    parser.add_argument("--max-iters", type=int, default=None,
+    parser.add_argument("--max-iters", type=POSITIVE, default=None,
                         help="snd protocol: stop each task after N iterations of its official schedule (smoke runs)")
-    parser.add_argument("--max-test-images", type=int, default=None, help="snd protocol: evaluate the first N test images")
-    parser.add_argument("--train-batch-size", type=int, default=None,
+    parser.add_argument("--max-test-images", type=POSITIVE, default=None, help="snd protocol: evaluate the first N test images")
+    parser.add_argument("--train-batch-size", type=POSITIVE, default=None,
                         help="snd protocol: override the official training batch size (changes the protocol)")
-    parser.add_argument("--num-workers", type=int, default=None,
+    parser.add_argument("--num-workers", type=NON_NEGATIVE, default=None,
                         help="snd protocol: data loader processes (default 0 on CPU, 4 on GPU; results do not depend on it)")
     parser.add_argument("--nyu-seg-test-set", choices=("auto", "full", "vis"), default=None,
                         help="snd protocol, NYUv2 segmentation test set: auto (default) = as the released config of "
@@ -56,28 +89,28 @@ def parse_args(argv=None):
     parser.add_argument("--output-dir", default="evaluation")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace an earlier evaluation's results.json / comparison.md in --output-dir (refused otherwise)")
-    parser.add_argument("--probe-epochs", type=int, default=None, help="override every probe's epochs")
-    parser.add_argument("--probe-max-steps", type=int, default=None, help="cap every probe's optimiser steps")
-    parser.add_argument("--num-correspondences", type=int, default=1000)
-    parser.add_argument("--correspondence-scale", type=float, default=None,
+    parser.add_argument("--probe-epochs", type=POSITIVE, default=None, help="override every probe's epochs")
+    parser.add_argument("--probe-max-steps", type=POSITIVE, default=None, help="cap every probe's optimiser steps")
+    parser.add_argument("--num-correspondences", type=POSITIVE, default=1000)
+    parser.add_argument("--correspondence-scale", type=POSITIVE_FLOAT, default=None,
                         help="image scale of the matching (default 0.25 as Probe3D; 1.0 for synthetic)")
-    parser.add_argument("--num-figures", type=int, default=3, help="test images / pairs drawn per task")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per backbone call")
-    parser.add_argument("--seed", type=int, default=0, help="probe initialisation and data order")
-    parser.add_argument("--device", default=None, help="default: cpu for --protocol quick, cuda if available for snd")
+    parser.add_argument("--num-figures", type=NON_NEGATIVE, default=3, help="test images / pairs drawn per task")
+    parser.add_argument("--batch-size", type=POSITIVE, default=8, help="images per backbone call")
+    parser.add_argument("--seed", type=NON_NEGATIVE, default=0, help="probe initialisation and data order")
+    parser.add_argument("--device", type=_device, default=None, help="default: cpu for --protocol quick, cuda if available for snd")
     parser.add_argument("--cache-features", action="store_true", help="store features under OUTPUT_DIR/feature_cache")
-    parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads (1 is fastest on a busy CPU)")
+    parser.add_argument("--num-threads", type=POSITIVE, default=None, help="torch CPU threads (1 is fastest on a busy CPU)")
     parser.add_argument("--no-progress", action="store_true")
     parser.add_argument("--save-heads", action="store_true",
                         help="save trained depth/segmentation probes as SnDForDepthEstimation / SnDForSemanticSegmentation "
                              "folders (backbone included, image processor, card) under OUTPUT_DIR/<model>/heads/<task>")
     synthetic = parser.add_argument_group("synthetic benchmark")
     defaults = SyntheticEvalConfig()
-    synthetic.add_argument("--synthetic-train-scenes", type=int, default=defaults.train_scenes)
-    synthetic.add_argument("--synthetic-test-scenes", type=int, default=defaults.test_scenes)
-    synthetic.add_argument("--synthetic-image-size", type=int, default=defaults.image_size)
-    synthetic.add_argument("--synthetic-frame-stride", type=int, default=defaults.frame_stride)
-    synthetic.add_argument("--synthetic-seed", type=int, default=defaults.seed)
+    synthetic.add_argument("--synthetic-train-scenes", type=POSITIVE, default=defaults.train_scenes)
+    synthetic.add_argument("--synthetic-test-scenes", type=POSITIVE, default=defaults.test_scenes)
+    synthetic.add_argument("--synthetic-image-size", type=POSITIVE, default=defaults.image_size)
+    synthetic.add_argument("--synthetic-frame-stride", type=POSITIVE, default=defaults.frame_stride)
+    synthetic.add_argument("--synthetic-seed", type=NON_NEGATIVE, default=defaults.seed)
     return parser.parse_args(argv)
 
 
@@ -113,6 +146,8 @@ def _main(args):
         check_results_dir(args.output_dir, args.overwrite)
     except ResultsExistError as error:
         raise SystemExit(f"error: {error}") from None
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        raise SystemExit(f"error: --output-dir {args.output_dir} is a file, not a folder; choose another --output-dir")
     check_sources(args)
     protocol = args.protocol or ("quick" if args.dataset == "synthetic" else "snd")
     if protocol == "snd":
@@ -155,6 +190,10 @@ def _main(args):
         progress=not args.no_progress,
         save_heads=args.save_heads,
     )
+    try:
+        config.resolved_tasks()
+    except ValueError as error:  # a task the dataset has no ground truth for
+        raise SystemExit(f"error: --task: {error}") from None
     evaluate_backbones(args.model, config)
     with open(os.path.join(args.output_dir, "comparison.md")) as table:
         print(table.read())

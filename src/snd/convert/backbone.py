@@ -109,8 +109,14 @@ def convert_backbone(
     else:
         state, _ = load_checkpoint(source)
         name = str(source)
-    canonical = TO_TORCHHUB[format](state)
-    found = describe_architecture(canonical)
+    try:
+        canonical = TO_TORCHHUB[format](state)
+        found = describe_architecture(canonical)
+    except KeyError as error:  # a checkpoint of another layout (or another model): name it, not the missing key alone
+        raise ConversionError(
+            f"{name}: not a {format!r}-layout DINOv2 checkpoint (no {error.args[0]!r} among its keys once mapped); "
+            f"check --format (one of {FORMATS})"
+        ) from None
     preset = _check_preset(preset, found, name)
     config = SnDConfig.from_preset(
         preset,
@@ -125,6 +131,11 @@ def convert_backbone(
     model = load_into_model(SnDModel(config), mapped, name, hint=f" (preset {preset!r})")
 
     def weight(key: str) -> torch.Tensor:
+        if key not in canonical:  # the reference needs every DINOv2 tensor: another layout or model lacks some
+            raise ConversionError(
+                f"{name}: not a {format!r}-layout DINOv2 checkpoint (no {key!r} among its keys once mapped); "
+                f"check --format (one of {FORMATS})"
+            )
         return canonical[key].float()
 
     def reference(pixels):

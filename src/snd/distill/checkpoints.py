@@ -36,6 +36,10 @@ class CheckpointError(RuntimeError):
     """A checkpoint cannot be used (incomplete, corrupt, or holding pickled code); the message names the file."""
 
 
+class MissingCheckpointError(CheckpointError, FileNotFoundError):
+    """``--resume_from_checkpoint`` names no complete checkpoint (nothing there, a file, a folder without the marker)."""
+
+
 class DiskFullError(OSError):
     """No space left on the device while writing; the message names the path."""
 
@@ -165,7 +169,7 @@ def resolve_resume(output_dir: str | os.PathLike, resume: str | None) -> Path | 
         return None
     path = Path(resume)
     if not (path / COMPLETE_MARKER).exists():
-        raise FileNotFoundError(f"--resume_from_checkpoint {resume}: not a complete checkpoint directory (no {COMPLETE_MARKER})")
+        raise MissingCheckpointError(f"--resume_from_checkpoint {resume}: not a complete checkpoint directory (no {COMPLETE_MARKER})")
     return verify_checkpoint(path)
 
 

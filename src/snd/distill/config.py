@@ -361,7 +361,8 @@ _POSITIVE = [
     "teacher.update_every", "data.image_height", "data.image_width", "data.num_scenes", "data.num_frames",
     "data.samples_per_scene", "data.min_gap", "data.num_target_views", "training.max_steps", "training.batch_size",
     "training.keep_checkpoints", "training.log_every", "loss.student_temperature", "loss.teacher_temperature",
-    "training.lr", "teacher.near_plane", "teacher.feature_budget_gib",
+    "training.lr", "teacher.near_plane", "teacher.feature_budget_gib", "model.lora_alpha", "lifter.opacity",
+    "lifter.footprint_scale", "training.adam_eps",
 ]
 _NON_NEGATIVE = ["training.log_images_every", "training.checkpoint_every", "training.max_grad_norm", "training.weight_decay", "data.num_workers", "training.max_skipped_steps", "model.lora_dropout",
                  "training.one_cycle_extra_steps", "training.max_empty_steps"]
@@ -454,9 +455,40 @@ def _read_yaml(path: Path) -> dict:
     # a regular file only (a FIFO would block forever), UTF-8, aliases bounded (no "billion laughs")
     text = read_text(path, what="a YAML config file (UTF-8 text)", error=ConfigError, max_bytes=16 * 2**20)
     values = load_yaml(text, source=str(path), error=ConfigError) or {}
+    _refuse_duplicate_keys(text, path)
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (model, data, training, ...), got {type(values).__name__}")
     return values
+
+
+def _refuse_duplicate_keys(text: str, path: Path) -> None:
+    """YAML keeps the last of two equal keys in one mapping without a word (``lr:`` twice, or a ``training:`` section
+    given twice, whose first copy's fields would vanish): refused, naming the key and its lines."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:  # pragma: no cover - load_yaml parsed it already
+        return
+    seen_nodes, stack = set(), [(root, "")]
+    while stack:
+        node, where = stack.pop()
+        if node is None or id(node) in seen_nodes:  # aliases: each node once
+            continue
+        seen_nodes.add(id(node))
+        if isinstance(node, yaml.MappingNode):
+            first: dict = {}
+            for key, value in node.value:
+                name = key.value if isinstance(key, yaml.ScalarNode) else None
+                if name is not None and name in first:
+                    dotted = f"{where}.{name}" if where else name
+                    raise ConfigError(
+                        f"{path}: key {dotted!r} is given twice (lines {first[name] + 1} and {key.start_mark.line + 1}); "
+                        "YAML would keep only the last one"
+                    )
+                if name is not None:
+                    first[name] = key.start_mark.line
+                stack.append((value, f"{where}.{name}" if where else str(name)))
+        elif isinstance(node, yaml.SequenceNode):
+            stack.extend((item, where) for item in node.value)
 
 
 def preset_names() -> list[str]:
@@ -617,6 +649,9 @@ def dotted_flags_to_overrides(arguments: list[str]) -> list[str]:
         else:
             if index + 1 >= len(arguments):
                 raise ConfigError(f"{argument} needs a value")
+            following = arguments[index + 1]
+            if following.startswith("--") and "." in following.split("=", 1)[0] and not following[2:3].isdigit():
+                raise ConfigError(f"{argument} needs a value, got the next flag {following!r}")
             overrides.append(f"{argument[2:]}={arguments[index + 1]}")
             index += 2
     return overrides
@@ -715,6 +750,16 @@ def validate(config: DistillConfig) -> DistillConfig:
         raise ConfigError(f"training.warmup_fraction must be in [0, 1), got {config.training.warmup_fraction}")
     if not 0.0 < config.data.near < config.data.far:
         raise ConfigError(f"data.near and data.far must satisfy 0 < near < far, got {config.data.near}, {config.data.far}")
+    if not config.teacher.far_plane > config.teacher.near_plane:
+        raise ConfigError(f"teacher.far_plane must be > teacher.near_plane, got far_plane={config.teacher.far_plane}, "
+                          f"near_plane={config.teacher.near_plane}")
+    if not 0 <= config.training.seed < 2**32:
+        raise ConfigError(f"training.seed must be in [0, 2**32 - 1] (numpy's seed range), got {config.training.seed}")
+    if config.model.config_overrides and config.model.pretrained is not None:
+        raise ConfigError(
+            f"model.config_overrides {config.model.config_overrides} only applies to a random init (model.pretrained: null); "
+            f"model.pretrained={config.model.pretrained!r} loads its own architecture, so they would be ignored"
+        )
     if not 0.0 < config.teacher.opacity_clamp < 1.0:
         raise ConfigError(f"teacher.opacity_clamp must be in (0, 1) (0.999 gsplat, 0.99 the release), got {config.teacher.opacity_clamp}")
     if config.teacher.opacity_clamp != 0.999 and config.teacher.render_backend == "gsplat":

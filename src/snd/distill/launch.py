@@ -223,6 +223,17 @@ def is_snd_run(output_dir: str | Path) -> bool:
     return isinstance(record, dict) and isinstance(record.get("training", {}), dict) and "training" in record
 
 
+def _refuse_non_folder(output_dir: Path) -> None:
+    """`output_dir`, or the first of its parents that exists, must be a folder (not a file the user keeps there)."""
+    for path in (output_dir, *output_dir.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(
+                    f"training.output_dir {output_dir}: {path} is a file, not a folder; choose another --output_dir"
+                )
+            return
+
+
 def _inside(path: Path, folder: Path) -> bool:
     try:
         path.resolve().relative_to(folder.resolve())
@@ -248,6 +259,7 @@ def check_output_dir(output_dir: str | Path, resume_from_checkpoint: str | None,
     - A folder locked by another live run (`output_dir_lock`) is refused.
     """
     output_dir = Path(output_dir)
+    _refuse_non_folder(output_dir)
     main = global_rank() == 0
     if main:
         _refuse_if_locked_by_another(output_dir)
@@ -283,8 +295,36 @@ def check_output_dir(output_dir: str | Path, resume_from_checkpoint: str | None,
             "--resume_from_checkpoint latest to continue it, --overwrite_output_dir to replace it, or choose another --output_dir"
         )
     if main:
+        _refuse_foreign_checkpoint_folders(output_dir)
         removed = remove_run_outputs(output_dir)
         logger.warning("--overwrite_output_dir: removed the earlier run's %s from %s", ", ".join(removed) or "nothing", output_dir)
+
+
+def _refuse_foreign_checkpoint_folders(output_dir: Path) -> None:
+    """A `checkpoints/checkpoint-XXXXXXXX` folder that holds files a save never writes (and no `snd_checkpoint.json`)
+    is not one of the run's checkpoints: `--overwrite_output_dir` would delete it with them, so it is refused, naming
+    it. (A run's torn saves are `.tmp-` folders, or final folders holding only what a save writes.)"""
+    from .checkpoints import COMPLETE_MARKER
+
+    foreign = []
+    for path in _run_checkpoints(output_dir):
+        if path.name.startswith(".") or (path / COMPLETE_MARKER).is_file():
+            continue
+        if any(not _written_by_a_save(item.name) for item in path.iterdir()):
+            foreign.append(path.relative_to(output_dir).as_posix())
+    if foreign:
+        raise ConfigError(
+            f"training.output_dir {output_dir}: {', '.join(foreign)} is named like one of the run's checkpoints but has "
+            "no snd_checkpoint.json and holds other files; --overwrite_output_dir would delete it. Move it away first"
+        )
+
+
+_SAVE_FILES = re.compile(r"(model|optimizer|scheduler|random_states|sampler|snd_state|custom_checkpoint|pytorch_model|"
+                         r"heads|student|teacher|scaler|fsdp|optimizer)[\w.-]*|snd_checkpoint\.json|\..*")
+
+
+def _written_by_a_save(name: str) -> bool:
+    return _SAVE_FILES.fullmatch(name) is not None
 
 
 def remove_run_outputs(output_dir: str | Path) -> list[str]:
@@ -380,8 +420,28 @@ def _lock_state(path: Path, record: dict | None) -> str:
     return "held" if _alive(pid, record.get("pid_start")) else "stale"
 
 
+def _refuse_odd_lock(output_dir: Path, path: Path) -> None:
+    """The lock must be a regular file (or absent): reading a FIFO there would block forever, and a folder there cannot
+    be judged stale and removed (it may hold someone's files)."""
+    import stat
+
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        from ..safe_io import _kind
+
+        kind = "a symbolic link" if stat.S_ISLNK(mode) else _kind(mode)
+        raise OutputDirLockedError(
+            f"training.output_dir {output_dir}: {path} is {kind}, not snd's lock file (a small JSON record); "
+            f"if no run is using {output_dir}, remove it, or choose another --output_dir"
+        )
+
+
 def _refuse_if_locked_by_another(output_dir: Path) -> None:
     path = output_dir / LOCK_NAME
+    _refuse_odd_lock(output_dir, path)
     record = _read_lock(path)
     if _lock_state(path, record) == "held":
         raise OutputDirLockedError(_locked_message(output_dir, path, record))
@@ -409,6 +469,7 @@ def output_dir_lock(output_dir: str | Path, main_process: bool | None = None):
         yield None
         return
     output_dir = Path(output_dir)
+    _refuse_non_folder(output_dir)
     created = not output_dir.exists()  # a folder made only to hold the lock is removed again if the run wrote nothing
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / LOCK_NAME
@@ -421,6 +482,7 @@ def output_dir_lock(output_dir: str | Path, main_process: bool | None = None):
         try:
             descriptor = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
+            _refuse_odd_lock(output_dir, path)
             record = _read_lock(path)
             state = _lock_state(path, record)
             if state == "free":
