@@ -136,8 +136,6 @@ def main(argv=None):
 
 
 def _main(args):
-    if args.num_threads is not None and args.num_threads < 1:
-        raise SystemExit(f"error: --num-threads must be >= 1, got {args.num_threads}")
     if args.num_threads:
         import torch
 
