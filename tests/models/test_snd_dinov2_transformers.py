@@ -318,3 +318,26 @@ def test_torchvision_image_processor_backend_only_where_torchvision_is_installed
         assert "torchvision" not in backends
         with pytest.raises(ImportError, match="torchvision"):
             snd.SnDImageProcessorTorchvision()
+
+
+@pytest.mark.parametrize("first", ["BitImageProcessorPil", "BitImageProcessor"])
+def test_image_processor_registered_when_a_bit_processor_is_imported_first(first):
+    """Importing a Bit processor after snd runs Bit's `@auto_docstring`, which imports transformers' auto modules and
+    so snd's registration hook while Bit is half-defined: SnD's processors must not derive from Bit (they did, and
+    the circular import left SnDConfig out of AutoImageProcessor's mapping, with or without torchvision)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    script = (
+        "import snd\n"
+        f"from transformers import {first}\n"
+        "from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING\n"
+        "assert IMAGE_PROCESSOR_MAPPING[snd.SnDConfig]['pil'] is snd.SnDImageProcessor\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "callback after importing" not in done.stderr, done.stderr[-3000:]
