@@ -33,8 +33,12 @@ def test_import_snd_is_light_and_auto_classes_still_resolve(tmp_path, first):
             import snd.models.snd_dinov2.image_processing_snd_dinov2
             import snd.models.mvsplat.modeling_mvsplat
         from transformers import AutoBackbone, AutoConfig, AutoImageProcessor, AutoModel
-        processor = AutoImageProcessor.from_pretrained({str(tmp_path / "snd")!r})
+        processor = AutoImageProcessor.from_pretrained({str(tmp_path / "snd")!r}, backend="pil")
         assert type(processor).__name__ == "SnDImageProcessor" and type(processor).__module__.startswith("snd."), type(processor)
+        # no backend: transformers' default, the torchvision class where torchvision is installed
+        from transformers.utils import is_torchvision_available
+        default = "SnDImageProcessorTorchvision" if is_torchvision_available() else "SnDImageProcessor"
+        assert type(AutoImageProcessor.from_pretrained({str(tmp_path / "snd")!r})) is getattr(snd, default)
         model = AutoModel.from_pretrained({str(tmp_path / "snd")!r})
         assert type(model) is snd.SnDModel, type(model)
         assert type(AutoBackbone.from_config(AutoConfig.from_pretrained({str(tmp_path / "snd")!r}))).__name__ == "SnDBackbone"

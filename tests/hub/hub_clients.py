@@ -154,7 +154,10 @@ def load(args) -> dict:
     import snd  # noqa: F401
 
     model = AutoModel.from_pretrained(args.repo).eval()
-    processor = AutoImageProcessor.from_pretrained(args.repo)
+    # backend="pil": the pixels are compared bit for bit with SnDImageProcessor's; where torchvision is installed
+    # transformers' default would be SnDImageProcessorTorchvision (one uint8 level apart after resizing; tested in
+    # tests/models/test_snd_image_processor_torchvision.py)
+    processor = AutoImageProcessor.from_pretrained(args.repo, backend="pil")
     pixel_values = processor(images=reference["image"].numpy(), return_tensors="pt")["pixel_values"]
     with torch.no_grad():
         output = model(pixel_values)
@@ -185,7 +188,7 @@ def check_official(args) -> dict:
         repo_id, pth = item["repo"], item["pth"]
         state = {k: v.float() for k, v in torch.load(pth, map_location="cpu", weights_only=True).items()}
         model = AutoModel.from_pretrained(repo_id).eval()
-        processor = AutoImageProcessor.from_pretrained(repo_id)
+        processor = AutoImageProcessor.from_pretrained(repo_id, backend="pil")  # the PIL backend, as above
         image = (np.random.default_rng(1).random((30, 41, 3)) * 255).astype(np.uint8)
         processed = processor(images=image, return_tensors="pt")["pixel_values"]
         pixels = snd.normalize_images(torch.rand(1, 3, 42, 70, generator=torch.Generator().manual_seed(2)))

@@ -171,8 +171,13 @@ def test_depth_and_segmentation_models_in_pipelines(tmp_path, monkeypatch):
         expected = F.interpolate(expected[:, None], size=(56, 84), mode="bilinear")[:, 0]
     assert predicted.shape == (1, 56, 84) and torch.allclose(predicted, expected, atol=1e-5)
     assert 1e-3 <= predicted.min() and predicted.max() <= 5.0
-    depth = pipeline("depth-estimation", model=str(tmp_path / "depth"))(image)
+    depth_pipeline = pipeline("depth-estimation", model=str(tmp_path / "depth"))
+    depth = depth_pipeline(image)
     assert tuple(depth["predicted_depth"].shape) == (60, 90) and depth["depth"].size == (90, 60)
+    # the pipeline's own processor: AutoImageProcessor's pick, SnDImageProcessorTorchvision where torchvision is
+    # installed (its pixels differ from the PIL backend's by a uint8 level here and there)
+    with torch.no_grad():
+        predicted = loaded(depth_pipeline.image_processor(image, return_tensors="pt")["pixel_values"]).predicted_depth
     resized = F.interpolate(predicted[:, None], size=(60, 90), mode="bilinear")[0, 0]
     assert torch.allclose(depth["predicted_depth"], resized, atol=1e-5)
 
@@ -193,7 +198,9 @@ def test_depth_and_segmentation_models_in_pipelines(tmp_path, monkeypatch):
         segmenter = pipeline("image-segmentation", model=str(tmp_path / "segmentation"))
     assert "not supported" not in log.out, log.out  # the pipeline knows SnDForSemanticSegmentation
     segments = segmenter(image)
-    classes = F.interpolate(logits, size=(60, 90), mode="bilinear")[0].argmax(0)
+    with torch.no_grad():
+        pipeline_logits = loaded(segmenter.image_processor(image, return_tensors="pt")["pixel_values"]).logits
+    classes = F.interpolate(pipeline_logits, size=(60, 90), mode="bilinear")[0].argmax(0)
     for segment in segments:
         label_id = {v: k for k, v in labels.items()}[segment["label"]]
         assert np.array_equal(np.asarray(segment["mask"]) > 0, (classes == label_id).numpy())
@@ -318,3 +325,26 @@ def test_torchvision_image_processor_backend_only_where_torchvision_is_installed
         assert "torchvision" not in backends
         with pytest.raises(ImportError, match="torchvision"):
             snd.SnDImageProcessorTorchvision()
+
+
+@pytest.mark.parametrize("first", ["BitImageProcessorPil", "BitImageProcessor"])
+def test_image_processor_registered_when_a_bit_processor_is_imported_first(first):
+    """Importing a Bit processor after snd runs Bit's `@auto_docstring`, which imports transformers' auto modules and
+    so snd's registration hook while Bit is half-defined: SnD's processors must not derive from Bit (they did, and
+    the circular import left SnDConfig out of AutoImageProcessor's mapping, with or without torchvision)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    script = (
+        "import snd\n"
+        f"from transformers import {first}\n"
+        "from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING\n"
+        "assert IMAGE_PROCESSOR_MAPPING[snd.SnDConfig]['pil'] is snd.SnDImageProcessor\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "callback after importing" not in done.stderr, done.stderr[-3000:]

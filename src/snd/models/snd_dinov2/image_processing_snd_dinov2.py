@@ -4,9 +4,12 @@ For dense features at another resolution pass `size`/`crop_size` (multiples of 1
 call `normalize_images` on float images in [0, 1] (what the training and evaluation code does).
 
 Two backends, as transformers' own image processors: `SnDImageProcessor` (PIL / numpy, always available; what
-`AutoImageProcessor` gives by default) and `SnDImageProcessorTorchvision` (torchvision, batched and on the GPU
-where torchvision is installed; `AutoImageProcessor.from_pretrained(..., backend="torchvision")`). snd does not
-depend on torchvision: the torchvision class is registered with `AutoImageProcessor` only where torchvision imports.
+`AutoImageProcessor` gives where torchvision is not installed, or with `backend="pil"`) and
+`SnDImageProcessorTorchvision` (torchvision, batched and on the GPU; where torchvision is installed transformers'
+`AutoImageProcessor.from_pretrained` picks it by default). snd does not depend on torchvision: the torchvision
+class is registered with `AutoImageProcessor` only where torchvision imports. Both save the same folder. Their
+outputs agree to one or two uint8 levels after resizing, exactly without (as transformers' Bit pair:
+tests/models/test_snd_image_processor_torchvision.py).
 """
 
 from __future__ import annotations
@@ -15,21 +18,33 @@ import sys
 
 import torch
 import torch.nn.functional as F
+# The backends themselves, not transformers' Bit classes (DINOv2's processors, whose attributes `_SnDProcessing`
+# restates): importing a Bit module runs its `@auto_docstring`, which imports transformers' auto modules and so
+# snd's registration hook, which imports this module -- a circular import (Bit half-defined) that left SnD
+# unregistered with AutoImageProcessor when a Bit processor was the first thing imported after snd.
+from transformers.image_processing_backends import PilBackend, TorchvisionBackend
 from transformers.image_processing_outputs import SemanticSegmentationPostProcessorOutput
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, PILImageResampling
-from transformers.models.bit.image_processing_bit import BitImageProcessor
-from transformers.models.bit.image_processing_pil_bit import BitImageProcessorPil
 from transformers.utils import is_torchvision_available
 
 
 class _SnDProcessing:
-    """DINOv2's evaluation transform and the task models' post-processing, shared by both backends."""
+    """DINOv2's evaluation transform and the task models' post-processing, shared by both backends.
+
+    The attributes are transformers' `BitImageProcessor` / `BitImageProcessorPil` (what DINOv2 checkpoints use)
+    with DINOv2's sizes and ImageNet statistics."""
 
     resample = PILImageResampling.BICUBIC
     image_mean = list(IMAGENET_DEFAULT_MEAN)
     image_std = list(IMAGENET_DEFAULT_STD)
     size = {"shortest_edge": 256}
+    default_to_square = False
     crop_size = {"height": 224, "width": 224}
+    do_resize = True
+    do_center_crop = True
+    do_rescale = True
+    do_normalize = True
+    do_convert_rgb = True
 
     def post_process_depth_estimation(self, outputs, target_sizes=None) -> list[dict[str, torch.Tensor]]:
         """`predicted_depth [B, h, w]` -> one `{"predicted_depth": [H, W]}` per image, bilinearly resized to its
@@ -72,14 +87,20 @@ class _SnDProcessing:
         return results
 
 
-class SnDImageProcessor(_SnDProcessing, BitImageProcessorPil):
+class SnDImageProcessor(_SnDProcessing, PilBackend):
     """DINOv2's evaluation transform (PIL / numpy backend): bicubic resize of the shorter side to 256, centre crop
     224 x 224, rescale to [0, 1], ImageNet normalisation. Outputs `pixel_values [B, 3, H, W]`."""
 
 
-class SnDImageProcessorTorchvision(_SnDProcessing, BitImageProcessor):
+class SnDImageProcessorTorchvision(_SnDProcessing, TorchvisionBackend):
     """`SnDImageProcessor` on transformers' torchvision backend (batched, on tensors, on the GPU if they are there).
-    Needs torchvision, which snd does not depend on."""
+    Needs torchvision, which snd does not depend on.
+
+    It saves the same folder as `SnDImageProcessor` (as transformers' backend pairs do: `BitImageProcessorPil` saves
+    as `BitImageProcessor`): `image_processor_type` "SnDImageProcessor" and an `auto_map` to `SnDImageProcessor`, so
+    a folder saved from either backend loads with either, and without torchvision (or without snd, as remote code).
+    Where torchvision is installed `AutoImageProcessor.from_pretrained` picks this backend by default (transformers'
+    rule), so code that saves what it loaded must not write a torchvision-only folder."""
 
     def __init__(self, **kwargs):
         if not is_torchvision_available():
@@ -88,6 +109,16 @@ class SnDImageProcessorTorchvision(_SnDProcessing, BitImageProcessor):
                 "SnDImageProcessor does the same without it"
             )
         super().__init__(**kwargs)
+
+    def to_dict(self):
+        output = super().to_dict()
+        output["image_processor_type"] = SnDImageProcessor.__name__
+        auto_map = output.get("auto_map")
+        if isinstance(auto_map, dict) and isinstance(auto_map.get("AutoImageProcessor"), str):
+            module, _, name = auto_map["AutoImageProcessor"].rpartition(".")
+            if name == type(self).__name__:
+                output["auto_map"] = {**auto_map, "AutoImageProcessor": f"{module}.{SnDImageProcessor.__name__}"}
+        return output
 
 
 def normalize_images(images: torch.Tensor) -> torch.Tensor:
@@ -101,6 +132,8 @@ def normalize_images(images: torch.Tensor) -> torch.Tensor:
 
 # save_pretrained writes an auto_map (the folder then loads with trust_remote_code=True without snd).
 SnDImageProcessor.register_for_auto_class("AutoImageProcessor")
+# (this module is copied into the folder; to_dict points the auto_map at SnDImageProcessor)
+SnDImageProcessorTorchvision.register_for_auto_class("AutoImageProcessor")
 if __name__.startswith("snd."):
     # snd registers its classes with the Auto classes when transformers' auto modules load (snd._lazy); when
     # that happened during this module's own imports, the class did not exist yet: complete it now.
