@@ -34,7 +34,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        check_output(args.output, args.overwrite)  # before the (slow) conversion
+        check_output(args.output, args.overwrite, inputs=(args.input,))  # before the (slow) conversion; never the input itself
         if args.format == "dinov3-hub":
             from snd.convert.dinov3 import convert_dinov3_hub, save_transformers_backbone
 

@@ -272,7 +272,7 @@ def read_preprocessor_config(path: Path) -> dict:
         return value
 
     mean, std = numbers("image_mean", False), numbers("image_std", True)
-    if mean is not None and std is not None and len(mean) != len(std):
+    if mean is not None and std is not None and len(mean) != len(std) and 1 not in (len(mean), len(std)):  # one value: every channel
         raise ConversionError(f"{path}: fields 'image_mean' ({len(mean)} values) and 'image_std' ({len(std)} values) differ in length")
     for name in ("size", "crop_size"):
         value = values.get(name)
@@ -281,6 +281,18 @@ def read_preprocessor_config(path: Path) -> dict:
         entries = value.values() if isinstance(value, dict) else [value]
         if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in entries if v is not None):
             raise ConversionError(f"{path}: field {name!r} is {value!r}; expected positive integers (e.g. {{'height': 224, 'width': 224}})")
+    factor = values.get("rescale_factor")
+    if factor is not None and (isinstance(factor, bool) or not isinstance(factor, (int, float)) or not math.isfinite(factor) or factor <= 0):
+        raise ConversionError(f"{path}: field 'rescale_factor' is {factor!r}; expected a finite number > 0 (e.g. 1/255 = 0.00392156862745098)")
+    resample = values.get("resample")
+    if resample is not None and (isinstance(resample, bool) or not isinstance(resample, int) or not 0 <= resample <= 5):
+        raise ConversionError(f"{path}: field 'resample' is {resample!r}; expected a PIL resampling filter number 0-5 (3 = bicubic)")
+    for name, value in values.items():
+        if name.startswith("do_") and value is not None and not isinstance(value, bool):
+            raise ConversionError(f"{path}: field {name!r} is {value!r}; expected true or false")
+    for name in ("image_processor_type", "processor_class"):
+        if values.get(name) is not None and not isinstance(values[name], str):
+            raise ConversionError(f"{path}: field {name!r} is {values[name]!r}; expected a class name (a string)")
     return values
 
 

@@ -29,7 +29,7 @@ def test_a_sound_folder_loads(folder):
 def test_truncated_weights_name_the_folder(folder):
     weights = folder / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:300])
-    with pytest.raises(ConversionError, match=r"model\.pretrained=.*student.*cannot load the model in .*student.*intact weights"):
+    with pytest.raises(ConversionError, match=r"student/model\.safetensors: corrupt or truncated safetensors file"):
         load_backbone(ModelConfig(pretrained=str(folder)))
 
 

@@ -194,9 +194,17 @@ def verify_patch_tokens(
 # Output folders: never delete or replace what the user had unless asked
 
 
-def check_output(output: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Refuse an existing file or non-empty folder at ``output`` unless ``overwrite`` (call before converting)."""
+def check_output(output: str | os.PathLike, overwrite: bool = False, inputs=()) -> Path:
+    """Refuse an existing file or non-empty folder at ``output`` unless ``overwrite`` (call before converting), and an
+    ``output`` that is or holds one of ``inputs`` (local paths): replacing it would delete the checkpoint being read."""
     output = Path(output)
+    for source in inputs:
+        source = Path(source)
+        if source.exists() and output.exists():
+            resolved, target = source.resolve(), output.resolve()
+            if resolved == target or target in resolved.parents:
+                raise ConversionError(f"{output}: is or holds the input {source}; replacing it would delete the checkpoint being "
+                                      "converted; choose another --output")
     if output.is_symlink() or (output.exists() and not output.is_dir()):
         if not overwrite:
             raise ConversionError(f"{output}: exists and is not a folder; choose another --output or pass --overwrite to replace it")

@@ -174,8 +174,13 @@ def convert_checkpoint(
     nothing is saved. An existing file or non-empty folder at `output` is refused unless `overwrite`
     (which replaces it by renames, as `snd.convert.save_backbone` does).
     """
-    output = check_output(output, overwrite)
-    model, report = convert_state_dict(load_official_checkpoint(source))
+    output = check_output(output, overwrite, inputs=(source,))
+    try:
+        model, report = convert_state_dict(load_official_checkpoint(source))
+    except ConversionError as error:
+        if str(source) in str(error):
+            raise
+        raise ConversionError(f"{source}: {error}") from error
     check_finite_state({ours_to_official(k): v for k, v in model.state_dict().items()}, str(source))
     check_forward_finite(model, str(source))
     staging = staging_folder(output)

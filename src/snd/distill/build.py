@@ -52,6 +52,88 @@ def read_model_type(config_file: Path) -> str | None:
     return model_type
 
 
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+_FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+_INTEGER_BUFFERS = ("num_batches_tracked", "position_ids", "_index", "_indices")
+
+
+def _check_model_type(config_file: Path, model_type: str | None) -> None:
+    """An unknown ``model_type`` is named (transformers would ask for remote code or fail with its own message)."""
+    from transformers import CONFIG_MAPPING
+
+    from ..convert import ConversionError
+
+    if model_type is not None and model_type not in CONFIG_MAPPING:
+        raise ConversionError(f"{config_file}: field 'model_type' is {model_type!r}, not a model type snd or transformers knows "
+                              "(expected e.g. 'snd_dinov2', 'dinov2', 'dinov3_vit')")
+
+
+def _check_weights_file(folder: Path) -> Path | None:
+    """The folder's ``model.safetensors``: a regular file whose header reads and whose tensors are floating point; a
+    folder with no weight file at all is refused naming ``model.safetensors``. Returns it (None for other layouts)."""
+    from ..convert import ConversionError
+    from ..safe_io import require_regular_file
+
+    weights = folder / "model.safetensors"
+    if not weights.exists() and not weights.is_symlink():
+        if any((folder / name).exists() for name in _WEIGHT_FILES[1:]):
+            return None
+        raise ConversionError(f"{weights}: missing; expected the weights next to config.json (a save_pretrained folder)")
+    what = "the model's weights (a safetensors file)"
+    try:
+        require_regular_file(weights, what=what, error=ConversionError)
+    except FileNotFoundError as error:
+        raise ConversionError(str(error)) from None
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            dtypes = {key: handle.get_slice(key).get_dtype() for key in handle.keys()}
+    except (SafetensorError, OSError) as error:
+        raise ConversionError(f"{weights}: corrupt or truncated safetensors file ({error}); expected {what}") from None
+    # integer buffers are legitimate (a BatchNorm's num_batches_tracked, position ids); integer weights are not
+    odd = {key: dtype for key, dtype in dtypes.items() if dtype not in _FLOAT_DTYPES and not key.endswith(_INTEGER_BUFFERS)}
+    if odd:
+        raise ConversionError(f"{weights}: {len(odd)} tensor(s) are not floating point, e.g. {dict(list(odd.items())[:3])}; "
+                              "expected float weights")
+    return weights
+
+
+def _raise_shape_mismatches(weights: Path, config_file: Path, error: Exception) -> None:
+    """transformers' "ignore_mismatched_sizes" error with its report (logged, not in the message) rebuilt: the tensors
+    whose shape in ``weights`` differs from the model ``config_file`` describes."""
+    from safetensors import safe_open
+    from transformers import AutoConfig, AutoModel
+
+    import snd  # noqa: F401 - the SnD Auto classes
+
+    from ..convert import ConversionError
+
+    mismatches = []
+    try:
+        with torch.device("meta"):
+            expected = AutoModel.from_config(AutoConfig.from_pretrained(str(config_file.parent))).state_dict()
+        with safe_open(str(weights), framework="pt") as handle:
+            for key in handle.keys():
+                shape = tuple(handle.get_slice(key).get_shape())
+                if key in expected and tuple(expected[key].shape) != shape:
+                    mismatches.append(f"{key}: file {shape} vs config {tuple(expected[key].shape)}")
+    except Exception:  # noqa: BLE001 - the report is a courtesy; the refusal below stands either way
+        pass
+    raise ConversionError(
+        f"{weights}: its tensors do not fit the model {config_file} describes ({len(mismatches)} shape mismatch(es)"
+        + (f", e.g. {mismatches[:3]}" if mismatches else "") + "); config.json and the weights are from different models"
+    ) from error
+
+
+def _check_finite_parameters(model, where: Path) -> None:
+    from ..convert import ConversionError
+
+    bad = [name for name, value in model.named_parameters() if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+    if bad:
+        raise ConversionError(f"{where}: {len(bad)} weight tensor(s) hold NaN/Inf values, e.g. {bad[:5]}; expected finite weights")
+
+
 class _naming_the_folder:
     """Context manager: a library error while loading a model folder (corrupt weights, a config field of the wrong
     type) becomes a :class:`~snd.convert.ConversionError` naming ``model.pretrained`` and the folder."""
@@ -80,6 +162,7 @@ class _naming_the_folder:
 
 def _load_pretrained(config: ModelConfig):
     from ..backbones import pretrained_backbone
+    from ..convert import ConversionError
     from ..models.snd_dinov2 import SnDModel
 
     from ..assets import resolve
@@ -100,14 +183,28 @@ def _load_pretrained(config: ModelConfig):
         if not config_file.exists():
             raise SourceNotFoundError(f"model.pretrained={source!r}: directory has no config.json (expected a save_pretrained directory)")
         model_type = read_model_type(config_file)
+        _check_model_type(config_file, model_type)
+        weights = _check_weights_file(path)
         with _naming_the_folder(source, path):
-            if model_type == "snd_dinov2":
-                return SnDModel.from_pretrained(str(path))
-            if _dinov2_as_snd(config, model_type=model_type):
-                from ..convert import convert_backbone
+            try:
+                if model_type == "snd_dinov2":
+                    model, info = SnDModel.from_pretrained(str(path), output_loading_info=True)
+                    missing = sorted(info.get("missing_keys") or [])
+                    if missing:
+                        raise ConversionError(f"{weights}: lacks {len(missing)} tensor(s) of the model in {config_file}, e.g. "
+                                              f"{missing[:5]}; they would be random (an incomplete or foreign checkpoint)")
+                elif _dinov2_as_snd(config, model_type=model_type):
+                    from ..convert import convert_backbone
 
-                return convert_backbone(str(path), format="transformers")[0]
-            return pretrained_backbone(str(path))
+                    model = convert_backbone(str(path), format="transformers")[0]
+                else:
+                    model = pretrained_backbone(str(path))
+            except RuntimeError as error:
+                if "ignore_mismatched_sizes" in str(error) and weights is not None:
+                    _raise_shape_mismatches(weights, config_file, error)
+                raise
+        _check_finite_parameters(model, weights or path)
+        return model
     require_hub_id(source, "model.pretrained")
     if _dinov2_as_snd(config, hub_id=source):
         from ..convert import convert_backbone

@@ -122,7 +122,9 @@ def checkpoint_problems(path: str | os.PathLike, check_hashes: bool = True) -> l
             f"{path / COMPLETE_MARKER}: no file manifest (written by an older snd, whose pickled state Accelerate would "
             "unpickle with code); convert it with snd.distill.checkpoints.upgrade_legacy_checkpoint(path)"
         ]
-    problems = []
+    problems = _marker_problems(path, record)
+    if problems:
+        return problems
     for name, expected in files.items():
         file = path / name
         if not file.is_file():
@@ -131,9 +133,38 @@ def checkpoint_problems(path: str | os.PathLike, check_hashes: bool = True) -> l
             problems.append(f"{file}: {file.stat().st_size} bytes, the manifest says {expected.get('size')} (truncated or replaced)")
         elif check_hashes and _sha256(file) != expected.get("sha256"):
             problems.append(f"{file}: SHA-256 differs from the manifest (corrupt or modified)")
-    for file in sorted(path.glob("custom_checkpoint_*.pkl")):
-        if file.name not in files:
-            problems.append(f"{file}: a pickle that is not in the manifest")
+    for file in sorted(path.rglob("*")):
+        name = file.relative_to(path).as_posix()
+        if name != COMPLETE_MARKER and name not in files and (file.is_file() or file.is_symlink()):
+            kind = "a pickle" if file.name.startswith("custom_checkpoint_") else "a file"
+            problems.append(f"{file}: {kind} that is not in the manifest {path / COMPLETE_MARKER} (added after the checkpoint was written)")
+    return problems
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _marker_problems(path: Path, record: dict) -> list[str]:
+    """What is malformed in a format-2 marker's fields: ``step`` (a non-negative int, the folder's own step), ``run``
+    (an object), and each manifest entry (a relative path inside the folder with an int ``size`` and a SHA-256)."""
+    marker = path / COMPLETE_MARKER
+    problems = []
+    step = record.get("step")
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        problems.append(f"{marker}: field 'step' is {step!r}; expected a non-negative integer")
+    else:
+        match = re.fullmatch(rf"{CHECKPOINT_PREFIX}(\d+)", path.name)
+        if match and int(match.group(1)) != step:
+            problems.append(f"{marker}: field 'step' is {step}, but the folder {path.name} is the checkpoint of step {int(match.group(1))}")
+    if "run" in record and not isinstance(record["run"], dict):
+        problems.append(f"{marker}: field 'run' is {type(record['run']).__name__}; expected an object of run facts")
+    for name, expected in record["files"].items():
+        parts = name.split("/")
+        if not name or name.startswith("/") or "\\" in name or "\x00" in name or any(part in ("", ".", "..") for part in parts):
+            problems.append(f"{marker}: field 'files' lists {name!r}, a path outside the checkpoint folder; expected a relative path inside it")
+        elif not isinstance(expected, dict) or isinstance(expected.get("size"), bool) or not isinstance(expected.get("size"), int) \
+                or expected["size"] < 0 or not isinstance(expected.get("sha256"), str) or not _SHA256.fullmatch(expected["sha256"]):
+            problems.append(f"{marker}: field 'files' entry {name!r} is {expected!r}; expected {{'size': bytes, 'sha256': 64 hex digits}}")
     return problems
 
 
@@ -459,6 +490,29 @@ def check_optimizer_state(saved, optimizer, file: Path) -> None:
                     )
             elif not (value is None or isinstance(value, (int, float, bool))):
                 raise CheckpointError(f"{file}: field {where} is {_kind(value)}, not a tensor or number")
+            _require_finite(value, file, where)
+    for index, group in enumerate(groups):
+        for key, value in group.items():
+            if key != "params":
+                _require_finite(value, file, f"param_groups[{index}].{key}")
+
+
+def _require_finite(value, file: Path, field: str) -> None:
+    """Refuse NaN/Inf in a loaded state (a float, a floating tensor, or a list/tuple/dict of them), naming the field."""
+    import math
+
+    import torch
+
+    if isinstance(value, float) and not math.isfinite(value):
+        raise CheckpointError(f"{file}: field {field} is {value}; expected a finite number")
+    if isinstance(value, torch.Tensor) and value.is_floating_point() and value.numel() and not bool(torch.isfinite(value).all()):
+        raise CheckpointError(f"{file}: field {field} holds {int((~torch.isfinite(value)).sum())} NaN/Inf values; expected finite numbers")
+    if isinstance(value, (list, tuple)):
+        for index, item in enumerate(value):
+            _require_finite(item, file, f"{field}[{index}]")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _require_finite(item, file, f"{field}.{key}")
 
 
 def check_scheduler_state(saved, scheduler, file: Path) -> None:
@@ -472,8 +526,16 @@ def check_scheduler_state(saved, scheduler, file: Path) -> None:
     for key, value in saved.items():
         if key in live:
             _same_structure(value, live[key], file, str(key))
+            _require_finite(value, file, str(key))
         elif not isinstance(key, str) or hasattr(scheduler, key):
             raise CheckpointError(f"{file}: field {key} is not part of this run's scheduler state (loading it would replace its {key!r})")
+    epoch = saved.get("last_epoch")
+    if isinstance(epoch, int) and not -1 <= epoch <= MAX_SCHEDULER_EPOCH:
+        raise CheckpointError(f"{file}: field last_epoch is {epoch}; expected a step count from -1 to {MAX_SCHEDULER_EPOCH}")
+
+
+#: Largest ``last_epoch`` a scheduler state may hold (steps x processes of any real run are far below).
+MAX_SCHEDULER_EPOCH = 2**40
 
 
 def check_rng_state(saved, file: Path) -> None:
@@ -495,6 +557,8 @@ def check_rng_state(saved, file: Path) -> None:
     if not isinstance(state, tuple) or len(state) != 3 or state[2] is not None and not isinstance(state[2], float):
         raise CheckpointError(f"{file}: field random_state is {_kind(state)}, not Python's (version, state, gauss) tuple")
     _same_structure(state[:2], python[:2], file, "random_state")
+    if state[0] != python[0]:
+        raise CheckpointError(f"{file}: field random_state[0] is {state[0]!r}; expected Python's random state version {python[0]}")
     if not all(isinstance(word, int) and not isinstance(word, bool) for word in state[1]):
         raise CheckpointError(f"{file}: field random_state[1] holds values that are not ints")
     numpy_state = np.random.get_state()
@@ -564,13 +628,17 @@ def load_checkpoint(accelerator, path: str | os.PathLike, tensor_module=None, st
             try:
                 from safetensors import safe_open
 
-                with safe_open(str(path / name), framework="pt"):
-                    pass
+                with safe_open(str(path / name), framework="pt") as handle:
+                    _check_finite_tensors(handle, path / name)
             except (SafetensorError, OSError) as error:
                 raise CheckpointError(f"{path / name}: corrupt or truncated safetensors file ({error})") from error
+    counters = _read_counters(path / STATE_JSON, metadata.get("step")) if state is not None else None
     try:
         accelerator.load_state(str(path))
     except Exception as error:  # noqa: BLE001 - name the checkpoint whatever Accelerate raised
+        if "Error(s) in loading state_dict" in str(error):  # the model's tensors (keys, shapes) do not fit this run's model
+            raise CheckpointError(f"{path / 'model.safetensors'}: does not fit this run's model (a checkpoint of another "
+                                  f"model, or tampered): {str(error)[:600]}") from error
         raise CheckpointError(f"loading checkpoint {path} failed: {type(error).__name__}: {error}") from error
     if tensor_module is not None:
         file = path / STATE_TENSORS
@@ -585,14 +653,40 @@ def load_checkpoint(accelerator, path: str | os.PathLike, tensor_module=None, st
         except RuntimeError as error:
             raise CheckpointError(f"{file}: does not fit this run's teacher: {error}") from error
     if state is not None:
-        file = path / STATE_JSON
-        try:
-            state.load_state_dict(json.loads(file.read_text()))
-        except FileNotFoundError:
-            raise CheckpointError(f"{file}: missing (the train counters)") from None
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"{file}: corrupt train counters ({type(error).__name__}: {error})") from error
+        state.load_state_dict(counters)
     return metadata
+
+
+def _check_finite_tensors(handle, file: Path) -> None:
+    """Every floating tensor of an open safetensors file is finite (a NaN weight would be trained on or exported)."""
+    import torch
+
+    for key in handle.keys():
+        value = handle.get_tensor(key)
+        if value.is_floating_point() and value.numel() and not bool(torch.isfinite(value).all()):
+            raise CheckpointError(f"{file}: tensor {key!r} holds {int((~torch.isfinite(value)).sum())} NaN/Inf values; expected finite weights")
+
+
+def _read_counters(file: Path, step) -> dict:
+    """``snd_state.json``: a JSON object whose ``step``, ``skipped`` (and ``empty_streak``) are non-negative ints, ``step``
+    the checkpoint's own step; refused naming the file and field otherwise."""
+    from ..safe_io import load_json
+
+    try:
+        values = load_json(file, what="the train counters (a JSON object)", error=CheckpointError, max_bytes=1 << 20)
+    except FileNotFoundError:
+        raise CheckpointError(f"{file}: missing (the train counters)") from None
+    if not isinstance(values, dict):
+        raise CheckpointError(f"{file}: holds a JSON {type(values).__name__}; expected an object of train counters (step, skipped)")
+    for key in ("step", "skipped", "empty_streak"):
+        if key not in values and key == "empty_streak":
+            continue
+        value = values.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise CheckpointError(f"{file}: field {key!r} is {value!r}; expected a non-negative integer (corrupt train counters)")
+    if step is not None and values["step"] != step:
+        raise CheckpointError(f"{file}: field 'step' is {values['step']}, but the checkpoint is of step {step} (corrupt train counters)")
+    return values
 
 
 def upgrade_legacy_checkpoint(path: str | os.PathLike) -> Path:
@@ -757,10 +851,13 @@ def truncate_log(path: str | os.PathLike, step: int) -> int:
     """Drop loss-log lines written after ``step`` (by a run killed before its next checkpoint), and a torn final
     line (a kill mid-write) with a warning; a corrupt line elsewhere raises naming the file and line.
     Returns the number of lines dropped."""
+    from ..safe_io import read_text
+
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not path.is_symlink():
         return 0
-    lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    text = read_text(path, what="the run's loss log (JSON lines)", error=ValueError)
+    lines = [line for line in text.splitlines() if line.strip()]
     kept = []
     for number, line in enumerate(lines, 1):
         try:
@@ -772,7 +869,10 @@ def truncate_log(path: str | os.PathLike, step: int) -> int:
             raise ValueError(f"{path}: line {number} is not JSON ({error}): {line[:80]!r}") from error
         if not isinstance(record, dict):
             raise ValueError(f"{path}: line {number} is not a JSON object: {line[:80]!r}")
-        if record.get("step", 0) <= step:
+        value = record.get("step", 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"{path}: line {number}: field 'step' is {value!r}; expected a number: {line[:80]!r}")
+        if value <= step:
             kept.append(line)
     temporary = path.with_name(f".{path.name}.tmp")
     temporary.write_text("".join(line + "\n" for line in kept))

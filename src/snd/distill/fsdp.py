@@ -259,7 +259,7 @@ def load_sharded_checkpoint(accelerator, path, student: nn.Module, teacher: nn.M
     from safetensors.torch import load_file
     from torch.distributed.checkpoint.state_dict import get_model_state_dict, set_model_state_dict
 
-    from .checkpoints import STATE_JSON, CheckpointError, read_checkpoint_metadata
+    from .checkpoints import STATE_JSON, CheckpointError, _read_counters, read_checkpoint_metadata
 
     path = Path(path)
     metadata = read_checkpoint_metadata(path)
@@ -300,11 +300,8 @@ def load_sharded_checkpoint(accelerator, path, student: nn.Module, teacher: nn.M
         if isinstance(error, CheckpointError):
             raise
         raise CheckpointError(f"{tensor_file}: does not fit this run ({type(error).__name__}: {error})") from error
-    if state is not None:
-        try:
-            state.load_state_dict(json.loads((path / STATE_JSON).read_text()))
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise CheckpointError(f"{path / STATE_JSON}: missing or corrupt train counters ({error})") from error
+    if state is not None:  # a regular UTF-8 JSON object of non-negative int counters, of the checkpoint's own step
+        state.load_state_dict(_read_counters(path / STATE_JSON, metadata.get("step")))
     return metadata
 
 

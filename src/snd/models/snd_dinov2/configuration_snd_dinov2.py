@@ -5,6 +5,8 @@ This file imports only transformers, so it also works as Hub remote code.
 
 from __future__ import annotations
 
+import math
+
 from transformers import PreTrainedConfig
 from transformers.backbone_utils import BackboneConfigMixin
 
@@ -121,8 +123,31 @@ class SnDConfig(BackboneConfigMixin, PreTrainedConfig):
             )
         if self.image_size % self.patch_size != 0:
             raise ValueError(f"SnDConfig: image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
-        if self.num_register_tokens < 0:
-            raise ValueError(f"SnDConfig.num_register_tokens must be >= 0, got {self.num_register_tokens}")
+        for name in ("num_register_tokens", "depth_num_bins", "depth_head_upsample"):
+            value = getattr(self, name, 0)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "num_register_tokens" else 1):
+                raise ValueError(f"SnDConfig.{name} must be an integer >= {0 if name == 'num_register_tokens' else 1}, got {value!r}")
+        for name, low, strict in (("mlp_ratio", 0.0, True), ("layer_norm_eps", 0.0, True), ("initializer_range", 0.0, False),
+                                  ("drop_path_rate", 0.0, False), ("layerscale_value", None, False), ("depth_min", 0.0, True),
+                                  ("depth_max", 0.0, True)):
+            value = getattr(self, name, 1.0)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or \
+                    (low is not None and (value <= low if strict else value < low)):
+                bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
+                raise ValueError(f"SnDConfig.{name} must be a finite number{bound}, got {value!r}")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"SnDConfig.drop_path_rate must be in [0, 1), got {self.drop_path_rate!r}")
+        if self.depth_min >= self.depth_max:
+            raise ValueError(f"SnDConfig: depth_min ({self.depth_min}) must be below depth_max ({self.depth_max})")
+        if int(self.hidden_size * self.mlp_ratio) <= 0:
+            raise ValueError(f"SnDConfig.mlp_ratio {self.mlp_ratio!r} gives an empty MLP for hidden_size {self.hidden_size}")
+        for name in ("qkv_bias", "use_swiglu_ffn", "use_mask_token", "apply_layernorm", "reshape_hidden_states", "depth_head_use_cls"):
+            if not isinstance(getattr(self, name, True), bool):
+                raise ValueError(f"SnDConfig.{name} must be true or false, got {getattr(self, name)!r}")
+        from transformers.activations import ACT2FN
+
+        if not isinstance(self.hidden_act, str) or self.hidden_act not in ACT2FN:
+            raise ValueError(f"SnDConfig.hidden_act must be an activation name such as 'gelu', got {self.hidden_act!r}")
         self.stage_names = ["stem"] + [f"stage{index}" for index in range(1, self.num_hidden_layers + 1)]
         self.set_output_features_output_indices(
             out_indices=kwargs.pop("out_indices", None), out_features=kwargs.pop("out_features", None)

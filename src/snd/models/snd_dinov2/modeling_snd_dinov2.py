@@ -392,6 +392,37 @@ class SnDPreTrainedModel(PreTrainedModel):
         trunk = getattr(self, self.base_model_prefix, self)
         return trunk.embeddings.patch_embeddings
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, refusing (naming the weights file) what transformers would load silently
+        or report without the file: a corrupt safetensors file, a trunk tensor missing from the checkpoint (it would be
+        random; missing task-head tensors are fine, a head is new when loading a backbone checkpoint; with
+        `output_loading_info=True` the caller gets them in the info, as in transformers) and NaN/Inf in the trunk's
+        weights."""
+        import os
+
+        wants_info = kwargs.pop("output_loading_info", False)
+        source = str(pretrained_model_name_or_path)
+        weights = os.path.join(source, "model.safetensors") if os.path.isdir(source) else f"{source} (model.safetensors)"
+        try:
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        except Exception as error:
+            if type(error).__name__ == "SafetensorError":
+                raise OSError(f"{weights}: corrupt or truncated safetensors file ({error})") from error
+            raise
+        if pretrained_model_name_or_path is None or kwargs.get("state_dict") is not None:  # weights given in memory, not a file
+            return (model, info) if wants_info else model
+        trunk_prefix = "" if getattr(model, model.base_model_prefix, model) is model else model.base_model_prefix + "."
+        missing = sorted(key for key in info.get("missing_keys") or [] if key.startswith(trunk_prefix))
+        if missing and not wants_info:  # a caller asking for the loading info gets the missing keys and decides
+            raise OSError(f"{weights}: lacks {len(missing)} tensor(s) of the model, e.g. {missing[:5]}; they would be "
+                          "random (an incomplete or foreign checkpoint)")
+        bad = [name for name, value in model.named_parameters() if name.startswith(trunk_prefix) and value.is_floating_point()
+               and not bool(torch.isfinite(value).all())]
+        if bad:
+            raise OSError(f"{weights}: {len(bad)} weight tensor(s) hold NaN/Inf values, e.g. {bad[:5]}; expected finite weights")
+        return (model, info) if wants_info else model
+
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`, plus `auto_map` entries for the sibling Auto classes (a saved `SnDModel`
         also loads through `AutoBackbone`, and the reverse) so remote code serves every entry point."""
