@@ -12,6 +12,10 @@ import pytest
 from snd.models.mvsplat import MVSplatConfig
 from snd.models.snd_dinov2 import SnDConfig, SnDImageProcessor, SnDModel
 
+SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+# the checkout's own src (a worktree or second clone must not test another checkout's editable install)
+ENVIRONMENT = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": SRC}
+
 HEAVY = ["transformers.modeling_utils", "transformers.image_processing_utils", "snd.models.snd_dinov2.modeling_snd_dinov2", "matplotlib", "snd.data", "snd.distill"]
 
 
@@ -54,8 +58,7 @@ def test_import_snd_is_light_and_auto_classes_still_resolve(tmp_path, first):
         print("ok")
         """
     )
-    environment = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=300)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENVIRONMENT, timeout=300)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
 
 
@@ -81,3 +84,29 @@ def test_readme_export_path_works_right_after_import_snd():
     environment = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": source}
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=environment, timeout=300)
     assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("statement", [
+    "from transformers import Dinov2Model",  # transformers.modeling_layers imports the auto module half-way through
+    "from transformers import Dinov2Backbone",
+    "import transformers.models.dinov2.modeling_dinov2",
+])
+def test_importing_a_transformers_model_after_snd_registers_quietly(statement):
+    """The registration hook fires while transformers.modeling_layers is half-imported (a circular import of
+    transformers' own); snd's model module cannot import from it yet. It must wait, not log a traceback, and still
+    register every class by the time the user's import returns."""
+    script = textwrap.dedent(
+        f"""
+        import snd
+        {statement}
+        from transformers.models.auto.modeling_auto import MODEL_FOR_BACKBONE_MAPPING, MODEL_MAPPING
+        names = {{config.__name__: model.__name__ for config, model in MODEL_MAPPING._extra_content.items()}}
+        backbones = {{config.__name__: model.__name__ for config, model in MODEL_FOR_BACKBONE_MAPPING._extra_content.items()}}
+        assert names.get("SnDConfig") == "SnDModel" and names.get("MVSplatConfig") == "MVSplatModel", names
+        assert backbones.get("SnDConfig") == "SnDBackbone", backbones
+        print("ok")
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=ENVIRONMENT, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+    assert "failed" not in result.stderr and "Traceback" not in result.stderr, result.stderr[-3000:]

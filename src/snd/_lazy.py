@@ -65,6 +65,8 @@ class _PostImportFinder(importlib.abc.MetaPathFinder):
         self.lock = threading.Lock()
 
     def find_spec(self, fullname, path, target=None):
+        if _postponed:
+            retry_postponed()
         with self.lock:
             if fullname not in self.callbacks:
                 return None
@@ -86,12 +88,55 @@ class _PostImportFinder(importlib.abc.MetaPathFinder):
 _finder = _PostImportFinder()
 
 
+# Callbacks that met a circular import in progress: (the partially initialised module, the watched module, callback).
+_postponed: list[tuple[str, str, Callable[[], None]]] = []
+_retrying = threading.local()
+
+
+def _initialising(module_name: str) -> bool:
+    """True while ``module_name`` is in ``sys.modules`` but its body is still executing."""
+    spec = getattr(sys.modules.get(module_name), "__spec__", None)
+    return bool(getattr(spec, "_initializing", False))
+
+
 def _run(name: str, callbacks: list[Callable[[], None]]) -> None:
     for callback in callbacks:
         try:
             callback()
+        except ImportError as error:
+            # e.g. `from transformers import Dinov2Model`: transformers.modeling_layers imports the auto module (our
+            # watched module) before it defines GradientCheckpointingLayer, which snd's model module imports. Not a
+            # failure: run the callback again once that module has finished (the next import after it).
+            blocker = getattr(error, "name", None)
+            if blocker and _initialising(blocker):
+                logger.debug("snd: callback after importing %s waits for %s to finish importing", name, blocker)
+                with _finder.lock:
+                    _postponed.append((blocker, name, callback))
+                if _finder not in sys.meta_path:
+                    sys.meta_path.insert(0, _finder)
+            else:
+                logger.warning("snd: callback after importing %s failed", name, exc_info=True)
         except Exception:  # a failed registration must not break the user's import of transformers
             logger.warning("snd: callback after importing %s failed", name, exc_info=True)
+
+
+def retry_postponed() -> None:
+    """Run the callbacks postponed by a circular import whose module has finished importing since (idempotent;
+    called by the import hook on every later import, and by snd's own registration entry points)."""
+    if getattr(_retrying, "active", False):
+        return
+    with _finder.lock:
+        ready = [entry for entry in _postponed if not _initialising(entry[0])]
+        for entry in ready:
+            _postponed.remove(entry)
+    if not ready:
+        return
+    _retrying.active = True
+    try:
+        for _, name, callback in ready:
+            _run(name, [callback])
+    finally:
+        _retrying.active = False
 
 
 def after_import(module_name: str, callback: Callable[[], None]) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import re
-import time
 
 import pytest
 import torch
@@ -143,11 +142,11 @@ def test_render_gaussians_names_extrinsics_and_intrinsics():
 
 
 def test_huge_output_is_refused_up_front():
+    # 100,000 x 100,000 x 65 float32 channels would be 2.4 TiB: refused from the sizes alone, naming them
     scene = _scene()
-    started = time.perf_counter()
-    with pytest.raises(RenderMemoryError, match=r"needs about .* GiB.*output.*budget.*fewer cameras or pixels"):
+    with pytest.raises(RenderMemoryError, match=r"needs about .* GiB.*output.*budget.*fewer cameras or pixels") as info:
         render_features(**{**scene, "width": 100_000, "height": 100_000, "colors": torch.rand(6, 64)})
-    assert time.perf_counter() - started < 2.0
+    assert "width x height 100000 x 100000, 64 channel(s), 6 Gaussian(s)" in str(info.value)
 
 
 def test_intersection_estimate_bounds_the_real_count_and_refuses_over_budget():

@@ -54,9 +54,12 @@ def register_defined_classes() -> None:
     """Run the deferred registrations whose transformers auto module is loaded (idempotent). Called by snd's
     class modules after their classes exist, for the case where importing transformers inside them ran the
     registration hook too early."""
+    from .._lazy import _run, retry_postponed
+
+    retry_postponed()
     for module_name, registration in list(_DEFERRED):
         if module_name in sys.modules:
-            registration()
+            _run(module_name, [registration])  # a circular import in progress postpones it, as after_import does
 
 
 def _defining(module_name: str, class_name: str) -> bool:

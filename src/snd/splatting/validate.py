@@ -267,7 +267,8 @@ def check_render_size(
     output, intersections, intersection_bytes = estimate_render_bytes(
         means, covars, viewmats, Ks, width, height, channels, near_plane, far_plane, eps2d, tile_size, itemsize, render_depth
     )
-    check_render_memory(output, intersections, intersection_bytes, budget, means.device, where)
+    what = f"{images * cameras} camera(s) of width x height {width} x {height}, {channels} channel(s), {count} Gaussian(s)"
+    check_render_memory(output, intersections, intersection_bytes, budget, means.device, where, what)
 
 
 def estimate_render_bytes(
@@ -320,16 +321,18 @@ def estimate_render_bytes(
 
 
 def check_render_memory(
-    output_bytes: int, intersections: int, intersection_bytes: int, budget: int | None, device: torch.device, where: str
+    output_bytes: int, intersections: int, intersection_bytes: int, budget: int | None, device: torch.device, where: str,
+    what: str = "",
 ) -> None:
-    """Raise :class:`RenderMemoryError` when output plus intersections exceed ``budget`` (None: available memory)."""
+    """Raise :class:`RenderMemoryError` when output plus intersections exceed ``budget`` (None: available memory).
+    ``what`` describes the render's size (cameras, width x height, channels, Gaussians) for the message."""
     source = "memory_budget" if budget is not None else f"memory available on {device}"
     budget = available_memory(device) if budget is None else int(budget)
     need = output_bytes + intersection_bytes
     if need > budget:
         gib = 1 << 30
         raise RenderMemoryError(
-            f"{where}: this render needs about {need / gib:.2f} GiB (output {output_bytes / gib:.2f} GiB, "
+            f"{where}: this render{f' ({what})' if what else ''} needs about {need / gib:.2f} GiB (output {output_bytes / gib:.2f} GiB, "
             f"~{intersections:,} tile intersections {intersection_bytes / gib:.2f} GiB) but the budget is "
             f"{budget / gib:.2f} GiB ({source}); "
             "render fewer cameras or pixels per call, fewer channels (colors[..., :D] in chunks), fewer or smaller "
