@@ -4,7 +4,6 @@ run, a user's folder deleted by --overwrite_output_dir, raw library errors inste
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 

@@ -15,7 +15,6 @@ import argparse
 import json
 from dataclasses import asdict, dataclass
 
-import torch
 from torch import nn
 
 GIB = 2**30

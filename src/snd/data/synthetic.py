@@ -395,7 +395,6 @@ def generate_scene(config: SyntheticSceneConfig, scene_index: int = 0) -> Synthe
     """The layout and trajectory of scene ``scene_index`` (a pure function of ``(config.seed, scene_index)``)."""
     rng = np.random.default_rng([int(config.seed) & 0xFFFFFFFF, int(scene_index), 0x5D5])
     room = rng.uniform(config.room_size_min, config.room_size_max)
-    half_x, half_y = room[0] / 2, room[1] / 2
     # Objects live in the inner ellipse (radii 0.2 * room), cameras on the outer one (0.38 * room).
     num_objects = int(rng.integers(config.min_objects, config.max_objects + 1))
     placed: list[tuple[float, float, float]] = []

@@ -272,7 +272,6 @@ def save_figure(path: Path, kept: dict, names: dict[str, str], pair_index: int, 
 def run_experiment(config: AwarenessConfig) -> dict:
     """Distil, evaluate, summarise; writes results.json, results.md and figure.png. Returns the results dict."""
     from snd.distill.build import build_student
-    from snd.distill.config import load_config
 
     from .features import load_backbone
 

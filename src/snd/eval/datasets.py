@@ -353,7 +353,7 @@ def check_nyu_arrays(data: dict, path, split_keys=("test_indices",), where: str 
         if not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
             kind = value.dtype if isinstance(value, np.ndarray) else type(value).__name__
             raise ValueError(f"{where}: {path}: '{key}' is {kind}; expected a numeric numpy array")
-    images, depths, snorms = data["images"], data["depths"], data["snorms"]
+    images = data["images"]
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"{where}: {path}: 'images' should be [N, 3, H, W] uint8, got shape {images.shape}")
     if images.dtype != np.uint8:

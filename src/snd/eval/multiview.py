@@ -18,7 +18,7 @@ held-out seed, never used in pretraining, distillation or tuning).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F

@@ -49,10 +49,8 @@ def prepare(fixture_dir: Path) -> None:
     import torch
 
     import snd
-    from snd.distill import load_config
     from snd.distill.trainer import train
     from tests.convert.test_convert_backbone import to_torchhub_layout, transformers_reference
-    from tests.distill.helpers import TINY_CONFIG, TINY_OVERRIDES
     from tests.models.test_mvsplat_convert import lightning_checkpoint
     from snd.models.mvsplat import MVSplatConfig, MVSplatModel
 
@@ -903,18 +901,21 @@ def _hub_state():
 
 def _backbone_input(edit):
     def setup(ctx):
-        import torch
 
         path = ctx.work / "dinov2_tiny.pth"
-        state = _hub_state()
-        result = edit(ctx, state)
-        if isinstance(result, bytes):
-            path.write_bytes(result)
-        else:
-            torch.save(state if result is None else result, path)
+        _write_edited(ctx, path, _hub_state(), edit)
         return _convert_backbone_script(ctx, path)
 
     return setup
+
+
+def _write_edited(ctx, path, value, edit):
+    """``edit(ctx, value)`` edits in place (returns None), returns a replacement object, or returns raw bytes."""
+    result = edit(ctx, value)
+    if isinstance(result, bytes):
+        path.write_bytes(result)
+    else:
+        torch.save(value if result is None else result, path)
 
 
 def _nan_first(ctx, state):
@@ -1008,12 +1009,7 @@ def _mvsplat_input(edit):
         import torch
 
         path = ctx.work / "re10k.ckpt"
-        checkpoint = torch.load(FIXTURES["mvsplat"], weights_only=True)
-        result = edit(ctx, checkpoint)
-        if isinstance(result, bytes):
-            path.write_bytes(result)
-        else:
-            torch.save(checkpoint if result is None else result, path)
+        _write_edited(ctx, path, torch.load(FIXTURES["mvsplat"], weights_only=True), edit)
         return _convert_mvsplat_script(ctx, path)
 
     return setup

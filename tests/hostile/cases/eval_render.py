@@ -10,7 +10,6 @@ plain function or ``evaluate.load`` module, ``evaluate_backbones`` with an :clas
 from __future__ import annotations
 
 import importlib.util
-import math
 import os
 import pickle
 import shutil
