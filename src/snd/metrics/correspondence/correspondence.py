@@ -13,9 +13,13 @@ pools all matches. With ``relative_rotations`` (degrees per pair), the per-pair 
 
 from __future__ import annotations
 
+from functools import partial
+
 import datasets
 import evaluate
 import numpy as np
+
+from snd.metrics._checks import as_float_array, check_finite, check_thresholds
 
 _DESCRIPTION = "Correspondence recall at pixel thresholds, optionally binned by relative camera rotation."
 
@@ -40,25 +44,9 @@ DEFAULT_THRESHOLDS = (5, 10, 20)
 DEFAULT_ROTATION_BINS = (0, 15, 30, 60, 180)
 
 
-def _as_float_array(values, name: str) -> np.ndarray:
-    try:
-        return np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"correspondence: `{name}` must be numeric arrays ({error})") from None
-
-
-def _check_finite(array: np.ndarray, name: str) -> None:
-    bad = ~np.isfinite(array)
-    if bad.any():
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"correspondence: `{name}` hold {int(bad.sum())} non-finite value(s) (first {float(array[index])!r} at index "
-                         f"{index}); a model output must be finite")
-
-
-def _check_thresholds(thresholds, name: str = "thresholds") -> None:
-    values = np.asarray(thresholds, dtype=np.float64).reshape(-1)
-    if values.size == 0 or not (np.isfinite(values) & (values > 0)).all():
-        raise ValueError(f"correspondence: `{name}` must be finite numbers > 0, got {thresholds!r}")
+_as_float_array = partial(as_float_array, metric="correspondence")
+_check_finite = partial(check_finite, metric="correspondence")
+_check_thresholds = partial(check_thresholds, metric="correspondence")
 
 
 def _name(value: float) -> str:

@@ -10,9 +10,13 @@ Images without a single valid pixel are skipped (Probe3D would count them as RMS
 
 from __future__ import annotations
 
+from functools import partial
+
 import datasets
 import evaluate
 import numpy as np
+
+from snd.metrics._checks import as_float_array, check_finite, check_thresholds
 
 _DESCRIPTION = """Depth metrics: rmse, abs_rel, d1/d2/d3 (fraction of valid pixels with
 max(pred/gt, gt/pred) < 1.25, 1.25^2, 1.25^3). Invalid ground truth (<= 0) is ignored."""
@@ -36,25 +40,9 @@ author={El Banani, Mohamed and others}, booktitle={CVPR}, year={2024}}"""
 NYU_CROP = (slice(45, 471), slice(41, 601))
 
 
-def _as_float_array(values, name: str) -> np.ndarray:
-    try:
-        return np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"depth: `{name}` must be numeric arrays ({error})") from None
-
-
-def _check_finite(array: np.ndarray, name: str) -> None:
-    bad = ~np.isfinite(array)
-    if bad.any():
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"depth: `{name}` hold {int(bad.sum())} non-finite value(s) (first {float(array[index])!r} at index "
-                         f"{index}); a model output must be finite")
-
-
-def _check_thresholds(thresholds, name: str = "thresholds") -> None:
-    values = np.asarray(thresholds, dtype=np.float64).reshape(-1)
-    if values.size == 0 or not (np.isfinite(values) & (values > 0)).all():
-        raise ValueError(f"depth: `{name}` must be finite numbers > 0, got {thresholds!r}")
+_as_float_array = partial(as_float_array, metric="depth")
+_check_finite = partial(check_finite, metric="depth")
+_check_thresholds = partial(check_thresholds, metric="depth")
 
 
 def depth_metrics(

@@ -9,9 +9,13 @@ images; ``aggregation="pixel"`` pools all valid pixels instead (the median is th
 
 from __future__ import annotations
 
+from functools import partial
+
 import datasets
 import evaluate
 import numpy as np
+
+from snd.metrics._checks import as_float_array, check_finite, check_thresholds
 
 _DESCRIPTION = """Surface-normal metrics: angular rmse, mean and median (degrees) and the
 percentage of pixels within 11.25, 22.5 and 30 degrees."""
@@ -38,25 +42,9 @@ author={El Banani, Mohamed and others}, booktitle={CVPR}, year={2024}}"""
 DEFAULT_THRESHOLDS = (11.25, 22.5, 30.0)
 
 
-def _as_float_array(values, name: str) -> np.ndarray:
-    try:
-        return np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"normals: `{name}` must be numeric arrays ({error})") from None
-
-
-def _check_finite(array: np.ndarray, name: str) -> None:
-    bad = ~np.isfinite(array)
-    if bad.any():
-        index = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"normals: `{name}` hold {int(bad.sum())} non-finite value(s) (first {float(array[index])!r} at index "
-                         f"{index}); a model output must be finite")
-
-
-def _check_thresholds(thresholds, name: str = "thresholds") -> None:
-    values = np.asarray(thresholds, dtype=np.float64).reshape(-1)
-    if values.size == 0 or not (np.isfinite(values) & (values > 0)).all():
-        raise ValueError(f"normals: `{name}` must be finite numbers > 0, got {thresholds!r}")
+_as_float_array = partial(as_float_array, metric="normals")
+_check_finite = partial(check_finite, metric="normals")
+_check_thresholds = partial(check_thresholds, metric="normals")
 
 
 def angular_error_degrees(predictions: np.ndarray, references: np.ndarray, eps: float = 1e-8) -> np.ndarray:
