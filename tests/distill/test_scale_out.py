@@ -14,7 +14,7 @@ from snd.distill import load_config
 def test_gradient_checkpointing_gives_the_same_gradients(finetune):
     from snd.distill.build import build_student, enable_gradient_checkpointing
 
-    config = load_config(overrides=[f"model.finetune={finetune}", "model.lora_dropout=0.0"])
+    config = load_config(overrides=[f"model.finetune={finetune}", "model.lora_dropout=0.0", "loss.kind=prototype"])  # with its head
     torch.manual_seed(0)
     plain = build_student(config)
     torch.manual_seed(0)
@@ -38,7 +38,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(finetune):
 
 TINY_MEMORY = ["model.pretrained=null", "model.preset=tiny", "model.finetune=full", "head.num_prototypes=64", "head.hidden_dim=16",
                "head.bottleneck_dim=8", "head.num_layers=3", "data.image_height=30", "data.image_width=45",
-               "training.batch_size=3", "data.num_target_views=2", "training.mixed_precision=no"]
+               "training.batch_size=3", "data.num_target_views=2", "training.mixed_precision=no", "loss.kind=prototype"]
 
 
 def test_memory_estimate_matches_a_hand_computation_for_a_tiny_config():
@@ -102,3 +102,16 @@ def test_large_presets_keep_the_paper_recipe_of_their_base(preset, base):
     assert config.model.finetune == "lora" and config.model.pretrained != reference.model.pretrained
     if preset == "scannetpp_dinov2g":
         assert config.training.distributed == "fsdp2" and config.training.gradient_checkpointing
+
+
+def test_memory_estimate_of_the_embedded_default_resolves_the_shipped_backbone():
+    """`scripts/benchmark.py memory` with no config: nano-2d is a shipped asset name, not a Hub id or a folder; the
+    cosine loss builds no head. The estimate counts exactly the student the run builds."""
+    from snd.benchmarks.memory import architecture
+    from snd.distill.build import build_student
+
+    config = load_config()
+    assert config.model.pretrained == "nano-2d" and config.loss.kind == "cosine"
+    student = build_student(config)
+    assert student.head is None
+    assert architecture(config).parameters == sum(p.numel() for p in student.parameters())

@@ -76,9 +76,10 @@ class Estimate:
 
 
 def _meta_backbone(model_config) -> nn.Module:
+    from ..assets import resolve
     from ..backbones import random_backbone
 
-    source = model_config.pretrained
+    source = resolve(model_config.pretrained)  # a shipped model's bare name (nano-2d) -> its folder
     if source is None:
         return random_backbone(model_config.preset, model_config.config_overrides)
     if source not in KNOWN_BACKBONES:
